@@ -1,0 +1,48 @@
+# estella: `make train export` trains the default preset and exports it; `make test` runs the suite.
+# Variables: PRESET, RUN (run name under runs/), CORPUS (URL or path), OUT (export folder),
+# and one per hyper-parameter: EPOCHS UNITS EMBEDDING_DIM SEQ_LENGTH BATCH_SIZE LEARNING_RATE
+# PATIENCE VALIDATION_FRACTION SEED STEPS_PER_EPOCH.
+
+PYTHON ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+PRESET ?= default
+RUNS ?= runs
+CORPUS ?=
+
+# `make export` alone takes the last run that `make train` made, unless RUN is given.
+LAST_RUN = $(shell cat $(RUNS)/.last 2>/dev/null)
+RUN_GIVEN := $(filter command line environment,$(origin RUN))
+RUN ?= $(PRESET)
+TRAIN_DIR = $(RUNS)/$(RUN)
+EXPORT_RUN = $(if $(RUN_GIVEN),$(RUNS)/$(RUN),$(or $(LAST_RUN),$(RUNS)/$(RUN)))
+OUT ?=
+
+hp = $(if $($(1)),--$(2) $($(1)))
+TRAIN_FLAGS = --preset $(PRESET) $(if $(CORPUS),--corpus $(CORPUS)) \
+	$(call hp,EPOCHS,epochs) $(call hp,UNITS,units) $(call hp,EMBEDDING_DIM,embedding-dim) \
+	$(call hp,SEQ_LENGTH,seq-length) $(call hp,BATCH_SIZE,batch-size) $(call hp,LEARNING_RATE,learning-rate) \
+	$(call hp,PATIENCE,patience) $(call hp,VALIDATION_FRACTION,validation-fraction) $(call hp,SEED,seed) \
+	$(call hp,STEPS_PER_EPOCH,steps-per-epoch)
+
+.PHONY: venv train export test clean-venv
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade "pip>=24"
+	$(BIN)/python -m pip install -q -e '.[train,dev]'
+	touch $@
+
+train: venv
+	$(BIN)/estella train $(TRAIN_DIR) $(TRAIN_FLAGS)
+	echo $(TRAIN_DIR) > $(RUNS)/.last
+
+export: venv
+	$(BIN)/estella export $(EXPORT_RUN) $(if $(OUT),--out $(OUT)) --force
+
+test: venv
+	$(BIN)/python -m pytest -q
+
+clean-venv:
+	rm -rf $(VENV)

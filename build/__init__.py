@@ -1,0 +1,1 @@
+"""The training stage: corpus -> vocabulary -> data pipeline -> model -> weights."""

@@ -1,0 +1,66 @@
+"""`estella train` and `estella sample`."""
+
+import argparse
+import os
+
+from .config import PRESETS, HParams
+
+DEFAULT_RUNS = "runs"
+
+
+def add_parser(subparsers):
+    p = subparsers.add_parser("train", help="train a model on a corpus (or resume a run)",
+                              description="Train a char-level GRU. Rerunning on a run directory resumes it.")
+    p.add_argument("run_dir", nargs="?", help=f"the run directory (default: {DEFAULT_RUNS}/<preset>)")
+    p.add_argument("--corpus", default=None, help="URL or local path of a UTF-8 text (default: Great "
+                   "Expectations from Project Gutenberg, cached)")
+    p.add_argument("--preset", default="default", choices=sorted(PRESETS), help="hyper-parameter preset")
+    p.add_argument("--cache-dir", default=None, help="where downloaded corpora are kept (default ~/.cache/estella)")
+    p.add_argument("--quiet", action="store_true", help="one line per epoch instead of a progress bar")
+    for field in HParams.__dataclass_fields__.values():
+        kind = float if field.type is float else int
+        p.add_argument("--" + field.name.replace("_", "-"), type=kind, default=None, metavar="N",
+                       help=f"override the preset's {field.name}")
+    p.set_defaults(handler=run_train)
+
+    s = subparsers.add_parser("sample", help="sample text from a run with the Keras reference model")
+    s.add_argument("run_dir", help="a run directory written by `estella train`")
+    s.add_argument("--prime", default="Pip", help="text to start from (default: %(default)s)")
+    s.add_argument("--chars", type=int, default=500, help="characters to generate (default: %(default)s)")
+    s.add_argument("--temperature", type=float, default=0.5, help="> 0; lower is more conservative")
+    s.add_argument("--seed", type=int, default=None, help="seed for reproducible samples")
+    s.set_defaults(handler=run_sample)
+
+
+def run_train(args):
+    from .corpus import DEFAULT_CORPUS
+    from .train import train
+
+    overrides = {name: getattr(args, name) for name in HParams.__dataclass_fields__}
+    run_dir = args.run_dir or os.path.join(DEFAULT_RUNS, args.preset)
+    try:
+        train(run_dir, args.corpus or DEFAULT_CORPUS, args.preset, cache_dir=args.cache_dir,
+              verbose=2 if args.quiet else "auto", **overrides)
+    except ValueError as e:  # hyper-parameter checks name their flag
+        raise _usage_error(e) from None
+
+
+def run_sample(args):
+    from .sample import generate_text, load_reference
+
+    if args.chars < 0:
+        raise _usage_error(f"--chars must be >= 0, got {args.chars}")
+    if not args.temperature > 0:
+        raise _usage_error(f"--temperature must be > 0, got {args.temperature}")
+    if not args.prime:
+        raise _usage_error("--prime must have at least one character")
+    model, vocab, _ = load_reference(args.run_dir, batch_size=1)
+    unknown = sorted(set(args.prime) - set(vocab.chars))
+    if unknown:
+        raise _usage_error(f"--prime has characters that are not in the vocabulary of {args.run_dir}: {unknown!r}")
+    print(generate_text(model, vocab, args.prime, args.chars, args.temperature, args.seed))
+
+
+def _usage_error(message):
+    from estella.runtime.errors import EstellaError
+    return EstellaError(str(message))

@@ -1,0 +1,1 @@
+"""The light runtime: numpy plus one interpreter (LiteRT or ONNX Runtime); never TensorFlow."""
