@@ -1,0 +1,46 @@
+"""A run directory with random weights: the seed size for parity and benchmarks without training.
+
+Weights are scaled by fan-in (variance 1/fan_in), so activations and logits have the spread of a
+trained model rather than saturating or vanishing; no training loop is needed to get one.
+"""
+
+import dataclasses
+import hashlib
+import os
+
+import numpy as np
+
+from .config import HParams, versions
+from .fileio import atomic_path, write_json
+from .model import build_model
+from .vocab import Vocab
+
+
+def make_random_run(run_dir, vocab_chars, embedding_dim=256, units=1024, seed=0):
+    vocab = Vocab(vocab_chars)
+    V, E, U = len(vocab), embedding_dim, units
+    rng = np.random.default_rng(seed)
+
+    def fan_in(*shape):
+        return (rng.standard_normal(shape) / np.sqrt(shape[0])).astype(np.float32)
+
+    model = build_model(V, E, U)
+    model.get_layer("embedding").set_weights([rng.standard_normal((V, E)).astype(np.float32)])
+    model.get_layer("gru").set_weights([fan_in(E, 3 * U), fan_in(U, 3 * U),
+                                        (0.1 * rng.standard_normal((2, 3 * U))).astype(np.float32)])
+    model.get_layer("logits").set_weights([fan_in(U, V), (0.1 * rng.standard_normal(V)).astype(np.float32)])
+
+    os.makedirs(run_dir, exist_ok=True)
+    vocab.save(os.path.join(run_dir, "vocab.json"))
+    hp = HParams(embedding_dim=E, units=U, epochs=0)
+    source = f"random:seed={seed}"
+    write_json(os.path.join(run_dir, "config.json"), {
+        "preset": "random", "hparams": dataclasses.asdict(hp), "vocab_size": V,
+        "corpus": {"source": source, "path": None, "sha256": hashlib.sha256(source.encode()).hexdigest(),
+                   "chars": 0, "train_chars": 0, "validation_chars": 0},
+        "versions": versions(),
+    })
+    with atomic_path(os.path.join(run_dir, "best.weights.h5")) as tmp:
+        model.save_weights(tmp)
+    write_json(os.path.join(run_dir, "state.json"), {"epochs_done": 0, "best_val_loss": None, "history": []})
+    return run_dir
