@@ -3,7 +3,7 @@
 import argparse
 import os
 
-from .config import PRESETS, HParams
+from .config import PRESETS, HParams, preset
 
 DEFAULT_RUNS = "runs"
 
@@ -34,11 +34,12 @@ def add_parser(subparsers):
 
 def run_train(args):
     from .corpus import DEFAULT_CORPUS
-    from .train import train
 
     overrides = {name: getattr(args, name) for name in HParams.__dataclass_fields__}
     run_dir = args.run_dir or os.path.join(DEFAULT_RUNS, args.preset)
     try:
+        preset(args.preset, **overrides)  # check the flags before the slow TensorFlow import
+        from .train import train
         train(run_dir, args.corpus or DEFAULT_CORPUS, args.preset, cache_dir=args.cache_dir,
               verbose=2 if args.quiet else "auto", **overrides)
     except ValueError as e:  # hyper-parameter checks name their flag

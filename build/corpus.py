@@ -13,6 +13,8 @@ DEFAULT_CORPUS = "https://www.gutenberg.org/files/1400/1400-0.txt"
 # Gutenberg wraps every book in "*** START OF ... ***" and "*** END OF ... ***" lines.
 _START = re.compile(r"^\*\*\* ?START OF (THE|THIS) PROJECT GUTENBERG.*$", re.MULTILINE | re.IGNORECASE)
 _END = re.compile(r"^\*\*\* ?END OF (THE|THIS) PROJECT GUTENBERG.*$", re.MULTILINE | re.IGNORECASE)
+# Older files also close the book with an "End of the Project Gutenberg EBook of ..." line.
+_TRAILER = re.compile(r"\n\s*End of (the )?Project Gutenberg.*\s*$", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -33,6 +35,7 @@ def fetch(url: str, cache_dir: str | None = None) -> str:
 
     name = os.path.basename(urllib.parse.urlparse(url).path) or "corpus.txt"
     cache_dir = os.path.abspath(cache_dir or os.environ.get("ESTELLA_CACHE", os.path.expanduser("~/.cache/estella")))
+    os.makedirs(cache_dir, exist_ok=True)  # get_file silently falls back to /tmp/.keras otherwise
     try:
         return keras.utils.get_file(name, origin=url, cache_dir=cache_dir, cache_subdir="corpora")
     except Exception as e:  # get_file raises several kinds (URLError, HTTPError, OSError)
@@ -47,7 +50,9 @@ def strip_gutenberg(text: str) -> str:
         text = text[text_start:end.start()] if end and end.start() > text_start else text[text_start:]
     elif end:
         text = text[:end.start()]
-    return text.strip("\r\n\ufeff ") + "\n" if (start or end) else text
+    if not (start or end):
+        return text
+    return _TRAILER.sub("", text).strip("\r\n\ufeff ") + "\n"
 
 
 def load(source: str = DEFAULT_CORPUS, min_chars: int = 0, cache_dir: str | None = None) -> Corpus:

@@ -105,6 +105,14 @@ def plot_history(path, history):
     plt.close(fig)
 
 
+def clear_stale_temp_files(run_dir):
+    """A killed run can leave the temp file of a write that never finished; it is never read."""
+    for folder in (run_dir, os.path.join(run_dir, "checkpoints")):
+        for name in os.listdir(folder) if os.path.isdir(folder) else []:
+            if name.startswith(".tmp-"):
+                os.unlink(os.path.join(folder, name))
+
+
 def compile_model(model, hp):
     model.compile(optimizer=keras.optimizers.Adam(hp.learning_rate),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
@@ -163,6 +171,7 @@ def train(run_dir, corpus_source, preset_name="default", cache_dir=None, verbose
 
     os.makedirs(run_dir, exist_ok=True)
     if resuming:
+        clear_stale_temp_files(run_dir)
         model = keras.models.load_model(os.path.join(run_dir, "last.keras"))
         initial_epoch = state["epochs_done"]
         print(f"resuming {run_dir} after epoch {initial_epoch} (best val_loss {state['best_val_loss']:.4f})")

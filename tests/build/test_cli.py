@@ -1,0 +1,55 @@
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.tensorflow
+
+
+def estella(*args):
+    return subprocess.run([sys.executable, "-m", "estella.runtime.cli", *args], capture_output=True, text=True)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--corpus", "/no/such/file.txt"], "corpus file not found: /no/such/file.txt"),
+    (["--epochs", "0"], "--epochs must be >= 1, got 0"),
+    (["--validation-fraction", "0.9"], "--validation-fraction must be in (0, 0.5), got 0.9"),
+    (["--learning-rate", "-1"], "--learning-rate must be > 0, got -1.0"),
+])
+def test_train_errors(args, message, tmp_path, corpus_slice):
+    argv = ["train", str(tmp_path / "run"), "--preset", "tiny"]
+    if "--corpus" not in args:
+        argv += ["--corpus", corpus_slice]
+    result = estella(*argv, *args)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_unknown_preset_is_a_usage_error(tmp_path):
+    result = estella("train", str(tmp_path / "run"), "--preset", "huge")
+    assert result.returncode == 2 and "invalid choice: 'huge'" in result.stderr
+
+
+def test_sample_writes_text_from_the_prime(tiny_run):
+    result = estella("sample", tiny_run, "--prime", "Pip", "--chars", "40", "--seed", "3")
+    assert result.returncode == 0, result.stderr[-2000:]
+    text = result.stdout.rstrip("\n")
+    assert text.startswith("Pip") and len(text) == 43
+    again = estella("sample", tiny_run, "--prime", "Pip", "--chars", "40", "--seed", "3")
+    assert again.stdout == result.stdout  # seeded
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--prime", "Pip\u20ac"], "not in the vocabulary"),
+    (["--prime", ""], "--prime must have at least one character"),
+    (["--temperature", "0"], "--temperature must be > 0"),
+    (["--chars", "-1"], "--chars must be >= 0"),
+])
+def test_sample_errors(tiny_run, args, message):
+    result = estella("sample", tiny_run, *args)
+    assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_sample_on_a_folder_that_is_not_a_run(tmp_path):
+    result = estella("sample", str(tmp_path))
+    assert result.returncode == 2 and "is not a run directory" in result.stderr
