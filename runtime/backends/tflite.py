@@ -1,0 +1,88 @@
+"""The TFLite step graphs (float32 and dynamic-range int8) through LiteRT, or tflite-runtime where that is installed.
+
+The step is run through set_tensor / invoke / get_tensor on tensor indices found once by name,
+which costs less per call than a signature runner. The graph is exported for batch 1; a larger
+batch resizes the inputs (one interpreter for all streams).
+"""
+
+import os
+
+import numpy as np
+
+from ..errors import EstellaError, MissingDependency
+from .base import Backend
+
+
+def interpreter_class():
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:
+        try:
+            from tflite_runtime.interpreter import Interpreter
+        except ImportError:
+            raise MissingDependency("the tflite backend needs LiteRT, which is not installed: "
+                                    "pip install 'estella[tflite]'") from None
+    return Interpreter
+
+
+class TFLiteBackend(Backend):
+    name = "tflite"
+
+    def __init__(self, export_dir, artifact, manifest, num_threads=None):
+        Interpreter = interpreter_class()
+        self.path = os.path.join(export_dir, artifact["path"])
+        self.interpreter = Interpreter(model_path=self.path, num_threads=num_threads)
+        self.interpreter.allocate_tensors()
+        inputs, outputs = _details_by_name(self.interpreter)
+        self.ids_index, self.state_index = inputs["ids"]["index"], inputs["state"]["index"]
+        self.logits_index, self.new_state_index = outputs["logits"]["index"], outputs["new_state"]["index"]
+        self.precision = artifact["precision"]
+        self.vocab_size, self.units = int(outputs["logits"]["shape"][-1]), int(inputs["state"]["shape"][-1])
+        self.max_batch, self.max_time = (int(n) for n in inputs["ids"]["shape"])
+        self.batch = self.max_batch  # the batch the interpreter is allocated for now
+
+    def _step(self, ids, state):
+        if ids.shape[0] != self.batch:
+            self._resize(ids.shape[0])
+        interpreter = self.interpreter
+        interpreter.set_tensor(self.ids_index, ids)
+        interpreter.set_tensor(self.state_index, state)
+        interpreter.invoke()
+        return interpreter.get_tensor(self.logits_index), interpreter.get_tensor(self.new_state_index)
+
+    def _resize(self, batch):
+        self.interpreter.resize_tensor_input(self.ids_index, [batch, 1])
+        self.interpreter.resize_tensor_input(self.state_index, [batch, self.units])
+        self.interpreter.allocate_tensors()
+        self.batch = batch
+
+
+def _details_by_name(interpreter):
+    """Input and output tensor details keyed by the step's names (ids, state; logits, new_state).
+
+    The converter may prefix names (serving_default_ids:0) or keep only the signature's names,
+    so the signature is asked first and the tensor names are matched by their ending otherwise.
+    """
+    signatures = interpreter.get_signature_list()
+    if signatures:
+        runner = interpreter.get_signature_runner(next(iter(signatures)))
+        inputs, outputs = runner.get_input_details(), runner.get_output_details()
+        if {"ids", "state"} <= inputs.keys() and {"logits", "new_state"} <= outputs.keys():
+            return inputs, outputs
+    inputs = _match(interpreter.get_input_details(), ("ids", "state"))
+    outputs = _match(interpreter.get_output_details(), ("new_state", "logits"))
+    return inputs, outputs
+
+
+def _match(details, names):
+    found = {}
+    for name in names:  # new_state before logits/state, so "state" never claims new_state's tensor
+        for d in details:
+            base = d["name"].split(":")[0]
+            if d["index"] not in (f["index"] for f in found.values()) and (base == name or base.endswith("_" + name)):
+                found[name] = d
+                break
+        else:
+            raise EstellaError(f"the tflite graph has no tensor named {name!r}; "
+                               f"it has {[d['name'] for d in details]} (re-export it with `estella export`)")
+    return found

@@ -1,0 +1,133 @@
+"""`estella generate` and `estella inspect`: the runtime's commands. Neither imports TensorFlow
+(except --backend savedmodel, which needs it)."""
+
+import sys
+import time
+
+
+def add_parser(subparsers):
+    p = subparsers.add_parser("generate", help="write text with an exported model (no TensorFlow needed)",
+                              description="Write text with an exported model: the prime is run first, "
+                                          "then one character is sampled at a time.")
+    p.add_argument("export_dir", metavar="DIR", help="an export directory (estella export RUN --out DIR)")
+    p.add_argument("--prime", default="", help="the text to start from (default: none, which starts as at a new paragraph)")
+    p.add_argument("--chars", type=int, default=500, help="characters to generate after the prime (default 500)")
+    p.add_argument("--temperature", type=float, default=1.0, help="0 picks the likeliest character (default 1.0)")
+    p.add_argument("--top-k", type=int, default=None, help="sample among the K likeliest characters")
+    p.add_argument("--top-p", type=float, default=None, help="sample among the likeliest characters whose "
+                                                             "probability adds up to P (nucleus)")
+    p.add_argument("--seed", type=int, default=None, help="seed for the sampler: the same seed gives the same text")
+    p.add_argument("--backend", default="auto", help="auto (the fastest installed), tflite, onnx, numpy, savedmodel")
+    p.add_argument("--precision", default="float32", help="float32 (or float), int8")
+    p.add_argument("--stream", action="store_true", help="print characters as they are produced")
+    p.add_argument("--num-samples", type=int, default=1, help="texts to write, as one batch (seeds S, S+1, ...)")
+    p.add_argument("--stop", action="append", default=None, metavar="STR",
+                   help="stop a text once it ends with STR (kept in the output); may be given more than once")
+    p.add_argument("--stats", action="store_true", help="print chars/s and µs per character to stderr")
+    p.add_argument("--verbose", action="store_true", help="say which backend and artifact run")
+    p.add_argument("--no-echo", dest="echo", action="store_false", help="do not print the prime")
+    p.add_argument("--skip-unknown", action="store_true", help="drop prime characters outside the vocabulary")
+    p.add_argument("--threads", type=int, default=None, help="interpreter threads (tflite, onnx; default: theirs)")
+    p.set_defaults(handler=generate)
+
+    p = subparsers.add_parser("inspect", help="print an export's manifest: vocabulary, shapes, artifacts, parity",
+                              description="Print an export's manifest and verify its files.")
+    p.add_argument("export_dir", metavar="DIR")
+    p.add_argument("--no-verify", dest="verify", action="store_false", help="skip the sha256 check of every file")
+    p.set_defaults(handler=inspect)
+
+
+def generate(args):
+    from .errors import EstellaError
+    from .generator import Generator
+
+    if args.num_samples < 1:
+        raise EstellaError(f"--num-samples must be >= 1, got {args.num_samples}")
+    if args.threads is not None and args.threads < 1:
+        raise EstellaError(f"--threads must be >= 1, got {args.threads}")
+    options = {"num_threads": args.threads} if args.threads else {}
+    gen = Generator.load(args.export_dir, backend=args.backend, precision=args.precision, **options)
+    if args.verbose:
+        b = gen.backend
+        print(f"backend: {b.name} {b.precision} ({'chosen by auto: ' if args.backend == 'auto' else ''}"
+              f"{type(b).__name__}, V={b.vocab_size} U={b.units})", file=sys.stderr)
+    settings = dict(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed,
+                    stop=args.stop, echo=args.echo, skip_unknown=args.skip_unknown)
+    primes = [args.prime] * args.num_samples
+    steps = gen.stream_many(primes, args.chars, **settings)  # checks every setting before any work
+    out = sys.stdout
+    start, produced = time.perf_counter(), 0
+    texts = [[] for _ in primes]
+    prime_len = len(gen.encode(args.prime, args.skip_unknown)[0]) if args.echo else 0
+    for n, chars in enumerate(steps):
+        if n >= prime_len:
+            produced += sum(1 for c in chars if c)
+        if args.stream and args.num_samples == 1:
+            out.write(chars[0])
+            out.flush()
+        else:
+            for text, ch in zip(texts, chars):
+                text.append(ch)
+    elapsed = time.perf_counter() - start
+    if not (args.stream and args.num_samples == 1):
+        for i, text in enumerate(texts):
+            if args.num_samples > 1:
+                out.write(f"--- sample {i + 1} (seed {args.seed + i if args.seed is not None else 'random'}) ---\n")
+            out.write("".join(text) + "\n")
+    else:
+        out.write("\n")
+    if args.stats:
+        per_char = elapsed / max(produced, 1)
+        print(f"{gen.backend.name} {gen.backend.precision}: {produced} chars in {elapsed:.3f} s, "
+              f"{produced / elapsed if elapsed else 0:.1f} chars/s, {per_char * 1e6:.1f} µs/char "
+              f"(batch {args.num_samples}, prime {len(args.prime)} chars included in the time)", file=sys.stderr)
+
+
+def inspect(args):
+    import os
+
+    from .manifest import load_manifest
+
+    m = load_manifest(args.export_dir, verify=args.verify)
+    model = m["model"]
+    print(f"export: {os.path.abspath(args.export_dir)} (schema {m['schema_version']}, {m.get('kind', '?')})"
+          + (", files verified" if args.verify else ""))
+    vocab = "".join(model.get("vocab", []))
+    print(f"model: vocab_size={model.get('vocab_size')} embedding_dim={model.get('embedding_dim')} "
+          f"units={model.get('units')} layers={'/'.join(model.get('layers', []))}")
+    print(f"vocab: {vocab!r}")
+    if "state" in m:
+        print(f"state: {m['state'].get('name')} {m['state'].get('shape')} {m['state'].get('dtype')} "
+              f"initial={m['state'].get('initial')}")
+    print("artifacts:")
+    for a in m["artifacts"]:
+        size = sum(f["bytes"] for f in a.get("files", []))
+        shapes = lambda specs: ", ".join(f"{s['name']} {s['shape']} {s['dtype']}" for s in specs)
+        print(f"  {a['name']:<18} {a['format']:<10} {a['precision']:<8} {a.get('role', 'step'):<7} "
+              f"{_size(size):>9}  {a['path']}")
+        if a.get("inputs"):
+            print(f"      in:  {shapes(a['inputs'])}")
+            print(f"      out: {shapes(a['outputs'])}")
+    parity = m.get("parity")
+    if parity:
+        print(f"parity (tolerance {parity.get('tolerance')}):")
+        for name, numbers in parity.get("artifacts", {}).items():
+            print(f"  {name:<18} " + " ".join(f"{k}={_num(v)}" for k, v in numbers.items()))
+    prov = m.get("provenance")
+    if prov:
+        print("provenance:")
+        for key, value in prov.items():
+            if isinstance(value, dict):
+                value = " ".join(f"{k}={v}" for k, v in value.items())
+            print(f"  {key}: {_num(value)}")
+
+
+def _size(n):
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+
+
+def _num(v):
+    return f"{v:.4g}" if isinstance(v, float) else str(v)

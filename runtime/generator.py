@@ -1,0 +1,151 @@
+"""Generate text from an export: run the prime through the model, then sample one character at a time.
+
+    gen = Generator.load("runs/default/export")              # backend="auto", precision="float32"
+    print(gen.generate("Pip", 500, temperature=0.5, seed=1))
+    for ch in gen.stream("Pip", 500): print(ch, end="", flush=True)
+    texts = gen.generate_many(["Pip", "Joe"], 200, seed=1)  # several streams in one batched step
+
+The prime is run in one call of T characters where the artifact takes T > 1 (numpy, savedmodel),
+otherwise one character at a time, and it is echoed at the start of the text unless echo=False.
+An empty prime starts from the zero state with a newline fed as the first character (the model
+then writes as at the start of a paragraph); it needs a vocabulary that has "\n".
+Stop strings end a stream once its generated text ends with one of them; the stop string is kept
+(a stream has already yielded it).
+"""
+
+import numbers
+
+import numpy as np
+
+from .backends import open_backend
+from .errors import EstellaError
+from .manifest import load_manifest
+from .sampling import Sampler
+
+EMPTY_PRIME = "\n"
+
+
+class PrimeError(EstellaError):
+    """The prime has characters outside the vocabulary, or is empty where a newline cannot stand in."""
+
+
+class Generator:
+    def __init__(self, backend, vocab):
+        self.backend = backend
+        self.vocab = list(vocab)
+        self.char_to_id = {c: i for i, c in enumerate(self.vocab)}
+
+    @classmethod
+    def load(cls, export_dir, backend="auto", precision="float32", **options):
+        manifest = load_manifest(export_dir, verify=False)  # open_backend verifies the files it uses
+        return cls(open_backend(export_dir, backend, precision, manifest=manifest, **options),
+                   manifest["model"]["vocab"])
+
+    def step(self, ids, state):
+        """The bare model: ids int32 [B, T], state float32 [B, U] -> logits [B, T, V], new_state [B, U]."""
+        return self.backend.step(ids, state)
+
+    def initial_state(self, batch=1):
+        return self.backend.initial_state(batch)
+
+    def encode(self, prime, skip_unknown=False):
+        unknown = sorted(set(prime) - self.char_to_id.keys())
+        if unknown and not skip_unknown:
+            raise PrimeError(f"the prime has characters that are not in the vocabulary: {unknown!r} "
+                             "(remove them, or skip them with --skip-unknown)")
+        kept = "".join(c for c in prime if c in self.char_to_id)
+        if not kept:
+            if EMPTY_PRIME not in self.char_to_id:
+                raise PrimeError("the prime is empty (after skipping unknown characters) and the vocabulary "
+                                 "has no newline to start from; give a prime")
+            return kept, np.array([self.char_to_id[EMPTY_PRIME]], np.int32)
+        return kept, np.array([self.char_to_id[c] for c in kept], np.int32)
+
+    def generate(self, prime, n_chars, temperature=1.0, top_k=None, top_p=None, seed=None, stop=None,
+                 echo=True, skip_unknown=False) -> str:
+        return "".join(self.stream(prime, n_chars, temperature, top_k, top_p, seed, stop, echo, skip_unknown))
+
+    def stream(self, prime, n_chars, temperature=1.0, top_k=None, top_p=None, seed=None, stop=None,
+               echo=True, skip_unknown=False):
+        """Yield the text one character at a time as it is produced (the prime first, if echoed).
+
+        Bad settings raise here, at the call, not at the first character."""
+        steps = self.stream_many([prime], n_chars, temperature, top_k, top_p, seed, stop, echo, skip_unknown)
+        return (chars[0] for chars in steps if chars[0])
+
+    def generate_many(self, primes, n_chars, temperature=1.0, top_k=None, top_p=None, seed=None, stop=None,
+                      echo=True, skip_unknown=False) -> list:
+        """One text per prime, generated as one batch. Stream i uses seed + i, so it equals
+        generate(primes[i], ..., seed=seed + i) on a backend whose batched step is the same math."""
+        texts = [[] for _ in primes]
+        for chars in self.stream_many(primes, n_chars, temperature, top_k, top_p, seed, stop, echo, skip_unknown):
+            for text, ch in zip(texts, chars):
+                text.append(ch)
+        return ["".join(t) for t in texts]
+
+    def stream_many(self, primes, n_chars, temperature=1.0, top_k=None, top_p=None, seed=None, stop=None,
+                    echo=True, skip_unknown=False):
+        """An iterator of lists with one character per stream ("" where a stream has stopped or its prime ended)."""
+        sampler = Sampler(temperature, top_k, top_p)  # checks the settings before any work
+        if isinstance(n_chars, bool) or not isinstance(n_chars, numbers.Integral) or n_chars < 0:
+            raise EstellaError(f"--chars must be an integer >= 0, got {n_chars!r}")
+        stops = _stop_list(stop)
+        encoded = [self.encode(p, skip_unknown) for p in primes]  # all primes checked before any work
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0):
+            raise EstellaError(f"--seed must be an integer >= 0, got {seed!r}")
+        if not encoded:
+            raise EstellaError("give at least one prime")
+        seeds = [None] * len(primes) if seed is None else [seed + i for i in range(len(primes))]
+        rngs = [np.random.default_rng(s) for s in seeds]
+        return self._run(encoded, n_chars, sampler, rngs, stops, echo)
+
+    def _run(self, encoded, n_chars, sampler, rngs, stops, echo):
+        if echo:
+            longest = max(len(text) for text, _ in encoded)
+            for i in range(longest):
+                yield [text[i] if i < len(text) else "" for text, _ in encoded]
+        if n_chars == 0:
+            return
+        # Each prime runs alone (primes differ in length); the streams then step as one batch.
+        states, last_logits = [], []
+        for _, ids in encoded:
+            logits, state = self.backend.step(ids[None, :], self.backend.initial_state(1))
+            states.append(state)
+            last_logits.append(logits[0, -1])
+        state = np.concatenate(states)
+        logits = np.stack(last_logits)
+        yield from self._decode(logits, state, n_chars, sampler, rngs, stops)
+
+    def _decode(self, logits, state, n_chars, sampler, rngs, stops):
+        """The hot loop: sample, feed back. Inputs are known good, so it calls the backend's _step directly."""
+        batch = len(rngs)
+        step, vocab = self.backend._step, self.vocab
+        ids = np.zeros((batch, 1), np.int32)
+        tails = [""] * batch  # the last characters of each stream, for stop strings
+        done = [False] * batch
+        keep = max((len(s) for s in stops), default=0)
+        for n in range(n_chars):
+            chars = [""] * batch
+            for b in range(batch):
+                next_id = sampler(logits[b], rngs[b]) if not done[b] else 0
+                ids[b, 0] = next_id
+                if done[b]:
+                    continue
+                ch = chars[b] = vocab[next_id]
+                if keep:
+                    tails[b] = (tails[b] + ch)[-keep:]
+                    done[b] = any(tails[b].endswith(s) for s in stops)
+            yield chars
+            if all(done) or n == n_chars - 1:
+                return
+            step_logits, state = step(ids, state)
+            logits = step_logits[:, -1]
+
+
+def _stop_list(stop):
+    if stop is None:
+        return []
+    stops = [stop] if isinstance(stop, str) else list(stop)
+    if not all(isinstance(s, str) and s for s in stops):
+        raise EstellaError(f"--stop must be a non-empty string, got {stop!r}")
+    return stops

@@ -1,0 +1,61 @@
+"""The numpy backend: the GRU step against Keras' own GRU, and its step() input checks."""
+
+import numpy as np
+import pytest
+
+from conftest import VOCAB
+from estella.runtime.backends import open_backend
+from estella.runtime.backends.base import StepInputError
+
+
+@pytest.fixture(scope="module")
+def numpy_backend(numpy_export):
+    return open_backend(numpy_export, "numpy")
+
+
+@pytest.mark.tensorflow
+def test_numpy_step_equals_the_keras_gru(numpy_weights, numpy_backend):
+    from estella.build.model import build_step_model
+
+    V, E = numpy_weights["embedding"].shape
+    U = numpy_weights["gru_recurrent_kernel"].shape[0]
+    keras_step = build_step_model(V, E, U)
+    keras_step.get_layer("embedding").set_weights([numpy_weights["embedding"]])
+    keras_step.get_layer("gru").set_weights([numpy_weights[k] for k in ("gru_kernel", "gru_recurrent_kernel", "gru_bias")])
+    keras_step.get_layer("logits").set_weights([numpy_weights["dense_kernel"], numpy_weights["dense_bias"]])
+
+    rng = np.random.default_rng(3)
+    ids = rng.integers(0, V, (3, 7)).astype(np.int32)
+    state = rng.standard_normal((3, U)).astype(np.float32) * 0.5
+    want_logits, want_state = (np.asarray(t) for t in keras_step([ids, state], training=False))
+    logits, new_state = numpy_backend.step(ids, state)
+    np.testing.assert_allclose(logits, want_logits, atol=1e-5)
+    np.testing.assert_allclose(new_state, want_state, atol=1e-5)
+
+
+def test_one_long_call_equals_one_char_at_a_time(numpy_backend):
+    ids = np.array([[1, 5, 9, 2, 30]], np.int32)
+    logits, state = numpy_backend.step(ids, numpy_backend.initial_state())
+    s = numpy_backend.initial_state()
+    for t in range(ids.shape[1]):
+        step_logits, s = numpy_backend.step(ids[:, t:t + 1], s)
+        np.testing.assert_allclose(step_logits[:, 0], logits[:, t], atol=1e-6)
+    np.testing.assert_allclose(s, state, atol=1e-6)
+    assert logits.dtype == np.float32 and state.dtype == np.float32
+    assert logits.shape == (1, 5, len(VOCAB)) and state.shape == (1, numpy_backend.units)
+
+
+@pytest.mark.parametrize("ids, state, match", [
+    (np.zeros((1, 1), np.int32), np.zeros((1, 7), np.float32), r"shape \[batch, units\]"),
+    (np.zeros((2, 1), np.int32), np.zeros((1, 16), np.float32), r"shape \[batch, units\]"),
+    (np.zeros((1, 1), np.int32), np.zeros((1, 16), np.float64), "float32"),
+    (np.zeros((1, 1), np.int32), [[0.0] * 16], "float32"),
+    (np.zeros((1, 1), np.float32), np.zeros((1, 16), np.float32), "integer"),
+    (np.zeros((1,), np.int32), np.zeros((1, 16), np.float32), r"\[batch, time\]"),
+    (np.zeros((1, 0), np.int32), np.zeros((1, 16), np.float32), r"\[batch, time\]"),
+    (np.full((1, 1), len(VOCAB), np.int32), np.zeros((1, 16), np.float32), rf"ids must be in \[0, {len(VOCAB)}\)"),
+    (np.full((1, 1), -1, np.int32), np.zeros((1, 16), np.float32), "ids must be in"),
+])
+def test_step_refuses_bad_inputs(numpy_backend, ids, state, match):
+    with pytest.raises(StepInputError, match=match):
+        numpy_backend.step(ids, state)
