@@ -1,0 +1,95 @@
+"""manifest.json: what the export directory holds, how it was made, and its parity numbers (FORMAT.md)."""
+
+import datetime
+import json
+import os
+from importlib import metadata
+
+from estella.build.fileio import write_json
+from estella.runtime.manifest import MANIFEST, SCHEMA_VERSION, _sha256
+
+
+def model_section(vocab, V, E, U) -> dict:
+    return {
+        "vocab": list(vocab.chars), "vocab_size": V, "embedding_dim": E, "units": U,
+        "layers": ["embedding", "gru", "dense"],
+        "gru": {"gate_order": ["z", "r", "h"], "reset_after": True,
+                "activation": "tanh", "recurrent_activation": "sigmoid"},
+    }
+
+
+def state_section(U) -> dict:
+    return {"name": "state", "shape": ["batch", U], "dtype": "float32", "initial": "zeros"}
+
+
+def artifact_entry(export_dir, name, fmt, precision, path, batch, time, V, U, role="step") -> dict:
+    """One artifact: its step signature with fixed sizes or "batch"/"time", and every file's size and sha256."""
+    b = batch if batch is not None else "batch"
+    t = time if time is not None else "time"
+    return {
+        "name": name, "format": fmt, "precision": precision, "role": role, "path": path,
+        "batch": batch, "time": time,
+        "inputs": [{"name": "ids", "shape": [b, t], "dtype": "int32"},
+                   {"name": "state", "shape": [b, U], "dtype": "float32"}],
+        "outputs": [{"name": "logits", "shape": [b, t, V], "dtype": "float32"},
+                    {"name": "new_state", "shape": [b, U], "dtype": "float32"}],
+        "files": list_files(export_dir, path),
+    }
+
+
+def list_files(export_dir, path) -> list:
+    """Every file under `path` (a file or a folder such as saved_model/1), sorted, with bytes and sha256."""
+    full = os.path.join(export_dir, path)
+    if os.path.isfile(full):
+        found = [path]
+    else:
+        found = sorted(os.path.relpath(os.path.join(folder, f), export_dir)
+                       for folder, _, files in os.walk(full) for f in files)
+    return [{"path": p.replace(os.sep, "/"), "bytes": os.path.getsize(os.path.join(export_dir, p)),
+             "sha256": _sha256(os.path.join(export_dir, p))} for p in found]
+
+
+def provenance(run_dir, cfg, run_state) -> dict:
+    best = (run_state or {}).get("best_val_loss")
+    return {
+        "run": os.path.abspath(run_dir),
+        "preset": cfg.get("preset"),
+        "hparams": {k: v for k, v in vars(cfg["hparams"]).items()},
+        "corpus_source": cfg["corpus"].get("source"),
+        "corpus_sha256": cfg["corpus"].get("sha256"),
+        "best_epoch": (run_state or {}).get("best_epoch"),
+        "validation_loss": best,
+        "validation_bpc": (run_state or {}).get("best_val_bpc"),
+        "versions": versions(),
+        "created": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+
+
+def versions() -> dict:
+    import platform
+
+    import numpy
+    import tensorflow as tf
+
+    out = {"python": platform.python_version(), "numpy": numpy.__version__, "tensorflow": tf.__version__}
+    for dist in ("estella", "keras", "tf2onnx", "onnx", "onnxruntime", "ai-edge-litert"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            out[dist] = None
+    return out
+
+
+def write_manifest(export_dir, manifest):
+    write_json(os.path.join(export_dir, MANIFEST), manifest)
+
+
+def read_manifest_json(export_dir):
+    """The manifest as plain JSON, without the runtime's checks (for deciding what an old export holds)."""
+    with open(os.path.join(export_dir, MANIFEST), encoding="utf-8") as f:
+        return json.load(f)
+
+
+def new_manifest(vocab, V, E, U, artifacts, provenance_section) -> dict:
+    return {"schema_version": SCHEMA_VERSION, "kind": "estella.char-gru", "model": model_section(vocab, V, E, U),
+            "state": state_section(U), "artifacts": artifacts, "parity": None, "provenance": provenance_section}
