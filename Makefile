@@ -41,8 +41,24 @@ train: venv
 export: venv
 	$(BIN)/estella export $(EXPORT_RUN) $(if $(OUT),--out $(OUT)) --force
 
-test: venv
+# The runtime's tests run a second time where TensorFlow is not installed, as on an edge device:
+# in $(RUNTIME_VENV) (numpy and the two interpreters), on an export the main virtualenv makes.
+RUNTIME_VENV ?= .venv-runtime
+RUNTIME_FIXTURE := .cache/runtime-fixture
+
+test: venv $(RUNTIME_VENV)/.installed
 	$(BIN)/python -m pytest -q
+	$(MAKE) $(RUNTIME_FIXTURE)/export/manifest.json
+	ESTELLA_RUNTIME_EXPORT=$(RUNTIME_FIXTURE)/export $(RUNTIME_VENV)/bin/python -m pytest -q -m "not tensorflow" tests/runtime
+
+$(RUNTIME_VENV)/.installed: pyproject.toml
+	test -x $(RUNTIME_VENV)/bin/python || $(PYTHON) -m venv $(RUNTIME_VENV)
+	$(RUNTIME_VENV)/bin/python -m pip install -q -e '.[tflite,onnx,dev]'
+	! $(RUNTIME_VENV)/bin/python -c "import tensorflow" 2>/dev/null
+	touch $@
+
+$(RUNTIME_FIXTURE)/export/manifest.json: $(VENV)/.installed $(wildcard build/*.py export/*.py) tests/runtime/make_fixture_export.py
+	$(BIN)/python tests/runtime/make_fixture_export.py $(RUNTIME_FIXTURE)
 
 clean-venv:
 	rm -rf $(VENV)

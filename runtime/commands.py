@@ -112,14 +112,12 @@ def inspect(args):
     if parity:
         print(f"parity (tolerance {parity.get('tolerance')}):")
         for name, numbers in parity.get("artifacts", {}).items():
-            print(f"  {name:<18} " + " ".join(f"{k}={_num(v)}" for k, v in numbers.items()))
+            print(f"  {name:<18} {_flat(numbers)}")
     prov = m.get("provenance")
     if prov:
         print("provenance:")
         for key, value in prov.items():
-            if isinstance(value, dict):
-                value = " ".join(f"{k}={v}" for k, v in value.items())
-            print(f"  {key}: {_num(value)}")
+            print(f"  {key}: {_flat(value)}")
 
 
 def _size(n):
@@ -129,5 +127,9 @@ def _size(n):
         n /= 1024
 
 
-def _num(v):
-    return f"{v:.4g}" if isinstance(v, float) else str(v)
+def _flat(value, prefix=""):
+    """A nested dict on one line: {"a": {"b": 0.12345}, "c": 1} -> "a.b=0.1235 c=1"."""
+    if isinstance(value, dict):
+        return " ".join(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else f"{prefix}{k}={_flat(v)}"
+                        for k, v in value.items())
+    return f"{value:.4g}" if isinstance(value, float) else str(value)

@@ -1,8 +1,8 @@
 """The one sampler every backend shares, so a seed gives the same text whatever ran the model.
 
 temperature 0 is greedy (argmax); otherwise softmax(logits / temperature), cut to the top_k most
-likely characters and then to the smallest set whose probability reaches top_p, and drawn with
-one uniform number from the stream's own seeded numpy Generator.
+likely characters and then to the smallest set of those whose probability (renormalised over the
+top_k) reaches top_p, and drawn with one uniform number from the stream's own seeded numpy Generator.
 """
 
 import math
@@ -27,25 +27,25 @@ def check_settings(temperature=1.0, top_k=None, top_p=None):
 
 
 class Sampler:
+    """sampler(logits [V], rng) -> id. Lean on purpose: it runs once per character, so it makes few
+    numpy calls (methods rather than np.* wrappers, in place where it can) on float32 logits."""
+
     def __init__(self, temperature=1.0, top_k=None, top_p=None):
         check_settings(temperature, top_k, top_p)
         self.temperature = float(temperature)
         self.top_k, self.top_p = top_k, top_p
+        self.scale = np.float32(1 / temperature) if temperature > 0 else None
 
     def __call__(self, logits, rng) -> int:
-        """One id from one row of logits [V]."""
-        if self.temperature == 0:
-            return int(np.argmax(logits))
-        scaled = logits.astype(np.float64) / self.temperature
-        if self.top_k is not None and self.top_k < scaled.shape[0]:
-            kth = np.partition(scaled, -self.top_k)[-self.top_k]
-            scaled[scaled < kth] = -np.inf  # ties with the k-th are kept
-        p = np.exp(scaled - scaled.max())
+        if self.scale is None:
+            return int(logits.argmax())
+        x = logits * self.scale
+        x -= x.max()
+        if self.top_k is None and self.top_p is None:
+            cdf = np.exp(x, out=x).cumsum()
+            return int(cdf.searchsorted(rng.random() * cdf[-1], side="right"))
+        order = x.argsort(kind="stable")[::-1][:self.top_k]  # likeliest first, the top_k of them
+        cdf = np.exp(x[order]).cumsum()
         if self.top_p is not None and self.top_p < 1:
-            order = np.argsort(-p, kind="stable")
-            mass = np.cumsum(p[order])
-            keep = np.searchsorted(mass, self.top_p * mass[-1]) + 1  # the smallest set reaching top_p
-            cdf = mass[:keep]
-            return int(order[np.searchsorted(cdf, rng.random() * cdf[-1], side="right")])
-        cdf = np.cumsum(p)
-        return int(np.searchsorted(cdf, rng.random() * cdf[-1], side="right"))
+            cdf = cdf[:cdf.searchsorted(self.top_p * cdf[-1]) + 1]  # the smallest set whose mass reaches top_p
+        return int(order[cdf.searchsorted(rng.random() * cdf[-1], side="right")])

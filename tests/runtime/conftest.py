@@ -9,6 +9,7 @@ Two kinds of export directory:
 """
 
 import hashlib
+import importlib.util
 import json
 import os
 import string
@@ -74,6 +75,9 @@ def real_export(request, tmp_path_factory):
             pytest.fail(f"{EXPORT_ENV}={given} has no manifest.json: make it with "
                         "tests/runtime/make_fixture_export.py (make test does)")
         return given
+    if importlib.util.find_spec("tensorflow") is None:
+        pytest.fail(f"this virtualenv has no TensorFlow to export a run: set {EXPORT_ENV} to an export "
+                    "made by tests/runtime/make_fixture_export.py (make test does)")
     from make_fixture_export import export_tiny_run
 
     tiny_run = request.getfixturevalue("tiny_run")
