@@ -1,0 +1,220 @@
+"""The structure of every artifact: names, shapes and dtypes, op lists, checkers, real TF clients."""
+
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.tensorflow
+
+ARTIFACT_NAMES = {"savedmodel-float32", "tflite-float32", "tflite-int8", "onnx-float32", "onnx-int8", "numpy-float32"}
+
+
+def dims(export_dir):
+    from estella.runtime.manifest import load_manifest
+    model = load_manifest(export_dir)["model"]
+    return model["vocab_size"], model["embedding_dim"], model["units"]
+
+
+def test_manifest_describes_every_file(export):
+    from estella.build.config import load_config
+    from estella.runtime.manifest import load_manifest
+
+    run, export_dir = export
+    manifest = load_manifest(export_dir, verify=True)  # sizes and sha256 of every listed file
+    assert manifest["schema_version"] == 1
+    assert {a["name"] for a in manifest["artifacts"]} == ARTIFACT_NAMES
+    listed = {f["path"] for a in manifest["artifacts"] for f in a["files"]}
+    on_disk = {os.path.relpath(os.path.join(d, f), export_dir).replace(os.sep, "/")
+               for d, _, files in os.walk(export_dir) for f in files}
+    assert on_disk - {"manifest.json"} == listed
+    V, E, U = dims(export_dir)
+    cfg = load_config(run)
+    assert (E, U) == (cfg["hparams"].embedding_dim, cfg["hparams"].units)
+    assert len(manifest["model"]["vocab"]) == V == cfg["vocab_size"]
+    assert manifest["model"]["gru"] == {"gate_order": ["z", "r", "h"], "reset_after": True,
+                                        "activation": "tanh", "recurrent_activation": "sigmoid"}
+    assert manifest["state"] == {"name": "state", "shape": ["batch", U], "dtype": "float32", "initial": "zeros"}
+    for a in manifest["artifacts"]:
+        b = a["batch"] if a["batch"] is not None else "batch"
+        t = a["time"] if a["time"] is not None else "time"
+        assert [(i["name"], i["shape"], i["dtype"]) for i in a["inputs"]] == [
+            ("ids", [b, t], "int32"), ("state", [b, U], "float32")]
+        assert [(o["name"], o["shape"], o["dtype"]) for o in a["outputs"]] == [
+            ("logits", [b, t, V], "float32"), ("new_state", [b, U], "float32")]
+    provenance = manifest["provenance"]
+    assert provenance["corpus_sha256"] == cfg["corpus"]["sha256"]
+    for name in ("estella", "tensorflow", "tf2onnx", "onnx", "onnxruntime", "ai-edge-litert"):
+        assert provenance["versions"][name]
+
+
+def test_tiny_manifest_has_the_validation_loss(tiny_export):
+    import json
+    from estella.runtime.manifest import load_manifest
+
+    run, export_dir = tiny_export
+    with open(os.path.join(run, "state.json")) as f:
+        state = json.load(f)
+    provenance = load_manifest(export_dir)["provenance"]
+    assert provenance["validation_loss"] == state["best_val_loss"]
+    assert provenance["validation_bpc"] == pytest.approx(state["best_val_loss"] / np.log(2))
+
+
+def test_weights_npz_is_plain_arrays(export):
+    _, export_dir = export
+    V, E, U = dims(export_dir)
+    with np.load(os.path.join(export_dir, "weights.npz"), allow_pickle=False) as w:
+        shapes = {k: (w[k].shape, w[k].dtype) for k in w.files}
+    f32 = np.dtype("float32")
+    assert shapes == {"embedding": ((V, E), f32), "gru_kernel": ((E, 3 * U), f32),
+                      "gru_recurrent_kernel": ((U, 3 * U), f32), "gru_bias": ((2, 3 * U), f32),
+                      "dense_kernel": ((U, V), f32), "dense_bias": ((V,), f32)}
+
+
+@pytest.mark.parametrize("name", ["model.tflite", "model.int8.tflite"])
+def test_tflite_is_builtins_only_with_the_step_signature(export, name):
+    from ai_edge_litert.interpreter import Interpreter
+    from estella.export.tflite import VARIABLE_OPS, check_builtin_only, operators
+
+    _, export_dir = export
+    V, _, U = dims(export_dir)
+    with open(os.path.join(export_dir, name), "rb") as f:
+        data = f.read()
+    ops = {op for op, _ in operators(data)}
+    assert not ops & VARIABLE_OPS and not any(op.startswith("Flex") for op in ops), ops
+    assert {"FULLY_CONNECTED", "GATHER", "LOGISTIC", "TANH"} <= ops and "WHILE" not in ops
+    check_builtin_only(data, name)
+    interpreter = Interpreter(model_content=data)
+    assert interpreter.get_signature_list() == {
+        "serving_default": {"inputs": ["ids", "state"], "outputs": ["logits", "new_state"]}}
+    runner = interpreter.get_signature_runner("serving_default")
+    inputs, outputs = runner.get_input_details(), runner.get_output_details()
+    assert [list(inputs["ids"]["shape"]), inputs["ids"]["dtype"]] == [[1, 1], np.int32]
+    assert [list(inputs["state"]["shape"]), inputs["state"]["dtype"]] == [[1, U], np.float32]
+    assert [list(outputs["logits"]["shape"]), outputs["logits"]["dtype"]] == [[1, 1, V], np.float32]
+    assert [list(outputs["new_state"]["shape"]), outputs["new_state"]["dtype"]] == [[1, U], np.float32]
+
+
+def test_tflite_int8_weights_are_per_tensor(seed_export):
+    """tflite-runtime 2.14 loads per-tensor hybrid FULLY_CONNECTED, not the per-channel one."""
+    from tensorflow.lite.python import schema_py_generated as schema
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.read_model(os.path.join(seed_export[1], "model.int8.tflite"))
+    int8 = [t for t in model.subgraphs[0].tensors if t.type == schema.TensorType.INT8]
+    assert len(int8) >= 3  # the GRU's two kernels and the dense kernel at least
+    assert all(len(t.quantization.scale) == 1 for t in int8), [len(t.quantization.scale) for t in int8]
+
+
+def test_builtin_check_rejects_variable_and_flex_ops():
+    import tensorflow as tf
+    from estella.export.errors import ExportError
+    from estella.export.tflite import check_builtin_only
+
+    class Counter(tf.Module):
+        def __init__(self):
+            self.total = tf.Variable(tf.zeros([4]))
+
+        @tf.function(input_signature=[tf.TensorSpec([4], tf.float32)])
+        def add(self, x):
+            self.total.assign_add(x)
+            return {"y": self.total * 2.0}
+
+    counter = Counter()
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([counter.add.get_concrete_function()], counter)
+    converter.experimental_enable_resource_variables = True
+    with pytest.raises(ExportError, match="VAR_HANDLE"):
+        check_builtin_only(converter.convert(), "variables.tflite")
+
+    @tf.function(input_signature=[tf.TensorSpec([3, 3], tf.float32)])
+    def det(x):
+        return {"y": tf.linalg.det(x)}
+
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([det.get_concrete_function()], tf.Module())
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS, tf.lite.OpsSet.SELECT_TF_OPS]
+    with pytest.raises(ExportError, match="Flex"):
+        check_builtin_only(converter.convert(), "flex.tflite")
+
+
+@pytest.mark.parametrize("name", ["model.onnx", "model.int8.onnx"])
+def test_onnx_passes_the_checker_with_dynamic_batch_and_no_loop(export, name):
+    import onnx
+
+    _, export_dir = export
+    V, _, U = dims(export_dir)
+    path = os.path.join(export_dir, name)
+    onnx.checker.check_model(path, full_check=True)
+    model = onnx.load(path)
+    assert max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")) >= 17
+    ops = {n.op_type for n in model.graph.node}
+    assert not ops & {"Loop", "Scan"}, ops
+    if "int8" in name:
+        assert "MatMulInteger" in ops or "DynamicQuantizeMatMul" in ops, ops
+
+    def signature(values):
+        return [(v.name, [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim],
+                 v.type.tensor_type.elem_type) for v in values]
+
+    assert signature(model.graph.input) == [("ids", ["batch", 1], onnx.TensorProto.INT32),
+                                            ("state", ["batch", U], onnx.TensorProto.FLOAT)]
+    assert signature(model.graph.output) == [("logits", ["batch", 1, V], onnx.TensorProto.FLOAT),
+                                             ("new_state", ["batch", U], onnx.TensorProto.FLOAT)]
+
+
+def saved_model_cli(*args):
+    cli = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
+    done = subprocess.run([cli, *args], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+def test_saved_model_cli_shows_both_signatures(export):
+    _, export_dir = export
+    V, _, U = dims(export_dir)
+    shown = saved_model_cli("show", "--all", "--dir", os.path.join(export_dir, "saved_model", "1"))
+    signatures = dict(re.findall(r"signature_def\['(\w+)'\]:(.*?)Method name", shown, re.S))
+    assert {name for name in signatures if not name.startswith("__")} == {"serving_default", "sample"}
+
+    def tensors(text, kind):
+        part = text.split("output(s):")[0 if kind == "inputs" else 1]
+        return {name: (dtype, shape) for name, dtype, shape in
+                re.findall(r"\['(\w+)'\] tensor_info:\s+dtype: (\w+)\s+shape: \(([^)]*)\)", part)}
+
+    step, sample = signatures["serving_default"], signatures["sample"]
+    assert tensors(step, "inputs") == {"ids": ("DT_INT32", "-1, -1"), "state": ("DT_FLOAT", f"-1, {U}")}
+    assert tensors(step, "outputs") == {"logits": ("DT_FLOAT", f"-1, -1, {V}"), "new_state": ("DT_FLOAT", f"-1, {U}")}
+    assert tensors(sample, "inputs") == {"ids": ("DT_INT32", "-1, -1"), "state": ("DT_FLOAT", f"-1, {U}"),
+                                         "temperature": ("DT_FLOAT", ""), "seed": ("DT_INT32", "")}
+    assert tensors(sample, "outputs") == {"next_ids": ("DT_INT32", "-1, 1"), "new_state": ("DT_FLOAT", f"-1, {U}")}
+
+
+def test_saved_model_cli_runs_both_signatures(tiny_export, tmp_path):
+    from estella.build.sample import load_reference
+
+    run, export_dir = tiny_export
+    step_model, vocab, _ = load_reference(run)
+    U = step_model.get_layer("gru").units
+    ids = vocab.encode("Pip and Joe")[None, :]
+    state = np.random.default_rng(0).uniform(-1, 1, (1, U)).astype(np.float32)
+    inputs = tmp_path / "inputs.npz"
+    # A temperature near zero makes the in-graph draw the reference's argmax.
+    np.savez(inputs, ids=ids, state=state, temperature=np.float32(1e-4), seed=np.int32(7))
+    ref_logits, ref_state = (np.asarray(t) for t in step_model([ids, state]))
+    model_dir = os.path.join(export_dir, "saved_model", "1")
+
+    saved_model_cli("run", "--dir", model_dir, "--tag_set", "serve", "--signature_def", "serving_default",
+                    "--inputs", f"ids={inputs}[ids];state={inputs}[state]", "--outdir", str(tmp_path / "step"))
+    np.testing.assert_allclose(np.load(tmp_path / "step" / "logits.npy"), ref_logits, atol=1e-4)
+    np.testing.assert_allclose(np.load(tmp_path / "step" / "new_state.npy"), ref_state, atol=1e-4)
+
+    saved_model_cli("run", "--dir", model_dir, "--tag_set", "serve", "--signature_def", "sample",
+                    "--inputs", ";".join(f"{k}={inputs}[{k}]" for k in ("ids", "state", "temperature", "seed")),
+                    "--outdir", str(tmp_path / "sample"))
+    next_ids = np.load(tmp_path / "sample" / "next_ids.npy")
+    assert next_ids.dtype == np.int32 and next_ids.shape == (1, 1)
+    assert next_ids[0, 0] == ref_logits[0, -1].argmax()
+    np.testing.assert_allclose(np.load(tmp_path / "sample" / "new_state.npy"), ref_state, atol=1e-4)

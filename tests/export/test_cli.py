@@ -1,0 +1,96 @@
+"""`estella export` from the command line: bad input exits with code 2 and a message, and deletes nothing."""
+
+import json
+import os
+import shutil
+
+import pytest
+
+pytestmark = pytest.mark.tensorflow
+
+
+def export_cli(capsys, *args):
+    from estella.runtime.cli import main
+
+    code = main(["export", *map(str, args)])
+    return code, capsys.readouterr().err
+
+
+def copy_run(run, tmp_path, name="run"):
+    dest = tmp_path / name
+    shutil.copytree(run, dest, ignore=shutil.ignore_patterns("export", "checkpoints"))
+    return dest
+
+
+def test_missing_run(capsys, tmp_path):
+    code, err = export_cli(capsys, tmp_path / "nope", "--out", tmp_path / "out")
+    assert code == 2 and "config.json is missing" in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_run_without_finished_epoch(capsys, tiny_run, tmp_path):
+    run = copy_run(tiny_run, tmp_path)
+    os.remove(run / "best.weights.h5")
+    code, err = export_cli(capsys, run, "--out", tmp_path / "out")
+    assert code == 2 and "best.weights.h5 is missing" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_half_written_weights(capsys, tiny_run, tmp_path):
+    run = copy_run(tiny_run, tmp_path)
+    data = (run / "best.weights.h5").read_bytes()
+    (run / "best.weights.h5").write_bytes(data[:len(data) // 2])
+    code, err = export_cli(capsys, run, "--out", tmp_path / "out")
+    assert code == 2 and "cannot load" in err and "best.weights.h5" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_weights_that_do_not_match_the_config(capsys, tiny_run, tmp_path):
+    run = copy_run(tiny_run, tmp_path)
+    cfg = json.loads((run / "config.json").read_text())
+    cfg["hparams"]["units"] *= 2
+    (run / "config.json").write_text(json.dumps(cfg))
+    code, err = export_cli(capsys, run, "--out", tmp_path / "out")
+    assert code == 2 and "cannot load" in err and f"U={cfg['hparams']['units']}" in err
+
+
+def test_existing_output_needs_force(capsys, tiny_export, tmp_path):
+    run, _ = tiny_export
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    code, err = export_cli(capsys, run, "--out", out)
+    assert code == 2 and "--force" in err and str(out) in err
+    code, err = export_cli(capsys, run, "--out", out, "--force")
+    assert code == 2 and "not an estella export" in err
+    assert (out / "notes.txt").read_text() == "mine"
+
+
+def test_force_refuses_an_export_holding_foreign_files(capsys, tiny_export, tmp_path):
+    run, export_dir = tiny_export
+    out = tmp_path / "out"
+    shutil.copytree(export_dir, out)
+    (out / "saved_model" / "notes.txt").write_text("mine")
+    code, err = export_cli(capsys, run, "--out", out, "--force")
+    assert code == 2 and "saved_model/notes.txt" in err
+    assert (out / "saved_model" / "notes.txt").read_text() == "mine"
+
+
+def test_force_replaces_an_export(capsys, tiny_export, tmp_path):
+    from estella.runtime.manifest import load_manifest
+
+    run, export_dir = tiny_export
+    out = tmp_path / "out"
+    shutil.copytree(export_dir, out)
+    (out / "model.onnx").write_bytes(b"stale")  # listed in the manifest, so ours to replace
+    code, err = export_cli(capsys, run, "--out", out, "--force")
+    assert code == 0, err
+    load_manifest(str(out), verify=True)
+    assert sorted(os.listdir(tmp_path)) == ["out"]
+
+
+def test_out_that_is_a_file(capsys, tiny_run, tmp_path):
+    out = tmp_path / "out"
+    out.write_text("mine")
+    code, err = export_cli(capsys, tiny_run, "--out", out, "--force")
+    assert code == 2 and "not a directory" in err and out.read_text() == "mine"
