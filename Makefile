@@ -60,5 +60,11 @@ $(RUNTIME_VENV)/.installed: pyproject.toml
 $(RUNTIME_FIXTURE)/export/manifest.json: $(VENV)/.installed $(wildcard build/*.py export/*.py) tests/runtime/make_fixture_export.py
 	$(BIN)/python tests/runtime/make_fixture_export.py $(RUNTIME_FIXTURE)
 
+# `make bench` writes BENCHMARKS.md, bench.json and bench.png (about 15-20 minutes on 2 cores);
+# QUICK=1 runs a few minutes' worth into .cache/bench/quick/ instead.
+.PHONY: bench
+bench: venv
+	$(BIN)/estella bench $(if $(QUICK),--quick)
+
 clean-venv:
 	rm -rf $(VENV)

@@ -1,0 +1,342 @@
+"""Generation speed of one export, in one process: the TensorFlow baselines, every runtime backend,
+the bare interpreters, and the hardware limit, measured in interleaved rounds.
+
+Run as a child of the suite (`python -m estella.bench.generation RUN EXPORT OUT.json`) so that the
+thread settings take effect before numpy and TensorFlow start their thread pools.
+"""
+
+import argparse
+import json
+import os
+import time
+
+import numpy as np
+
+from .stats import interleaved, scaled, summary
+
+PRIME = "T"
+TEMPERATURE = 1.0
+RUNTIME_CASES = (("tflite", "float32"), ("tflite", "int8"), ("onnx", "float32"), ("onnx", "int8"),
+                 ("numpy", "float32"), ("savedmodel", "float32"))
+BATCHES = (1, 8, 32)
+
+
+def load_weights(export_dir):
+    with np.load(os.path.join(export_dir, "weights.npz"), allow_pickle=False) as w:
+        return {k: w[k] for k in w.files}
+
+
+# --- the hardware limit: the weight bytes one character must read, and nothing else --------------
+
+def limit_float32(weights, batch=1, transposed=False):
+    """h @ recurrent_kernel and h @ dense_kernel per character (the input projection is a table lookup).
+
+    transposed: the same product as W^T h with W^T stored row-major, the other BLAS gemv layout.
+    """
+    kernels = [weights["gru_recurrent_kernel"], weights["dense_kernel"]]
+    h = np.random.default_rng(0).standard_normal((batch, kernels[0].shape[0])).astype(np.float32)
+    if transposed:
+        kernels = [np.ascontiguousarray(k.T) for k in kernels]
+        h = np.ascontiguousarray(h.T)
+        outs = [np.empty((k.shape[0], batch), np.float32) for k in kernels]
+        products = [(k, h, o) for k, o in zip(kernels, outs)]
+    else:
+        outs = [np.empty((batch, k.shape[1]), np.float32) for k in kernels]
+        products = [(h, k, o) for k, o in zip(kernels, outs)]
+
+    def run(n):
+        t0 = time.perf_counter()
+        for _ in range(n):
+            for a, b, out in products:
+                np.matmul(a, b, out=out)
+        return time.perf_counter() - t0, n * batch
+    return run
+
+
+def limit_int8(weights, batch=1, threads=1):
+    """The same two products on int8 weights, as ONNX Runtime's MatMulInteger (MLAS int8 kernels).
+
+    numpy has no fast int8 matrix product (integer matmul is a plain loop, not BLAS), so the int8
+    floor is one ONNX Runtime call of two MatMulInteger nodes; its per-call cost is included, which
+    every ONNX int8 step pays as well.
+    """
+    import onnxruntime
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    U = weights["gru_recurrent_kernel"].shape[0]
+    inits = [numpy_helper.from_array(rng.integers(-127, 128, weights[k].shape, dtype=np.int8), k)
+             for k in ("gru_recurrent_kernel", "dense_kernel")]
+    nodes = [helper.make_node("MatMulInteger", ["h", k.name], [f"y{i}"]) for i, k in enumerate(inits)]
+    outputs = [helper.make_tensor_value_info(f"y{i}", TensorProto.INT32, None) for i in range(len(nodes))]
+    graph = helper.make_graph(nodes, "int8_limit", [helper.make_tensor_value_info("h", TensorProto.UINT8, [None, U])],
+                              outputs, inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads
+    session = onnxruntime.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    feed = {"h": rng.integers(0, 256, (batch, U), dtype=np.uint8)}
+
+    def run(n):
+        t0 = time.perf_counter()
+        for _ in range(n):
+            session.run(None, feed)
+        return time.perf_counter() - t0, n * batch
+    return run
+
+
+def litert_products(weights, precision):
+    """A LiteRT graph of the same two products: two FULLY_CONNECTED ops (XNNPACK kernels) on constant
+    weights; int8 is the converter's dynamic-range quantization, as the int8 export's."""
+    import tensorflow as tf
+
+    kernels = [tf.constant(weights[k]) for k in ("gru_recurrent_kernel", "dense_kernel")]
+
+    @tf.function(input_signature=[tf.TensorSpec([1, kernels[0].shape[0]], tf.float32)])
+    def products(h):
+        return [tf.matmul(h, k) for k in kernels]
+
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([products.get_concrete_function()])
+    if precision == "int8":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    return converter.convert()
+
+
+def limit_litert(weights, graph, batch=1, threads=1):
+    """The LiteRT graph of litert_products, invoked with B rows."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    kernels = [weights["gru_recurrent_kernel"], weights["dense_kernel"]]
+    U = kernels[0].shape[0]
+    interpreter = Interpreter(model_content=graph, num_threads=threads)
+    (h_in,), outputs = interpreter.get_input_details(), interpreter.get_output_details()
+    interpreter.resize_tensor_input(h_in["index"], [batch, U])
+    interpreter.allocate_tensors()
+    h = np.random.default_rng(0).standard_normal((batch, U)).astype(np.float32)
+    interpreter.set_tensor(h_in["index"], h)
+    interpreter.invoke()
+    # A graph that lost its weights still runs; make sure this one computes the product.
+    got = sorted((interpreter.get_tensor(o["index"]) for o in outputs), key=lambda a: a.shape[1])
+    for want, out in zip(sorted((h @ k for k in kernels), key=lambda a: a.shape[1]), got):
+        assert np.allclose(out, want, atol=0.1 * np.abs(want).max()), "the LiteRT limit graph is wrong"
+
+    def run(n):
+        t0 = time.perf_counter()
+        for _ in range(n):
+            interpreter.set_tensor(h_in["index"], h)
+            interpreter.invoke()
+            for o in outputs:
+                interpreter.get_tensor(o["index"])
+        return time.perf_counter() - t0, n * batch
+    return run
+
+
+def limits(weights, batch, threads, litert_graphs):
+    """Every bare product we have over the step's weight bytes; the report takes the fastest per precision.
+    litert_graphs: {precision: tflite bytes}, empty without TensorFlow to convert them."""
+    cases = {"limit float32 (numpy h@W)": limit_float32(weights, batch),
+             "limit float32 (numpy W^T h)": limit_float32(weights, batch, transposed=True),
+             "limit int8 (ORT MatMulInteger)": limit_int8(weights, batch, threads)}
+    for precision, graph in litert_graphs.items():
+        cases[f"limit {precision} (LiteRT FC)"] = limit_litert(weights, graph, batch, threads)
+    return cases
+
+
+def numpy_int8(weights):
+    """For the record: numpy's own int8 product (einsum with int32 accumulation), which is not BLAS."""
+    rng = np.random.default_rng(0)
+    kernels = [np.ascontiguousarray(rng.integers(-127, 128, weights[k].shape, dtype=np.int8).T)
+               for k in ("gru_recurrent_kernel", "dense_kernel")]
+    h = rng.integers(-127, 128, kernels[0].shape[1], dtype=np.int8)
+
+    def run(n):
+        t0 = time.perf_counter()
+        for _ in range(n):
+            for k in kernels:
+                np.einsum("ij,j->i", k, h, dtype=np.int32)
+        return time.perf_counter() - t0, n
+    return run
+
+
+# --- the TensorFlow baselines ----------------------------------------------------------------------
+
+def original_loop(run_dir):
+    """The original chapter's generate_text: a stateful batch-1 Sequential model called eagerly per
+    character, then tf.random.categorical on logits / temperature."""
+    import keras
+    import tensorflow as tf
+
+    from estella.build.sample import load_reference
+
+    step_model, vocab, cfg = load_reference(run_dir, batch_size=1)
+    hp = cfg["hparams"]
+    model = keras.Sequential([
+        keras.Input(batch_shape=(1, None), dtype="int32"),
+        keras.layers.Embedding(len(vocab), hp.embedding_dim),
+        keras.layers.GRU(hp.units, return_sequences=True, stateful=True, recurrent_initializer="glorot_uniform"),
+        keras.layers.Dense(len(vocab)),
+    ])
+    for layer, name in zip(model.layers, ("embedding", "gru", "logits")):
+        layer.set_weights(step_model.get_layer(name).get_weights())
+    start = vocab.char_to_id[PRIME]
+
+    def run(n):
+        t0 = time.perf_counter()
+        model.layers[1].reset_state()
+        input_eval = tf.expand_dims([start], 0)
+        text = []
+        for _ in range(n):
+            predictions = model(input_eval)
+            predictions = tf.squeeze(predictions, 0) / TEMPERATURE
+            predicted_id = tf.random.categorical(predictions, num_samples=1)[-1, 0].numpy()
+            input_eval = tf.expand_dims([predicted_id], 0)
+            text.append(vocab.chars[predicted_id])
+        return time.perf_counter() - t0, n
+    return run
+
+
+def tf_function_step(run_dir):
+    """The TF text-generation tutorial's OneStep: model call, temperature and categorical sampling in
+    one tf.function; the ids stay tensors and are turned into text at the end."""
+    import tensorflow as tf
+
+    from estella.build.sample import load_reference
+
+    step_model, vocab, cfg = load_reference(run_dir, batch_size=1)
+    chars = tf.constant(vocab.chars)
+
+    @tf.function
+    def one_step(ids, state):
+        logits, new_state = step_model([ids, state], training=False)
+        next_ids = tf.random.categorical(logits[:, -1, :] / TEMPERATURE, num_samples=1, dtype=tf.int32)
+        return next_ids, new_state
+
+    def run(n):
+        t0 = time.perf_counter()
+        ids = tf.constant([[vocab.char_to_id[PRIME]]], tf.int32)
+        state = tf.zeros((1, cfg["hparams"].units))
+        out = []
+        for _ in range(n):
+            ids, state = one_step(ids, state)
+            out.append(ids)
+        tf.strings.reduce_join(tf.gather(chars, tf.concat(out, 0)[:, 0])).numpy()
+        return time.perf_counter() - t0, n
+    return run
+
+
+# --- the runtime ----------------------------------------------------------------------------------
+
+def runtime_generate(generator, batch=1):
+    """The full runtime: Generator.generate (batch 1) or generate_many (B streams), sampling included."""
+    primes = [PRIME] * batch
+
+    def run(n):
+        t0 = time.perf_counter()
+        if batch == 1:
+            generator.generate(PRIME, n, temperature=TEMPERATURE, seed=0, echo=False)
+        else:
+            generator.generate_many(primes, n, temperature=TEMPERATURE, seed=0, echo=False)
+        return time.perf_counter() - t0, n * batch
+    return run
+
+
+def bare_interpreter(backend):
+    """The interpreter alone, fed its own state back: no checks, no sampling, no Python around it."""
+    ids = np.array([[1]], np.int32)
+    state = backend.initial_state(1)
+    if backend.name == "tflite":
+        interpreter = backend.interpreter
+        backend._step(ids, state)  # allocated for batch 1
+
+        def step(state):
+            interpreter.set_tensor(backend.ids_index, ids)
+            interpreter.set_tensor(backend.state_index, state)
+            interpreter.invoke()
+            interpreter.get_tensor(backend.logits_index)
+            return interpreter.get_tensor(backend.new_state_index)
+    else:
+        session = backend.session
+
+        def step(state):
+            return session.run(["logits", "new_state"], {"ids": ids, "state": state})[1]
+
+    def run(n):
+        s = state
+        t0 = time.perf_counter()
+        for _ in range(n):
+            s = step(s)
+        return time.perf_counter() - t0, n
+    return run
+
+
+def case_name(backend, precision):
+    return f"{backend} {precision}"
+
+
+def measure(run_dir, export_dir, repeats, threads, block_seconds, batches=BATCHES, with_tf=True, log=print):
+    from estella.runtime.generator import Generator
+
+    weights = load_weights(export_dir)
+    U, V = weights["dense_kernel"].shape
+    E = weights["embedding"].shape[1]
+    generators = {case_name(b, p): Generator.load(export_dir, backend=b, precision=p,
+                                                  **({"num_threads": threads} if b in ("tflite", "onnx") else {}))
+                  for b, p in RUNTIME_CASES}
+
+    litert_graphs = {p: litert_products(weights, p) for p in ("float32", "int8")} if with_tf else {}
+    per_char = {**limits(weights, 1, threads, litert_graphs), "numpy int8 einsum (not BLAS)": numpy_int8(weights)}
+    if with_tf:
+        per_char["TF original loop (eager, stateful)"] = original_loop(run_dir)
+        per_char["TF tutorial tf.function step"] = tf_function_step(run_dir)
+    for name, generator in generators.items():
+        per_char[name] = runtime_generate(generator)
+        if generator.backend.name in ("tflite", "onnx"):
+            per_char[f"bare {name}"] = bare_interpreter(generator.backend)
+    log(f"  batch 1: {len(per_char)} cases x {repeats} rounds")
+    results = {name: scaled(s, 1e6) for name, s in interleaved(per_char, repeats, block_seconds).items()}
+
+    throughput = {}
+    for batch in batches:
+        cases = limits(weights, batch, threads, litert_graphs)
+        cases.update({name: runtime_generate(g, batch) for name, g in generators.items()})
+        log(f"  batch {batch}: {len(cases)} cases x {repeats} rounds")
+        throughput[str(batch)] = {name: chars_per_second(s) for name, s in
+                                  interleaved(cases, repeats, block_seconds).items()}
+    return {
+        "shape": {"vocab_size": int(V), "embedding_dim": int(E), "units": int(U)},
+        "threads": threads,
+        "limit_bytes_per_char": {"float32": 4 * U * (3 * U + V), "int8": U * (3 * U + V)},
+        "per_char_us": results,
+        "throughput_chars_per_s": throughput,
+    }
+
+
+def chars_per_second(seconds_per_char):
+    """Invert a summary of seconds per character: the median maps to the median, min and max swap."""
+    s = seconds_per_char
+    return {**summary([1 / v for v in s["samples"]]), "median": 1 / s["median"]}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("run_dir")
+    parser.add_argument("export_dir")
+    parser.add_argument("out")
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--block-seconds", type=float, default=0.2)
+    parser.add_argument("--batches", default=",".join(map(str, BATCHES)))
+    parser.add_argument("--no-tf", action="store_true", help="skip the TensorFlow baselines")
+    args = parser.parse_args(argv)
+    if not args.no_tf:
+        import tensorflow as tf
+        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+        tf.config.threading.set_inter_op_parallelism_threads(args.threads)
+    result = measure(args.run_dir, args.export_dir, args.repeats, args.threads, args.block_seconds,
+                     batches=[int(b) for b in args.batches.split(",") if b], with_tf=not args.no_tf)
+    with open(args.out, "w", encoding="utf-8") as f:
+        json.dump(result, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()

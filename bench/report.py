@@ -1,0 +1,292 @@
+"""BENCHMARKS.md, bench.json and bench.png from the suite's results. Every number here is measured;
+the text around the tables is written from them."""
+
+import json
+import os
+
+from .stats import ratio, summary
+
+ORIGINAL = "TF original loop (eager, stateful)"
+LIMITS = {"float32": "limit float32", "int8": "limit int8"}
+RUNTIME_ORDER = ("tflite float32", "tflite int8", "onnx float32", "onnx int8", "numpy float32", "savedmodel float32")
+BASELINES = (ORIGINAL, "TF tutorial tf.function step")
+
+
+def write_all(result, out_dir):
+    os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(out_dir, "bench.json"), "w", encoding="utf-8") as f:
+        json.dump(result, f, indent=1)
+        f.write("\n")
+    plotted = plot(result, os.path.join(out_dir, "bench.png"))
+    with open(os.path.join(out_dir, "BENCHMARKS.md"), "w", encoding="utf-8") as f:
+        f.write(markdown(result, plotted))
+
+
+# --- numbers --------------------------------------------------------------------------------------
+
+def with_limit(cases, faster=min):
+    """Add "limit float32" and "limit int8": the fastest bare product of each precision.
+
+    faster is min for µs per character, max for characters per second.
+    """
+    cases = dict(cases)
+    for precision, name in LIMITS.items():
+        variants = [k for k in cases if k.startswith(name + " (")]
+        if variants:
+            best = faster(variants, key=lambda k: cases[k]["median"])
+            cases[name] = {**cases[best], "variant": best}
+    return cases
+
+
+def paired_difference(a, b):
+    """Median over rounds of a - b: both were measured in the same rounds, so pairs share the load."""
+    return summary([x - y for x, y in zip(a["samples"], b["samples"])])
+
+
+def limit_for(name):
+    return LIMITS["int8"] if "int8" in name else LIMITS["float32"]
+
+
+def fmt(x, digits=3):
+    if x is None or x != x:
+        return "–"
+    if abs(x) >= 100:
+        return f"{x:,.0f}"
+    return f"{x:.{digits}g}"
+
+
+def span(s):
+    return f"{fmt(s['min'])}–{fmt(s['max'])}"
+
+
+# --- markdown -------------------------------------------------------------------------------------
+
+def markdown(result, plotted):
+    m, lines = result["machine"], []
+    add = lines.append
+    add("# Benchmarks\n")
+    add(f"Written by `{result['command']}` on {result['finished']} (took {result['seconds'] / 60:.1f} min); "
+        "the raw numbers are in [bench.json](bench.json). Do not edit: rerun `make bench`.\n")
+    add(f"**Machine:** {m['cpu']}, {m['cores']} cores, {m['memory_gib']:.0f} GiB; load average "
+        f"{m['load_before']} before and {m['load_after']} after the run (the machine is shared).  ")
+    add("**Versions:** " + ", ".join(f"{k} {v}" for k, v in result["versions"].items()) + ".  ")
+    s = result["settings"]
+    add(f"**Method:** every figure is the median of {s['repeats']} interleaved rounds (each case once per round, "
+        f"so load hits all alike), with min–max; ratios compare medians from the same run. Generation runs "
+        f"with {s['threads']} thread{'s' if s['threads'] > 1 else ''} everywhere (BLAS, TensorFlow, LiteRT, ONNX "
+        "Runtime): the per-core cost, on a 2-core machine that others share. The generation models have random "
+        "weights at the trained shapes: speed does not depend on the values.\n")
+    gen = result.get("generation", {})
+    if gen:
+        lines += generation_tables(gen, plotted)
+    if result.get("processes"):
+        lines += process_table(result["processes"])
+    if result.get("training"):
+        lines += training_tables(result["training"])
+    if result.get("footprint"):
+        lines += footprint_table(result["footprint"])
+    lines += reading(result)
+    for section, error in result.get("errors", {}).items():
+        add(f"\n**Not measured: {section}.** {error}\n")
+    return "\n".join(lines) + "\n"
+
+
+def generation_tables(gen, plotted):
+    out = ["## Generation, µs per character at batch 1\n"]
+    if plotted:
+        out.append("![µs per character by backend, with the limits as lines](bench.png)\n")
+    out.append("The **limit** is what one character must cost at least: a bare matrix-vector product over the "
+               "weight bytes a step reads (the recurrent kernel and the dense layer; the embedding and input "
+               "projection fold into a table lookup). It is measured several ways and the fastest counts: numpy/BLAS "
+               "in both gemv layouts and a LiteRT graph of two FULLY_CONNECTED ops (XNNPACK) in float32; in int8, "
+               "where numpy has no fast product (its integer matmul is a plain loop, not BLAS: see the einsum row), "
+               "ONNX Runtime's MatMulInteger (MLAS) and the LiteRT graph with dynamic-range int8 weights. Each "
+               "includes its library's per-call cost, which every backend pays too. Each path is compared with the "
+               "limit of its precision (TensorFlow paths with float32), and with the original's loop.\n")
+    for shape_name, g in gen.items():
+        if "error" in g:
+            out.append(f"### {shape_name}\n\nNot measured: {g['error']}\n")
+            continue
+        sh, pc = g["shape"], with_limit(g["per_char_us"])
+        b = g["limit_bytes_per_char"]
+        out.append(f"### {shape_name}: V={sh['vocab_size']} E={sh['embedding_dim']} U={sh['units']} "
+                   f"({b['float32'] / 2**20:.1f} MiB float32, {b['int8'] / 2**20:.1f} MiB int8 read per character)\n")
+        out.append("| path | µs/char | min–max | × limit | × faster than the original |")
+        out.append("|---|---:|---:|---:|---:|")
+        order = [*BASELINES, *RUNTIME_ORDER, *[f"bare {n}" for n in RUNTIME_ORDER], *LIMITS.values(),
+                 *[k for k in pc if k.startswith("limit ") and k not in LIMITS.values()], "numpy int8 einsum (not BLAS)"]
+        for name in order:
+            if name not in pc:
+                continue
+            s = pc[name]
+            limit = pc.get(limit_for(name))
+            vs_limit = "1" if name in LIMITS.values() else (fmt(ratio(s, limit)) if limit else "–")
+            vs_orig = fmt(ratio(pc[ORIGINAL], s)) if ORIGINAL in pc else "–"
+            label = f"**{name}** = {s['variant'][len(name) + 2:-1]}" if name in LIMITS.values() else name
+            out.append(f"| {label} | {fmt(s['median'])} | {span(s)} | {vs_limit} | {vs_orig} |")
+        out.append("")
+        out += overhead_table(pc)
+        out += throughput_table(g["throughput_chars_per_s"])
+    return out
+
+
+def overhead_table(pc):
+    rows = [n for n in RUNTIME_ORDER if f"bare {n}" in pc and n in pc]
+    if not rows:
+        return []
+    out = ["Python overhead of the runtime: `Generator.generate` (checks, sampling, the loop) against a bare "
+           "interpreter loop (set_tensor/invoke/get_tensor or session.run, state fed back, nothing else); the "
+           "overhead is the median of the per-round differences:\n",
+           "| backend | runtime µs/char | bare interpreter µs/char | overhead µs/char | min–max | share of the runtime |",
+           "|---|---:|---:|---:|---:|---:|"]
+    for n in rows:
+        full, bare = pc[n], pc[f"bare {n}"]
+        d = paired_difference(full, bare)
+        out.append(f"| {n} | {fmt(full['median'])} | {fmt(bare['median'])} | {fmt(d['median'])} | {span(d)} | "
+                   f"{100 * d['median'] / full['median']:.0f}% |")
+    out.append("")
+    return out
+
+
+def throughput_table(tp):
+    tp = {b: with_limit(cases, faster=max) for b, cases in tp.items()}
+    batches = list(tp)
+    last = tp[batches[-1]]
+    names = [n for n in (*LIMITS.values(), *RUNTIME_ORDER) if n in last]
+    out = ["Throughput, characters per second over B streams (`Generator.generate_many`; the limits are the "
+           "fastest bare products over B rows):\n",
+           "| path | " + " | ".join(f"B={b}" for b in batches) + f" | B={batches[-1]}: limit ÷ path |",
+           "|---|" + "---:|" * (len(batches) + 1)]
+    for n in names:
+        cells = [fmt(tp[b][n]["median"]) for b in batches]
+        label = f"{n} ({last[n]['variant'][len(n) + 2:-1]})" if n in LIMITS.values() else n
+        vs = "1" if n in LIMITS.values() else fmt(last[limit_for(n)]["median"] / last[n]["median"])
+        out.append(f"| {label} | " + " | ".join(cells) + f" | {vs} |")
+    out.append("")
+    return out
+
+
+def process_table(proc):
+    out = ["## Cold start and memory\n",
+           "One fresh process per run: from process start to the first generated character, and the process's "
+           "peak RSS (VmHWM; ru_maxrss would carry the parent's peak across exec) after generating the rest. `keras` is the TensorFlow path (`estella sample`: "
+           "import TensorFlow, rebuild the model from the run's weights).\n"]
+    for shape_name, cases in proc.items():
+        if "error" in cases:
+            out.append(f"### {shape_name}\n\nNot measured: {cases['error']}\n")
+            continue
+        out += [f"### {shape_name}\n", "| process | cold start s | min–max | peak RSS MiB |", "|---|---:|---:|---:|"]
+        for name, c in cases.items():
+            out.append(f"| {name} | {fmt(c['cold_start_s']['median'])} | {span(c['cold_start_s'])} | "
+                       f"{fmt(c['peak_rss_mib']['median'])} |")
+        out.append("")
+    return out
+
+
+def training_tables(training):
+    out = ["## Training\n",
+           "Steps of `fit` on the whole book, each case a few steps per round in interleaved rounds, all in one "
+           "process with TensorFlow's default threads; the first step (tracing, XLA compilation) is shown apart. "
+           "chars/s counts the characters of the batches (batch × sequence length).\n"]
+    for preset_name, t in training.items():
+        if "error" in t:
+            out.append(f"### preset {preset_name}\n\nNot measured: {t['error']}\n")
+            continue
+        hp = t["hparams"]
+        out.append(f"### preset {preset_name}: E={hp['embedding_dim']} U={hp['units']} seq={hp['seq_length']} "
+                   f"batch={hp['batch_size']} ({t['backend']} backend)\n")
+        out += ["| case | ms/step | min–max | chars/s | × original | first step s |", "|---|---:|---:|---:|---:|---:|"]
+        original = t["cases"].get("original recipe")
+        for name, c in t["cases"].items():
+            vs = fmt(ratio(original["ms_per_step"], c["ms_per_step"])) if original else "–"
+            out.append(f"| {name} | {fmt(c['ms_per_step']['median'])} | {span(c['ms_per_step'])} | "
+                       f"{fmt(c['chars_per_s']['median'])} | {vs} | {fmt(c['first_step_s'])} |")
+        out.append("")
+        out += [f"- {name}: {c['about']}" for name, c in t["cases"].items()]
+        out.append("")
+    return out
+
+
+def footprint_table(fp):
+    out = ["## Footprint\n", "site-packages of real virtualenvs (sum of file sizes): a runtime-only install "
+           "per extra against the training one.\n",
+           "| install | MiB | largest packages |", "|---|---:|---|"]
+    for name, f in fp.items():
+        label = f"estella[{name}]" if name != "train" else "estella[train] (the dev .venv)"
+        if "error" in f:
+            out.append(f"| {label} | – | {f['error']} |")
+            continue
+        big = ", ".join(f"{p['name']} {p['mib']:.0f}" for p in f["largest"])
+        out.append(f"| {label} | {f['site_packages_mib']:,.0f} | {big} |")
+    out.append("")
+    return out
+
+
+def reading(result):
+    """A few sentences from the numbers: what is fastest, how far from the limit, what training gains."""
+    out = ["## Reading\n"]
+    for shape_name, g in result.get("generation", {}).items():
+        if "error" in g:
+            continue
+        pc = with_limit(g["per_char_us"])
+        runtime = {n: pc[n] for n in RUNTIME_ORDER if n in pc}
+        if not runtime:
+            continue
+        best = min(runtime, key=lambda n: runtime[n]["median"])
+        gaps = {n: ratio(s, pc[limit_for(n)]) for n, s in runtime.items() if limit_for(n) in pc}
+        closest = min(gaps, key=gaps.get)
+        text = (f"- **{shape_name}:** the fastest path is {best} at {fmt(runtime[best]['median'])} µs/char")
+        if ORIGINAL in pc:
+            text += f", {fmt(ratio(pc[ORIGINAL], runtime[best]))}× faster than the original's eager loop"
+        text += (f". Closest to its limit: {closest} at {fmt(gaps[closest])}× the {limit_for(closest)}; "
+                 f"the biggest gap among the interpreters is "
+                 + ", ".join(f"{n} at {fmt(gaps[n])}×" for n in sorted(
+                     (n for n in gaps if not n.startswith(("numpy", "savedmodel"))), key=gaps.get, reverse=True)[:1])
+                 + ".")
+        bare = {n: paired_difference(pc[n], pc[f"bare {n}"])["median"] for n in runtime if f"bare {n}" in pc}
+        if bare:
+            text += (" The runtime's own Python costs "
+                     + ", ".join(f"{fmt(v)} µs/char on {n}" for n, v in bare.items()) + ".")
+        out.append(text)
+    for preset_name, t in result.get("training", {}).items():
+        if "error" in t or "original recipe" not in t["cases"]:
+            continue
+        cases, original = t["cases"], t["cases"]["original recipe"]["ms_per_step"]
+        parts = [f"{n} {fmt(ratio(original, c['ms_per_step']))}×" for n, c in cases.items() if n != "original recipe"]
+        out.append(f"- **Training, preset {preset_name}:** speed relative to the original recipe (above 1 is "
+                   f"faster): " + ", ".join(parts) + ".")
+    return out + [""]
+
+
+# --- plot -----------------------------------------------------------------------------------------
+
+def plot(result, path):
+    gen = {k: g for k, g in result.get("generation", {}).items() if "error" not in g}
+    if not gen:
+        return False
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(gen), figsize=(6.5 * len(gen), 4.5), squeeze=False)
+    for ax, (shape_name, g) in zip(axes[0], gen.items()):
+        pc = with_limit(g["per_char_us"])
+        names = [n for n in (*BASELINES, *RUNTIME_ORDER) if n in pc][::-1]
+        med = [pc[n]["median"] for n in names]
+        err = [[pc[n]["median"] - pc[n]["min"] for n in names], [pc[n]["max"] - pc[n]["median"] for n in names]]
+        colors = ["tab:gray" if n in BASELINES else "tab:orange" if "int8" in n else "tab:blue" for n in names]
+        ax.barh(names, med, xerr=err, color=colors, capsize=2)
+        for precision, style in (("float32", "-"), ("int8", "--")):
+            if LIMITS[precision] in pc:
+                x = pc[LIMITS[precision]]["median"]
+                ax.axvline(x, color="black", linestyle=style, linewidth=1)
+                ax.text(x, len(names) - 0.4, f" {precision} limit\n {x:.0f} µs", fontsize=8, va="top")
+        ax.set_xscale("log")
+        ax.set_xlabel("µs per character, batch 1 (log scale; lower is faster)")
+        sh = g["shape"]
+        ax.set_title(f"{shape_name}: U={sh['units']}, E={sh['embedding_dim']}, V={sh['vocab_size']}")
+        ax.grid(axis="x", alpha=0.3, which="both")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True

@@ -1,0 +1,173 @@
+"""The whole benchmark: prepare the models, run each part in its own child process, write the report.
+
+Generation and the process probes run with one thread per library (set in the children's
+environment before numpy or TensorFlow start); training runs with TensorFlow's defaults.
+A part that fails is reported as not measured, and the rest still runs.
+"""
+
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+
+from . import footprint, processes, report
+from .models import CACHE, REPO, default_corpus, prepare, vocabulary
+
+SECTIONS = ("generation", "processes", "training", "footprint")
+PACKAGES = ("numpy", "tensorflow-cpu", "keras", "ai-edge-litert", "onnxruntime", "onnx", "tf2onnx")
+
+
+class Settings:
+    def __init__(self, quick):
+        self.quick = quick
+        self.repeats = 3 if quick else 7
+        self.block_seconds = 0.05 if quick else 0.2
+        self.batches = "1,8,32"
+        self.probe_repeats = 1 if quick else 3
+        self.probe_chars = 50 if quick else 300
+        # (preset, cases, steps per round, rounds); the seed preset is ~4x the default's step time.
+        self.training = [("default", None, 3, 1) if quick else ("default", None, 6, 3),
+                         ("seed", "original recipe,estella", 2 if quick else 4, 1 if quick else 3)]
+
+    def as_dict(self, threads):
+        return {"quick": self.quick, "repeats": self.repeats, "block_seconds": self.block_seconds,
+                "threads": threads, "probe_repeats": self.probe_repeats, "probe_chars": self.probe_chars,
+                "training": [{"preset": p, "steps_per_round": s, "rounds": r} for p, _, s, r in self.training]}
+
+
+def preset_shapes():
+    """The generation models: the default preset's shape and the original's U=1024 (the seed preset)."""
+    from estella.build.config import PRESETS
+    return {f"{name} (U={PRESETS[name].units})": (PRESETS[name].embedding_dim, PRESETS[name].units)
+            for name in ("default", "seed")}
+
+
+def child_env(threads):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONWARNINGS="ignore")
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        env[var] = str(threads)
+    return env
+
+
+def run_child(module, args, env, log):
+    """Run `python -m estella.bench.<module> ... OUT` and return the JSON it writes."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "out.json")
+        cmd = [sys.executable, "-m", f"estella.bench.{module}", *args[:-1], out, *args[-1]]
+        proc = subprocess.run(cmd, env=env, stdout=sys.stdout, stderr=subprocess.PIPE, text=True)
+        if proc.returncode != 0:
+            raise RuntimeError(f"{module} failed:\n{proc.stderr[-3000:]}")
+        with open(out, encoding="utf-8") as f:
+            return json.load(f)
+
+
+def machine():
+    cpu = platform.processor() or platform.machine()
+    memory = 0
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+        with open("/proc/meminfo") as f:
+            memory = int(next(line.split()[1] for line in f if line.startswith("MemTotal"))) / 2**20
+    except (OSError, StopIteration):
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "memory_gib": memory, "os": platform.platform(),
+            "load_before": load_average()}
+
+
+def load_average():
+    return " ".join(f"{x:.1f}" for x in os.getloadavg())
+
+
+def versions():
+    from importlib.metadata import PackageNotFoundError, version
+    out = {"python": platform.python_version()}
+    for name in ("estella", *PACKAGES):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+def run(out_dir=None, quick=False, corpus=None, threads=1, sections=SECTIONS, settings=None, shapes=None,
+        cache=CACHE, log=print):
+    """Run the parts in `sections` and write the report. settings, shapes ({name: (E, U)}) and cache
+    default to the real benchmark's; the test passes small ones."""
+    started = time.time()
+    settings = settings or Settings(quick)
+    shapes = shapes or preset_shapes()
+    out_dir = out_dir or (os.path.join(CACHE, "quick") if quick else REPO)
+    corpus = corpus or default_corpus()
+    env = child_env(threads)
+    result = {"command": "estella bench" + (" --quick" if quick else ""), "machine": machine(),
+              "versions": versions(), "settings": settings.as_dict(threads), "errors": {}}
+
+    def attempt(section, fn):
+        try:
+            return fn()
+        except Exception as e:  # one broken part must not lose the others' numbers
+            traceback.print_exc()
+            result["errors"][section] = f"{type(e).__name__}: {str(e).strip()[-1500:]}"
+            return None
+
+    models = {}
+    if {"generation", "processes"} & set(sections):
+        vocab = vocabulary(corpus)
+        for name, (embedding_dim, units) in shapes.items():
+            models[name] = attempt(f"export {name}", lambda: prepare(name.split()[0], vocab, embedding_dim, units,
+                                                                     cache, log))
+    ready = {name: m for name, m in models.items() if m}
+
+    if "generation" in sections:
+        result["generation"] = {}
+        for name, (run_dir, export_dir) in ready.items():
+            log(f"generation, {name}")
+            args = [run_dir, export_dir, ["--repeats", str(settings.repeats), "--threads", str(threads),
+                                          "--block-seconds", str(settings.block_seconds), "--batches", settings.batches]]
+            g = attempt(f"generation {name}", lambda: run_child("generation", args, env, log))
+            if g:
+                result["generation"][name] = g
+
+    if "processes" in sections:
+        result["processes"] = {}
+        for name, (run_dir, export_dir) in ready.items():
+            log(f"cold start and memory, {name}")
+            cases = {report_name: (b, p, export_dir) for report_name, (b, p) in
+                     ((f"{b} {p}", (b, p)) for b, p in (("tflite", "float32"), ("tflite", "int8"), ("onnx", "float32"),
+                                                         ("onnx", "int8"), ("numpy", "float32"), ("savedmodel", "float32")))}
+            cases["keras (TensorFlow path)"] = ("keras", "float32", run_dir)
+            p = attempt(f"processes {name}", lambda: processes.measure(
+                cases, settings.probe_repeats, settings.probe_chars, threads, env, log))
+            if p:
+                result["processes"][name] = p
+
+    if "training" in sections:
+        result["training"] = {}
+        train_env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONWARNINGS="ignore")
+        for preset_name, cases, steps, rounds in settings.training:
+            log(f"training, preset {preset_name}")
+            args = [corpus, ["--preset", preset_name, "--steps", str(steps), "--rounds", str(rounds),
+                             *(["--cases", cases] if cases else [])]]
+            t = attempt(f"training {preset_name}", lambda: run_child("training", args, train_env, log))
+            if t:
+                result["training"][preset_name] = t
+
+    if "footprint" in sections:
+        log("footprint")
+        f = attempt("footprint", lambda: footprint.measure(sys.prefix, log))
+        if f:
+            result["footprint"] = f
+
+    result["machine"]["load_after"] = load_average()
+    result["seconds"] = time.time() - started
+    result["finished"] = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    report.write_all(result, out_dir)
+    log(f"wrote {', '.join(os.path.join(out_dir, f) for f in ('BENCHMARKS.md', 'bench.json', 'bench.png'))} "
+        f"in {result['seconds'] / 60:.1f} min")
+    return result

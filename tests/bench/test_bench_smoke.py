@@ -1,0 +1,36 @@
+"""The benchmark's plumbing on a tiny export: every path is measured and the report has every table.
+Structure only: speed is what `make bench` reports, never what a test asserts."""
+
+import json
+
+from estella.bench import suite
+from estella.bench.report import LIMITS, RUNTIME_ORDER
+
+
+def test_generation_part_writes_report(corpus_path, tmp_path):
+    settings = suite.Settings(quick=True)
+    settings.repeats, settings.block_seconds, settings.batches = 2, 0.002, "1,2"
+    out = tmp_path / "out"
+    suite.run(out_dir=str(out), corpus=corpus_path, sections=("generation",), settings=settings,
+              shapes={"tiny (U=16)": (8, 16)}, cache=str(tmp_path / "cache"), log=lambda *a: None)
+
+    result = json.loads((out / "bench.json").read_text())
+    assert result["errors"] == {}
+    g = result["generation"]["tiny (U=16)"]
+    assert g["shape"]["units"] == 16 and g["shape"]["embedding_dim"] == 8
+    per_char = g["per_char_us"]
+    expected = [*RUNTIME_ORDER, *(f"bare {n}" for n in RUNTIME_ORDER if n.startswith(("tflite", "onnx"))),
+                "TF original loop (eager, stateful)", "TF tutorial tf.function step"]
+    for name in expected:
+        s = per_char[name]
+        assert s["n"] == 2 and 0 < s["min"] <= s["median"] <= s["max"], name
+    for limit in LIMITS.values():
+        assert any(name.startswith(limit + " (") for name in per_char), limit
+    assert set(g["throughput_chars_per_s"]) == {"1", "2"}
+    assert set(RUNTIME_ORDER) <= set(g["throughput_chars_per_s"]["2"])
+
+    text = (out / "BENCHMARKS.md").read_text()
+    for heading in ("## Generation", "### tiny (U=16)", "Python overhead", "Throughput", "## Reading"):
+        assert heading in text, heading
+    assert "**limit float32**" in text and "**limit int8**" in text
+    assert (out / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
