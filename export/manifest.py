@@ -1,5 +1,6 @@
 """manifest.json: what the export directory holds, how it was made, and its parity numbers (FORMAT.md)."""
 
+import dataclasses
 import datetime
 import json
 import os
@@ -54,7 +55,7 @@ def provenance(run_dir, cfg, run_state) -> dict:
     return {
         "run": os.path.abspath(run_dir),
         "preset": cfg.get("preset"),
-        "hparams": {k: v for k, v in vars(cfg["hparams"]).items()},
+        "hparams": dataclasses.asdict(cfg["hparams"]),
         "corpus_source": cfg["corpus"].get("source"),
         "corpus_sha256": cfg["corpus"].get("sha256"),
         "best_epoch": (run_state or {}).get("best_epoch"),

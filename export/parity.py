@@ -13,6 +13,7 @@ import numpy as np
 
 from estella.build.corpus import load as load_corpus
 from estella.build.data import split
+from estella.runtime.backends import BACKENDS, open_backend
 from estella.runtime.errors import EstellaError
 
 from .errors import ParityError
@@ -20,7 +21,6 @@ from .errors import ParityError
 TOLERANCE = 1e-4
 INT8_MIN_TOP1 = 0.95
 PRIME_STEPS = 300
-BACKEND_OF_FORMAT = {"savedmodel": "savedmodel", "tflite": "tflite", "onnx": "onnx", "numpy": "numpy"}
 
 
 class Reference:
@@ -100,17 +100,16 @@ def compare(backend, reference, cases, prime, ref_trace):
     return result
 
 
-def check_export(export_dir, manifest, reference, prime, prime_source, open_backend=None):
+def check_export(export_dir, manifest, reference, prime, prime_source):
     """Check every step artifact of the manifest; return the manifest's parity section or raise ParityError."""
-    if open_backend is None:
-        from estella.runtime.backends import open_backend
+    backend_of_format = {fmt: name for name, (_, _, fmt) in BACKENDS.items()}
     cases = one_step_cases(reference, manifest["model"]["vocab_size"])
     ref_trace = reference.trace(prime)
     results, failures = {}, []
     for artifact in manifest["artifacts"]:
         if artifact.get("role", "step") != "step":
             continue
-        backend = open_backend(export_dir, backend=BACKEND_OF_FORMAT[artifact["format"]],
+        backend = open_backend(export_dir, backend=backend_of_format[artifact["format"]],
                                precision=artifact["precision"], manifest=manifest)
         result = compare(backend, reference, cases, prime, ref_trace)
         result["passed"], why = _verdict(artifact["precision"], result)
