@@ -127,10 +127,10 @@ class Generator:
         for n in range(n_chars):
             chars = [""] * batch
             for b in range(batch):
-                next_id = sampler(logits[b], rngs[b]) if not done[b] else 0
-                ids[b, 0] = next_id
                 if done[b]:
-                    continue
+                    continue  # a stopped stream keeps stepping on its last character; nothing is kept
+                next_id = sampler(logits[b], rngs[b])
+                ids[b, 0] = next_id
                 ch = chars[b] = vocab[next_id]
                 if keep:
                     tails[b] = (tails[b] + ch)[-keep:]

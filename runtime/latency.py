@@ -4,8 +4,8 @@
 
 "bare" is the interpreter alone in a loop (set inputs, invoke, read outputs, feed the state back);
 "generate" is Generator.generate at temperature 0.8 with top-k and top-p; the difference is the
-runtime's overhead per character (sampling, state handling, Python). Each number is the best of
---repeats runs, since a shared machine only ever adds time.
+runtime's overhead per character (sampling, state handling, Python), by the wall clock and by this
+thread's CPU time. Each number is the best of --repeats runs, since a shared machine only ever adds time.
 """
 
 import argparse
@@ -47,16 +47,22 @@ def bare_loop(backend):
 
 
 def best_us_per_char(fn, chars, repeats):
-    best = float("inf")
+    """(wall, this thread's CPU) µs per character, each the best of the repeats.
+
+    The CPU time of the calling thread is what Python spends (plus the interpreter's work where it
+    runs on this thread); on a busy machine it is steadier than the wall clock, which also counts
+    the time spent waiting for a core."""
+    wall = cpu = float("inf")
     for _ in range(repeats):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.thread_time()
         fn()
-        best = min(best, time.perf_counter() - start)
-    return best / chars * 1e6
+        cpu = min(cpu, time.thread_time() - start_cpu)
+        wall = min(wall, time.perf_counter() - start)
+    return wall / chars * 1e6, cpu / chars * 1e6
 
 
 def measure(export_dir, chars=500, repeats=20, backends=("tflite", "onnx", "numpy"), num_threads=None):
-    """Yield dicts: backend, precision, bare_us, generate_us, overhead_us."""
+    """Yield dicts: backend, precision, bare_us, generate_us, overhead_us (wall), overhead_cpu_us (this thread)."""
     manifest = load_manifest(export_dir, verify=False)
     options = {"num_threads": num_threads} if num_threads else {}
     for name in backends:
@@ -71,11 +77,11 @@ def measure(export_dir, chars=500, repeats=20, backends=("tflite", "onnx", "nump
             bare = bare_loop(gen.backend)
             bare(50, state)  # warm up: first invokes allocate
             gen.generate("Pip", 50, temperature=0.8, seed=0)
-            bare_us = best_us_per_char(lambda: bare(chars, state), chars, repeats)
-            gen_us = best_us_per_char(lambda: gen.generate("Pip", chars, temperature=0.8, top_k=40, top_p=0.95,
-                                                           seed=0, echo=False), chars, repeats)
+            bare_us, bare_cpu = best_us_per_char(lambda: bare(chars, state), chars, repeats)
+            gen_us, gen_cpu = best_us_per_char(lambda: gen.generate("Pip", chars, temperature=0.8, top_k=40,
+                                                                    top_p=0.95, seed=0, echo=False), chars, repeats)
             yield {"backend": name, "precision": precision, "bare_us": bare_us, "generate_us": gen_us,
-                   "overhead_us": gen_us - bare_us}
+                   "overhead_us": gen_us - bare_us, "overhead_cpu_us": gen_cpu - bare_cpu}
 
 
 def main(argv=None):
@@ -86,13 +92,15 @@ def main(argv=None):
     parser.add_argument("--backends", default="tflite,onnx,numpy", help=f"comma-separated, of {', '.join(BACKENDS)}")
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args(argv)
-    print("| export | V | U | backend | precision | bare µs/char | generate µs/char | overhead µs/char |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| export | V | U | backend | precision | bare µs/char | generate µs/char | overhead µs/char "
+          "| overhead, thread CPU µs/char |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for export_dir in args.export_dirs:
         model = load_manifest(export_dir, verify=False)["model"]
         for row in measure(export_dir, args.chars, args.repeats, args.backends.split(","), args.threads):
             print(f"| {export_dir} | {model['vocab_size']} | {model['units']} | {row['backend']} | {row['precision']} "
-                  f"| {row['bare_us']:.1f} | {row['generate_us']:.1f} | {row['overhead_us']:.1f} |", flush=True)
+                  f"| {row['bare_us']:.1f} | {row['generate_us']:.1f} | {row['overhead_us']:.1f} "
+                  f"| {row['overhead_cpu_us']:.1f} |", flush=True)
 
 
 if __name__ == "__main__":
