@@ -77,6 +77,7 @@ def export_run(run_dir, out_dir=None, force=False, prime_steps=PRIME_STEPS, log=
         numbers = manifest["parity"]["artifacts"][artifact["name"]]
         size = sum(f["bytes"] for f in artifact["files"])
         log(f"  {artifact['name']:<19} {size / 1e6:8.2f} MB  " + summary(numbers))
+    log(f"wrote {out_dir}")
     return manifest
 
 
