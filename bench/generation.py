@@ -12,7 +12,7 @@ import time
 
 import numpy as np
 
-from .stats import interleaved, scaled, summary
+from .stats import interleaved, inverted, scaled
 
 PRIME = "T"
 TEMPERATURE = 1.0
@@ -300,7 +300,7 @@ def measure(run_dir, export_dir, repeats, threads, block_seconds, batches=BATCHE
         cases = limits(weights, batch, threads, litert_graphs)
         cases.update({name: runtime_generate(g, batch) for name, g in generators.items()})
         log(f"  batch {batch}: {len(cases)} cases x {repeats} rounds")
-        throughput[str(batch)] = {name: chars_per_second(s) for name, s in
+        throughput[str(batch)] = {name: inverted(s) for name, s in
                                   interleaved(cases, repeats, block_seconds).items()}
     return {
         "shape": {"vocab_size": int(V), "embedding_dim": int(E), "units": int(U)},
@@ -309,12 +309,6 @@ def measure(run_dir, export_dir, repeats, threads, block_seconds, batches=BATCHE
         "per_char_us": results,
         "throughput_chars_per_s": throughput,
     }
-
-
-def chars_per_second(seconds_per_char):
-    """Invert a summary of seconds per character: the median maps to the median, min and max swap."""
-    s = seconds_per_char
-    return {**summary([1 / v for v in s["samples"]]), "median": 1 / s["median"]}
 
 
 def main(argv=None):

@@ -248,6 +248,24 @@ def reading(result):
             text += (" The runtime's own Python costs "
                      + ", ".join(f"{fmt(v)} µs/char on {n}" for n, v in bare.items()) + ".")
         out.append(text)
+    for shape_name, cases in result.get("processes", {}).items():
+        tf_path = cases.get("keras (TensorFlow path)")
+        runtime = {n: c for n, c in cases.items() if n in RUNTIME_ORDER and not n.startswith("savedmodel")}
+        if "error" in cases or not tf_path or not runtime:
+            continue
+        slowest = max(runtime, key=lambda n: runtime[n]["cold_start_s"]["median"])
+        heaviest = max(runtime, key=lambda n: runtime[n]["peak_rss_mib"]["median"])
+        out.append(f"- **Start and memory, {shape_name}:** the runtime without TensorFlow has its first character "
+                   f"within {fmt(runtime[slowest]['cold_start_s']['median'])} s (slowest: {slowest}) against "
+                   f"{fmt(tf_path['cold_start_s']['median'])} s for the TensorFlow path, and peaks at "
+                   f"{fmt(runtime[heaviest]['peak_rss_mib']['median'])} MiB at most ({heaviest}) against "
+                   f"{fmt(tf_path['peak_rss_mib']['median'])} MiB.")
+    fp = result.get("footprint", {})
+    if "site_packages_mib" in fp.get("train", {}):
+        sizes = [f"estella[{n}] {fmt(f['site_packages_mib'])} MiB ({fmt(fp['train']['site_packages_mib'] / f['site_packages_mib'])}× "
+                 "smaller)" for n, f in fp.items() if n != "train" and "site_packages_mib" in f]
+        out.append(f"- **Footprint:** against {fmt(fp['train']['site_packages_mib'])} MiB for the training install: "
+                   + ", ".join(sizes) + ".")
     for preset_name, t in result.get("training", {}).items():
         if "error" in t or "original recipe" not in t["cases"]:
             continue
@@ -268,7 +286,7 @@ def plot(result, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(gen), figsize=(6.5 * len(gen), 4.5), squeeze=False)
+    fig, axes = plt.subplots(1, len(gen), figsize=(6.5 * len(gen), 4.8), squeeze=False, sharex=True)
     for ax, (shape_name, g) in zip(axes[0], gen.items()):
         pc = with_limit(g["per_char_us"])
         names = [n for n in (*BASELINES, *RUNTIME_ORDER) if n in pc][::-1]
@@ -276,12 +294,15 @@ def plot(result, path):
         err = [[pc[n]["median"] - pc[n]["min"] for n in names], [pc[n]["max"] - pc[n]["median"] for n in names]]
         colors = ["tab:gray" if n in BASELINES else "tab:orange" if "int8" in n else "tab:blue" for n in names]
         ax.barh(names, med, xerr=err, color=colors, capsize=2)
-        for precision, style in (("float32", "-"), ("int8", "--")):
+        for y, m in enumerate(med):
+            ax.text(m * 1.08, y + 0.32, f"{m:,.0f}", fontsize=7)
+        for precision, style, y in (("float32", "-", -0.55), ("int8", "--", -0.95)):
             if LIMITS[precision] in pc:
                 x = pc[LIMITS[precision]]["median"]
                 ax.axvline(x, color="black", linestyle=style, linewidth=1)
-                ax.text(x, len(names) - 0.4, f" {precision} limit\n {x:.0f} µs", fontsize=8, va="top")
+                ax.text(x, y, f" {precision} limit {x:.0f} µs", fontsize=7, va="center")
         ax.set_xscale("log")
+        ax.set_ylim(-1.2, len(names) - 0.5)
         ax.set_xlabel("µs per character, batch 1 (log scale; lower is faster)")
         sh = g["shape"]
         ax.set_title(f"{shape_name}: U={sh['units']}, E={sh['embedding_dim']}, V={sh['vocab_size']}")

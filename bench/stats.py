@@ -46,6 +46,12 @@ def scaled(s, factor):
             "samples": [v * factor for v in s["samples"]]}
 
 
+def inverted(s, factor=1.0):
+    """A rate from a summary of times: factor / x for every number, so min and max swap, and the
+    median is factor / median (the median of the inverses differs when n is even)."""
+    return {**summary([factor / v for v in s["samples"]]), "median": factor / s["median"]}
+
+
 def ratio(a, b):
     """Median of a over median of b, both measured in the same run."""
     return a["median"] / b["median"] if b["median"] else float("nan")

@@ -6,6 +6,7 @@ A part that fails is reported as not measured, and the rest still runs.
 """
 
 import datetime
+import importlib.util
 import json
 import os
 import platform
@@ -155,6 +156,17 @@ def run(out_dir=None, quick=False, corpus=None, threads=1, sections=SECTIONS, se
             args = [corpus, ["--preset", preset_name, "--steps", str(steps), "--rounds", str(rounds),
                              *(["--cases", cases] if cases else [])]]
             t = attempt(f"training {preset_name}", lambda: run_child("training", args, train_env, log))
+            if t and preset_name == "default" and importlib.util.find_spec("jax"):
+                # Keras' other backend is an option too; it needs its own process, run right after.
+                log("training, preset default, KERAS_BACKEND=jax")
+                jax_env = dict(train_env, KERAS_BACKEND="jax", JAX_PLATFORMS="cpu")
+                jax_args = [corpus, ["--preset", preset_name, "--steps", str(steps), "--rounds", str(rounds),
+                                     "--cases", "estella"]]
+                j = attempt("training default (jax)", lambda: run_child("training", jax_args, jax_env, log))
+                if j:
+                    case = j["cases"]["estella"]
+                    case["about"] = "estella under KERAS_BACKEND=jax, in its own process right after the others"
+                    t["cases"]["estella, JAX backend"] = case
             if t:
                 result["training"][preset_name] = t
 

@@ -20,7 +20,7 @@ from estella.build.model import build_model
 from estella.build.train import compile_model
 from estella.build.vocab import Vocab
 
-from .stats import summary
+from .stats import inverted, scaled, summary
 
 CASES = {
     "original recipe": "Sequential + stateful GRU, tf.data as in the chapter, fit",
@@ -92,6 +92,7 @@ def measure(corpus, preset_name, cases, steps, rounds, log=print):
             else:  # step times between batch ends; a fit's first step also starts its pipeline
                 step_seconds[name] += list(np.diff(clock.ends))
     chars_per_step = hp.batch_size * hp.seq_length
+    seconds = {name: summary(step_seconds[name]) for name in cases}
     return {
         "preset": preset_name,
         "hparams": {"embedding_dim": hp.embedding_dim, "units": hp.units, "seq_length": hp.seq_length,
@@ -99,8 +100,8 @@ def measure(corpus, preset_name, cases, steps, rounds, log=print):
         "cases": {name: {
             "about": CASES[name],
             "first_step_s": first[name],
-            "ms_per_step": summary([1000 * s for s in step_seconds[name]]),
-            "chars_per_s": summary([chars_per_step / s for s in step_seconds[name]]),
+            "ms_per_step": scaled(seconds[name], 1000),
+            "chars_per_s": inverted(seconds[name], chars_per_step),
             "jit_compile": bool(built[name][0].jit_compile),
         } for name in cases},
     }
