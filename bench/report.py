@@ -169,8 +169,9 @@ def throughput_table(tp):
 def process_table(proc):
     out = ["## Cold start and memory\n",
            "One fresh process per run: from process start to the first generated character, and the process's "
-           "peak RSS (VmHWM; ru_maxrss would carry the parent's peak across exec) after generating the rest. `keras` is the TensorFlow path (`estella sample`: "
-           "import TensorFlow, rebuild the model from the run's weights).\n"]
+           "peak RSS (VmHWM; ru_maxrss would carry the parent's peak across exec) after generating the rest. "
+           "`keras` is the TensorFlow path (`estella sample`: import TensorFlow, rebuild the model from the "
+           "run's weights).\n"]
     for shape_name, cases in proc.items():
         if "error" in cases:
             out.append(f"### {shape_name}\n\nNot measured: {cases['error']}\n")
