@@ -24,7 +24,9 @@ def load_manifest(export_dir, verify=True) -> dict:
         raise ManifestError(f"export directory {export_dir} does not exist (write one with `estella export RUN --out DIR`)")
     path = os.path.join(export_dir, MANIFEST)
     if not os.path.isfile(path):
-        raise ManifestError(f"{path} is missing: {export_dir} is not an estella export directory")
+        hint = (f" but a training run: export it with `estella export {export_dir} --out DIR`"
+                if os.path.isfile(os.path.join(export_dir, "config.json")) else "")
+        raise ManifestError(f"{path} is missing: {export_dir} is not an estella export directory{hint}")
     try:
         with open(path, encoding="utf-8") as f:
             manifest = json.load(f)
