@@ -58,6 +58,7 @@ def test_skip_unknown(numpy_export, capsys):
     (["--precision", "int4"], "unknown precision 'int4'"),
     (["--precision", "int8"], "no int8 artifact"),
     (["--prime", "Pip #"], "not in the vocabulary: ['#']"),
+    (["--threads", "0"], "--threads must be >= 1"),
 ])
 def test_bad_flags_exit_2_with_a_message(numpy_export, capsys, flags, message):
     code, out, err = run(capsys, "generate", numpy_export, *flags)
