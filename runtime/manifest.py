@@ -39,6 +39,8 @@ def load_manifest(export_dir, verify=True) -> dict:
     for key in ("model", "artifacts"):
         if key not in manifest:
             raise ManifestError(f"{path} has no {key!r} section")
+    if not isinstance(manifest["model"].get("vocab"), list):
+        raise ManifestError(f"{path} has no model.vocab list")
     if verify:
         for artifact in manifest["artifacts"]:
             verify_files(export_dir, artifact)

@@ -74,3 +74,12 @@ def test_missing_artifact_file(export_copy):
 
 def test_errors_are_estella_errors():
     assert issubclass(ManifestError, EstellaError) and issubclass(ChecksumError, EstellaError)
+
+
+def test_manifest_without_vocabulary(export_copy):
+    path = export_copy / "manifest.json"
+    manifest = json.loads(path.read_text())
+    del manifest["model"]["vocab"]
+    path.write_text(json.dumps(manifest))
+    with pytest.raises(ManifestError, match="model.vocab"):
+        load_manifest(str(export_copy))
