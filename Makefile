@@ -45,9 +45,12 @@ export: venv
 # in $(RUNTIME_VENV) (numpy and the two interpreters), on an export the main virtualenv makes.
 RUNTIME_VENV ?= .venv-runtime
 RUNTIME_FIXTURE := .cache/runtime-fixture
+# The parity suite runs the TFLite rows again under tflite-runtime 2.14 (numpy<2), which many edge
+# devices still run; estella goes in without dependencies, so its own loaders are what is tested.
+TFLITE_RUNTIME_VENV ?= .venv-tflite-runtime
 
-test: venv $(RUNTIME_VENV)/.installed
-	$(BIN)/python -m pytest -q
+test: venv $(RUNTIME_VENV)/.installed $(TFLITE_RUNTIME_VENV)/.installed
+	ESTELLA_TFLITE_RUNTIME_PYTHON=$(TFLITE_RUNTIME_VENV)/bin/python $(BIN)/python -m pytest -q -m "not slow"
 	$(MAKE) $(RUNTIME_FIXTURE)/export/manifest.json
 	ESTELLA_RUNTIME_EXPORT=$(RUNTIME_FIXTURE)/export $(RUNTIME_VENV)/bin/python -m pytest -q -m "not tensorflow" tests/runtime
 
@@ -59,6 +62,18 @@ $(RUNTIME_VENV)/.installed: pyproject.toml
 
 $(RUNTIME_FIXTURE)/export/manifest.json: $(VENV)/.installed $(wildcard build/*.py export/*.py) tests/runtime/make_fixture_export.py
 	$(BIN)/python tests/runtime/make_fixture_export.py $(RUNTIME_FIXTURE)
+
+$(TFLITE_RUNTIME_VENV)/.installed: pyproject.toml
+	test -x $(TFLITE_RUNTIME_VENV)/bin/python || $(PYTHON) -m venv $(TFLITE_RUNTIME_VENV)
+	$(TFLITE_RUNTIME_VENV)/bin/python -m pip install -q 'numpy>=1.26,<2' 'tflite-runtime==2.14.0'
+	$(TFLITE_RUNTIME_VENV)/bin/python -m pip install -q --no-deps -e .
+	touch $@
+
+# `make parity`: the whole matrix (the seed size over 500 steps and the briefly trained default
+# preset, which `make test` leaves out as slow); prints the table and writes PARITY.md.
+.PHONY: parity
+parity: venv $(TFLITE_RUNTIME_VENV)/.installed
+	ESTELLA_TFLITE_RUNTIME_PYTHON=$(TFLITE_RUNTIME_VENV)/bin/python $(BIN)/python -m pytest -q tests/parity --parity-table PARITY.md
 
 # `make bench` writes BENCHMARKS.md, bench.json and bench.png (about 15-20 minutes on 2 cores);
 # QUICK=1 runs a few minutes' worth into .cache/bench/quick/ instead.
