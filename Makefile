@@ -63,6 +63,8 @@ $(RUNTIME_VENV)/.installed: pyproject.toml
 $(RUNTIME_FIXTURE)/export/manifest.json: $(VENV)/.installed $(wildcard build/*.py export/*.py) tests/runtime/make_fixture_export.py
 	$(BIN)/python tests/runtime/make_fixture_export.py $(RUNTIME_FIXTURE)
 
+.PHONY: tflite-runtime-venv
+tflite-runtime-venv: $(TFLITE_RUNTIME_VENV)/.installed
 $(TFLITE_RUNTIME_VENV)/.installed: pyproject.toml
 	test -x $(TFLITE_RUNTIME_VENV)/bin/python || $(PYTHON) -m venv $(TFLITE_RUNTIME_VENV)
 	$(TFLITE_RUNTIME_VENV)/bin/python -m pip install -q 'numpy>=1.26,<2' 'tflite-runtime==2.14.0'

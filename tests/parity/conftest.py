@@ -4,7 +4,6 @@ row's measures are kept so that `--parity-table PATH` can print them and write t
 import json
 import os
 import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -100,7 +99,9 @@ class ParityModel:
                                self.export_dir], capture_output=True, text=True, timeout=900)
         assert done.returncode == 0, f"the tflite-runtime leg failed:\n{done.stdout}\n{done.stderr}"
         out = json.loads(done.stdout)
-        return {precision: self.record(f"{out['interpreter']} {precision}", precision, m) for precision, m in out["rows"].items()}, out
+        rows = {precision: self.record(f"{out['interpreter']} {precision}", precision, m)
+                for precision, m in out["rows"].items()}
+        return rows, out
 
     def record(self, row, precision, measures):
         measures["precision"] = precision
