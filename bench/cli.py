@@ -10,7 +10,8 @@ def add_parser(subparsers):
     p.add_argument("--quick", action="store_true",
                    help="fewer rounds and steps, for development (a few minutes); writes to .cache/bench/quick/ "
                         "unless --out is given")
-    p.add_argument("--out", default=None, help="folder for the three files (default: the repository root)")
+    p.add_argument("--out", default=None, help="folder for the three files (default: the repository root for a "
+                   "full run; .cache/bench/quick/ or .cache/bench/partial/ for --quick or --only)")
     p.add_argument("--corpus", default=None, help="text for the training benchmark and the vocabulary "
                    "(default: ../shared/data/great-expectations.txt if present, else the Gutenberg URL)")
     p.add_argument("--threads", type=int, default=1, help="threads per library for generation (default: %(default)s)")

@@ -103,8 +103,14 @@ def run(out_dir=None, quick=False, corpus=None, threads=1, sections=SECTIONS, se
     started = time.time()
     settings = settings or Settings(quick)
     shapes = shapes or preset_shapes()
-    out_dir = out_dir or (os.path.join(CACHE, "quick") if quick else REPO)
+    # Only a full run replaces the committed report; a quick or partial one goes to the cache.
+    full = not quick and set(sections) == set(SECTIONS)
+    out_dir = out_dir or (REPO if full else os.path.join(CACHE, "quick" if quick else "partial"))
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        from estella.runtime.errors import EstellaError
+        raise EstellaError(f"--out {out_dir} is a file; give a folder for BENCHMARKS.md, bench.json and bench.png")
     corpus = corpus or default_corpus()
+    vocab = vocabulary(corpus)  # a bad --corpus fails here, before any work
     env = child_env(threads)
     result = {"command": "estella bench" + (" --quick" if quick else ""), "machine": machine(),
               "versions": versions(), "settings": settings.as_dict(threads), "errors": {}}
@@ -119,7 +125,6 @@ def run(out_dir=None, quick=False, corpus=None, threads=1, sections=SECTIONS, se
 
     models = {}
     if {"generation", "processes"} & set(sections):
-        vocab = vocabulary(corpus)
         for name, (embedding_dim, units) in shapes.items():
             models[name] = attempt(f"export {name}", lambda: prepare(name.split()[0], vocab, embedding_dim, units,
                                                                      cache, log))
