@@ -31,9 +31,9 @@ class Settings:
         self.batches = "1,8,32"
         self.probe_repeats = 1 if quick else 3
         self.probe_chars = 50 if quick else 300
-        # (preset, cases, steps per round, rounds); the seed preset is ~4x the default's step time.
+        # (preset, cases, steps per round, rounds): a few dozen steps per case; a seed step takes ~3x a default one.
         self.training = [("default", None, 3, 1) if quick else ("default", None, 6, 3),
-                         ("seed", "original recipe,estella", 2 if quick else 4, 1 if quick else 3)]
+                         ("seed", "original recipe,estella", 2 if quick else 8, 1 if quick else 3)]
 
     def as_dict(self, threads):
         return {"quick": self.quick, "repeats": self.repeats, "block_seconds": self.block_seconds,
