@@ -17,6 +17,7 @@ import time
 import traceback
 
 from . import footprint, processes, report
+from .generation import RUNTIME_CASES
 from .models import CACHE, REPO, default_corpus, prepare, vocabulary
 
 SECTIONS = ("generation", "processes", "training", "footprint")
@@ -55,11 +56,11 @@ def child_env(threads):
     return env
 
 
-def run_child(module, args, env, log):
-    """Run `python -m estella.bench.<module> ... OUT` and return the JSON it writes."""
+def run_child(module, positional, flags, env):
+    """Run `python -m estella.bench.<module> POSITIONAL... OUT FLAGS...` and return the JSON it writes."""
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "out.json")
-        cmd = [sys.executable, "-m", f"estella.bench.{module}", *args[:-1], out, *args[-1]]
+        cmd = [sys.executable, "-m", f"estella.bench.{module}", *positional, out, *flags]
         proc = subprocess.run(cmd, env=env, stdout=sys.stdout, stderr=subprocess.PIPE, text=True)
         if proc.returncode != 0:
             raise RuntimeError(f"{module} failed:\n{proc.stderr[-3000:]}")
@@ -134,9 +135,9 @@ def run(out_dir=None, quick=False, corpus=None, threads=1, sections=SECTIONS, se
         result["generation"] = {}
         for name, (run_dir, export_dir) in ready.items():
             log(f"generation, {name}")
-            args = [run_dir, export_dir, ["--repeats", str(settings.repeats), "--threads", str(threads),
-                                          "--block-seconds", str(settings.block_seconds), "--batches", settings.batches]]
-            g = attempt(f"generation {name}", lambda: run_child("generation", args, env, log))
+            flags = ["--repeats", str(settings.repeats), "--threads", str(threads),
+                     "--block-seconds", str(settings.block_seconds), "--batches", settings.batches]
+            g = attempt(f"generation {name}", lambda: run_child("generation", [run_dir, export_dir], flags, env))
             if g:
                 result["generation"][name] = g
 
@@ -144,9 +145,7 @@ def run(out_dir=None, quick=False, corpus=None, threads=1, sections=SECTIONS, se
         result["processes"] = {}
         for name, (run_dir, export_dir) in ready.items():
             log(f"cold start and memory, {name}")
-            cases = {report_name: (b, p, export_dir) for report_name, (b, p) in
-                     ((f"{b} {p}", (b, p)) for b, p in (("tflite", "float32"), ("tflite", "int8"), ("onnx", "float32"),
-                                                         ("onnx", "int8"), ("numpy", "float32"), ("savedmodel", "float32")))}
+            cases = {f"{b} {p}": (b, p, export_dir) for b, p in RUNTIME_CASES}
             cases["keras (TensorFlow path)"] = ("keras", "float32", run_dir)
             p = attempt(f"processes {name}", lambda: processes.measure(
                 cases, settings.probe_repeats, settings.probe_chars, threads, env, log))
@@ -158,16 +157,15 @@ def run(out_dir=None, quick=False, corpus=None, threads=1, sections=SECTIONS, se
         train_env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONWARNINGS="ignore")
         for preset_name, cases, steps, rounds in settings.training:
             log(f"training, preset {preset_name}")
-            args = [corpus, ["--preset", preset_name, "--steps", str(steps), "--rounds", str(rounds),
-                             *(["--cases", cases] if cases else [])]]
-            t = attempt(f"training {preset_name}", lambda: run_child("training", args, train_env, log))
+            flags = ["--preset", preset_name, "--steps", str(steps), "--rounds", str(rounds)]
+            t = attempt(f"training {preset_name}", lambda: run_child(
+                "training", [corpus], flags + (["--cases", cases] if cases else []), train_env))
             if t and preset_name == "default" and importlib.util.find_spec("jax"):
                 # Keras' other backend is an option too; it needs its own process, run right after.
                 log("training, preset default, KERAS_BACKEND=jax")
                 jax_env = dict(train_env, KERAS_BACKEND="jax", JAX_PLATFORMS="cpu")
-                jax_args = [corpus, ["--preset", preset_name, "--steps", str(steps), "--rounds", str(rounds),
-                                     "--cases", "estella"]]
-                j = attempt("training default (jax)", lambda: run_child("training", jax_args, jax_env, log))
+                j = attempt("training default (jax)", lambda: run_child(
+                    "training", [corpus], flags + ["--cases", "estella"], jax_env))
                 if j:
                     case = j["cases"]["estella"]
                     case["about"] = "estella under KERAS_BACKEND=jax, in its own process right after the others"
