@@ -18,6 +18,7 @@ REPO = os.path.dirname(os.path.dirname(HERE))
 TFLITE_RUNTIME_PYTHON = os.path.abspath(os.environ.get("ESTELLA_TFLITE_RUNTIME_PYTHON",
                                                        os.path.join(REPO, ".venv-tflite-runtime", "bin", "python")))
 RESULTS = {}  # model key -> {"title", "model", "rows": {row name: measures}}
+LEGS = set()  # what the tflite-runtime leg ran on, for the table's heading
 
 
 def pytest_addoption(parser):
@@ -29,7 +30,7 @@ def pytest_terminal_summary(terminalreporter, config):
     path = config.getoption("--parity-table")
     if not path or not RESULTS:
         return
-    table = parity_table.render(RESULTS, [k for k in models.MODELS if k in RESULTS])
+    table = parity_table.render(RESULTS, [k for k in models.MODELS if k in RESULTS], sorted(LEGS))
     with open(path, "w", encoding="utf-8") as f:
         f.write(table)
     terminalreporter.write_line("")
@@ -85,7 +86,8 @@ class ParityModel:
         # Each row loads the way a user loads it: through the runtime's open_backend.
         record = self.reference_record if backend == "keras" else probe.probe(
             open_backend(self.export_dir, backend, precision), self.inputs)
-        return self.record(f"{backend} {precision}", precision, probe.compare(self.reference_record, record, self.words))
+        measures = probe.compare(self.reference_record, record, self.words)
+        return self.record(f"{backend} {precision}", precision, measures)
 
     def measure_tflite_runtime(self, tmp_dir):
         """The TFLite rows again, in the tflite-runtime 2.14 virtualenv (numpy<2, no TensorFlow)."""
@@ -99,6 +101,8 @@ class ParityModel:
                                self.export_dir], capture_output=True, text=True, timeout=900)
         assert done.returncode == 0, f"the tflite-runtime leg failed:\n{done.stdout}\n{done.stderr}"
         out = json.loads(done.stdout)
+        venv = os.path.relpath(os.path.dirname(os.path.dirname(TFLITE_RUNTIME_PYTHON)), REPO)
+        LEGS.add(f"{out['interpreter']} with numpy {out['numpy']} in {venv}")
         rows = {precision: self.record(f"{out['interpreter']} {precision}", precision, m)
                 for precision, m in out["rows"].items()}
         return rows, out

@@ -78,7 +78,8 @@ def probe(backend, inputs):
     record["greedy"] = generator.generate(prime, steps, temperature=0, echo=False)
     record["sampled"] = generator.generate(prime, steps, temperature=TEMPERATURE, top_p=TOP_P,
                                            seed=SAMPLE_SEED, echo=False)
-    record["batch_dlogits"], record["batch_dstate"] = batch_delta(backend, inputs["streams"], (text_logits, text_states))
+    record["batch_dlogits"], record["batch_dstate"] = batch_delta(backend, inputs["streams"],
+                                                                  (text_logits, text_states))
     return record
 
 
@@ -143,7 +144,8 @@ def check(m, precision):
         for key, span in (("text_dlogits", "text_range"), ("zero_dlogits", "one_step_range"),
                           ("random_dlogits", "one_step_range"), ("batch_dlogits", "text_range")):
             limit = INT8_RANGE_FRACTION * m[span]
-            need(m[key] <= limit, f"{key} {m[key]:.3g} > {INT8_RANGE_FRACTION:.0%} of the reference range {m[span]:.3g}")
+            need(m[key] <= limit,
+                 f"{key} {m[key]:.3g} > {INT8_RANGE_FRACTION:.0%} of the reference range {m[span]:.3g}")
         # Greedy text is held to what the reference's own greedy text achieves: a random-weights
         # model writes no words, so "made of words" can only be asked of a model that writes them.
         if m["reference_greedy_words"] >= WORDS_MIN:

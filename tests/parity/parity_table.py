@@ -17,12 +17,15 @@ import platform
 import parity_probe as probe
 
 
-def render(results, order):
+def render(results, order, legs=()):
     lines = ["# Parity of the exported formats", "",
              f"Written by `make parity` ({_now()}, {_versions()}); every number is from that run, none is typed.",
+             "", "Every row is loaded through the runtime's `open_backend`; the `tflite_runtime` rows ran in "
+             + (", ".join(legs) or "(no tflite-runtime leg ran)") + ".",
              "", "Thresholds: float rows max |delta| <= "
              f"{probe.FLOAT_TOLERANCE:g}, greedy and seeded sampled text identical for all N characters, "
-             f"batch equal to single streams within {probe.FLOAT_TOLERANCE:g}; int8 rows top-1 >= {probe.INT8_TOP1:.0%}, "
+             f"batch equal to single streams within {probe.FLOAT_TOLERANCE:g}; "
+             f"int8 rows top-1 >= {probe.INT8_TOP1:.0%}, "
              f"max |delta logits| <= {probe.INT8_RANGE_FRACTION:.0%} of the reference logits' range over the same "
              f"steps, greedy text made of corpus words (>= {probe.WORDS_MIN:.0%}; asked where the reference's own "
              "greedy text is) and not a loop of one character.", "",
@@ -39,7 +42,8 @@ def _model_table(result):
     n = any_row["steps"]
     out = [f"## {result['title']}", "",
            f"V={model['V']}, E={model['E']}, U={model['U']}, {model['origin']}. N={n} steps; reference logits range "
-           f"{any_row['text_range']:.3f} over them (int8 limit {probe.INT8_RANGE_FRACTION * any_row['text_range']:.4f}), "
+           f"{any_row['text_range']:.3f} over them "
+           f"(int8 limit {probe.INT8_RANGE_FRACTION * any_row['text_range']:.4f}), "
            f"{any_row['one_step_range']:.3f} over the single steps. " + _greedy_note(any_row), "",
            "| row | 1 step from 0 | 1 step from random | N steps | top-1 | greedy | sampled | B=4 vs 1 | checks |",
            "|---|---|---|---|---|---|---|---|---|"]
@@ -49,7 +53,8 @@ def _model_table(result):
             f"| {name}", _pair(m["zero_dlogits"], m["zero_dstate"]), _pair(m["random_dlogits"], m["random_dstate"]),
             _pair(m["text_dlogits"], m["text_dstate"]), f"{m['top1']:.1%}",
             f"{m['greedy_prefix']}/{n}, {m['greedy_words']:.0%} words" + (", loop" if m["greedy_loop"] else ""),
-            f"{m['sampled_prefix']}/{n}", _pair(m["batch_dlogits"], m["batch_dstate"]), "pass" if not failures else "FAIL: " + "; ".join(failures)]) + " |")
+            f"{m['sampled_prefix']}/{n}", _pair(m["batch_dlogits"], m["batch_dstate"]),
+            "pass" if not failures else "FAIL: " + "; ".join(failures)]) + " |")
     return out + [""]
 
 

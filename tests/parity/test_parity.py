@@ -10,6 +10,7 @@ import pytest
 import parity_models as models
 import parity_probe as probe
 from estella.runtime.backends import open_backend
+from estella.runtime.backends.base import Backend
 
 pytestmark = pytest.mark.tensorflow
 
@@ -36,16 +37,26 @@ def test_tflite_runtime_matches_keras_reference(parity_model, key, tmp_path):
 
 
 
+class ShiftedLogits(Backend):
+    """A real backend whose logits come out moved by a constant: a row that is off by exactly that much."""
+
+    def __init__(self, inner, shift):
+        self.inner, self.shift = inner, np.float32(shift)
+        for attribute in ("name", "precision", "vocab_size", "units", "max_batch", "max_time"):
+            setattr(self, attribute, getattr(inner, attribute))
+
+    def _step(self, ids, state):
+        logits, new_state = self.inner._step(ids, state)
+        return logits + self.shift, new_state
+
+
 def test_the_checks_catch_a_row_that_is_off(parity_model):
-    """A float row whose output bias is moved by 1e-3 (a real numpy backend, one array changed)
-    fails the float checks, and an int8 check fails on the same row: the thresholds bite."""
+    """Logits off by 1e-3 fail the float checks (and only on logits); off by 1.0 they fail the int8 ones too."""
     model = parity_model("c")
-    backend = open_backend(model.export_dir, "numpy", "float32")
-    backend.dense_bias = backend.dense_bias + np.float32(1e-3)
-    measures = probe.compare(model.reference_record, probe.probe(backend, model.inputs), model.words)
-    failures = probe.check(measures, "float32")
+    numpy_row = open_backend(model.export_dir, "numpy", "float32")
+    off = probe.compare(model.reference_record, probe.probe(ShiftedLogits(numpy_row, 1e-3), model.inputs), model.words)
+    failures = probe.check(off, "float32")
     assert any(f.startswith("text_dlogits") for f in failures), failures
-    assert not any(f.startswith("text_dstate") for f in failures), failures  # the bias is after the state
-    backend.dense_bias = backend.dense_bias + np.float32(1.0)
-    measures = probe.compare(model.reference_record, probe.probe(backend, model.inputs), model.words)
-    assert any(f.startswith("text_dlogits") for f in probe.check(measures, "int8")), measures
+    assert not any("dstate" in f for f in failures), failures
+    far = probe.compare(model.reference_record, probe.probe(ShiftedLogits(numpy_row, 1.0), model.inputs), model.words)
+    assert any(f.startswith("text_dlogits") for f in probe.check(far, "int8")), far
