@@ -27,7 +27,7 @@ def add_parser(subparsers):
     p.add_argument("--verbose", action="store_true", help="say which backend and artifact run")
     p.add_argument("--no-echo", dest="echo", action="store_false", help="do not print the prime")
     p.add_argument("--skip-unknown", action="store_true", help="drop prime characters outside the vocabulary")
-    p.add_argument("--threads", type=int, default=None, help="interpreter threads (default: 1 for onnx, LiteRT's own for tflite)")
+    p.add_argument("--threads", type=int, default=None, help="interpreter threads (tflite, onnx; default: one per core)")
     p.set_defaults(handler=generate)
 
     p = subparsers.add_parser("inspect", help="print an export's manifest: vocabulary, shapes, artifacts, parity",

@@ -16,9 +16,8 @@ class ONNXBackend(Backend):
             raise MissingDependency("the onnx backend needs ONNX Runtime, which is not installed: "
                                     "pip install 'estella[onnx]'") from None
         options = onnxruntime.SessionOptions()
-        # One thread unless told otherwise: a step is a few small matmuls, and ORT's pool of spinning
-        # threads measured 1.5-2.5x slower per character at batch 1 on 2 cores (U=512 and 1024).
-        options.intra_op_num_threads = num_threads or 1
+        if num_threads:  # ORT's default, one thread per core, is the fastest on an idle machine
+            options.intra_op_num_threads = num_threads
         options.log_severity_level = 3  # quantized graphs warn about things that do not matter here
         self.session = onnxruntime.InferenceSession(os.path.join(export_dir, artifact["path"]), options,
                                                     providers=["CPUExecutionProvider"])

@@ -33,7 +33,8 @@ class TFLiteBackend(Backend):
     def __init__(self, export_dir, artifact, manifest, num_threads=None):
         Interpreter = interpreter_class()
         self.path = os.path.join(export_dir, artifact["path"])
-        self.interpreter = Interpreter(model_path=self.path, num_threads=num_threads)
+        # LiteRT runs one thread unless told; one per core measured 1.5-1.9x faster float32 at U=512-1024.
+        self.interpreter = Interpreter(model_path=self.path, num_threads=num_threads or os.cpu_count())
         self.interpreter.allocate_tensors()
         inputs, outputs = _details_by_name(self.interpreter)
         self.ids_index, self.state_index = inputs["ids"]["index"], inputs["state"]["index"]
