@@ -27,7 +27,7 @@ PACKAGES = ("numpy", "tensorflow-cpu", "keras", "ai-edge-litert", "onnxruntime",
 class Settings:
     def __init__(self, quick):
         self.quick = quick
-        self.repeats = 3 if quick else 7
+        self.repeats = 3 if quick else 9
         self.block_seconds = 0.05 if quick else 0.2
         self.batches = "1,8,32"
         self.probe_repeats = 1 if quick else 3
