@@ -3,8 +3,12 @@ Structure only: speed is what `make bench` reports, never what a test asserts.""
 
 import json
 
+import pytest
+
 from estella.bench import suite
 from estella.bench.report import LIMITS, RUNTIME_ORDER
+
+pytestmark = pytest.mark.tensorflow  # the TensorFlow baselines and the export need it
 
 
 def test_generation_part_writes_report(corpus_path, tmp_path):
