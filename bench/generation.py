@@ -57,8 +57,8 @@ def limit_int8(weights, batch=1, threads=1):
     """The same two products on int8 weights, as ONNX Runtime's MatMulInteger (MLAS int8 kernels).
 
     numpy has no fast int8 matrix product (integer matmul is a plain loop, not BLAS), so the int8
-    floor is one ONNX Runtime call of two MatMulInteger nodes; its per-call cost is included, which
-    every ONNX int8 step pays as well.
+    floor is this or the LiteRT graph, whichever is faster; one call of two MatMulInteger nodes per
+    character, its per-call cost included, which every ONNX int8 step pays as well.
     """
     import onnxruntime
     from onnx import TensorProto, helper, numpy_helper
