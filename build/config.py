@@ -81,15 +81,10 @@ def versions() -> dict:
     return out
 
 
-def save_config(path, preset_name, hp: HParams, corpus, vocab_size, n_train, n_val):
-    write_json(path, {
-        "preset": preset_name,
-        "hparams": dataclasses.asdict(hp),
-        "vocab_size": vocab_size,
-        "corpus": {"source": corpus.source, "path": corpus.path, "sha256": corpus.sha256,
-                   "chars": len(corpus.text), "train_chars": n_train, "validation_chars": n_val},
-        "versions": versions(),
-    })
+def save_config(path, preset_name, hp: HParams, vocab_size: int, corpus: dict):
+    """`corpus`: source, path, sha256, and the character counts of the text and its two parts."""
+    write_json(path, {"preset": preset_name, "hparams": dataclasses.asdict(hp), "vocab_size": vocab_size,
+                      "corpus": corpus, "versions": versions()})
 
 
 def load_config(run_dir) -> dict:

@@ -4,13 +4,12 @@ Weights are scaled by fan-in (variance 1/fan_in), so activations and logits have
 trained model rather than saturating or vanishing; no training loop is needed to get one.
 """
 
-import dataclasses
 import hashlib
 import os
 
 import numpy as np
 
-from .config import HParams, versions
+from .config import HParams, save_config
 from .fileio import atomic_path, write_json
 from .model import build_model
 from .vocab import Vocab
@@ -34,12 +33,9 @@ def make_random_run(run_dir, vocab_chars, embedding_dim=256, units=1024, seed=0)
     vocab.save(os.path.join(run_dir, "vocab.json"))
     hp = HParams(embedding_dim=E, units=U, epochs=0)
     source = f"random:seed={seed}"
-    write_json(os.path.join(run_dir, "config.json"), {
-        "preset": "random", "hparams": dataclasses.asdict(hp), "vocab_size": V,
-        "corpus": {"source": source, "path": None, "sha256": hashlib.sha256(source.encode()).hexdigest(),
-                   "chars": 0, "train_chars": 0, "validation_chars": 0},
-        "versions": versions(),
-    })
+    save_config(os.path.join(run_dir, "config.json"), "random", hp, V, corpus={
+        "source": source, "path": None, "sha256": hashlib.sha256(source.encode()).hexdigest(),
+        "chars": 0, "train_chars": 0, "validation_chars": 0})
     with atomic_path(os.path.join(run_dir, "best.weights.h5")) as tmp:
         model.save_weights(tmp)
     write_json(os.path.join(run_dir, "state.json"), {"epochs_done": 0, "best_val_loss": None, "history": []})

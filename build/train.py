@@ -176,8 +176,9 @@ def train(run_dir, corpus_source, preset_name="default", cache_dir=None, verbose
         initial_epoch = state["epochs_done"]
         print(f"resuming {run_dir} after epoch {initial_epoch} (best val_loss {state['best_val_loss']:.4f})")
     else:
-        config_mod.save_config(os.path.join(run_dir, "config.json"), preset_name, hp, corpus, len(vocab),
-                               len(train_ids), len(val_ids))
+        config_mod.save_config(os.path.join(run_dir, "config.json"), preset_name, hp, len(vocab), corpus={
+            "source": corpus.source, "path": corpus.path, "sha256": corpus.sha256, "chars": len(corpus.text),
+            "train_chars": len(train_ids), "validation_chars": len(val_ids)})
         vocab.save(os.path.join(run_dir, "vocab.json"))
         model = build_model(len(vocab), hp.embedding_dim, hp.units)
         compile_model(model, hp)

@@ -7,7 +7,7 @@ import os
 from importlib import metadata
 
 from estella.build.fileio import write_json
-from estella.runtime.manifest import MANIFEST, SCHEMA_VERSION, _sha256
+from estella.runtime.manifest import MANIFEST, SCHEMA_VERSION, file_sha256
 
 
 def model_section(vocab, V, E, U) -> dict:
@@ -47,7 +47,7 @@ def list_files(export_dir, path) -> list:
         found = sorted(os.path.relpath(os.path.join(folder, f), export_dir)
                        for folder, _, files in os.walk(full) for f in files)
     return [{"path": p.replace(os.sep, "/"), "bytes": os.path.getsize(os.path.join(export_dir, p)),
-             "sha256": _sha256(os.path.join(export_dir, p))} for p in found]
+             "sha256": file_sha256(os.path.join(export_dir, p))} for p in found]
 
 
 def provenance(run_dir, cfg, run_state) -> dict:

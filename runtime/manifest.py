@@ -57,12 +57,12 @@ def verify_files(export_dir, artifact):
         if size != entry["bytes"]:
             raise ChecksumError(f"{path} is {size} bytes but the manifest lists {entry['bytes']}: "
                                 "the file is truncated or was replaced; re-export it")
-        if _sha256(path) != entry["sha256"]:
+        if file_sha256(path) != entry["sha256"]:
             raise ChecksumError(f"{path} does not match its sha256 in the manifest: the file is corrupt "
                                 "or was changed after export; re-export it")
 
 
-def _sha256(path):
+def file_sha256(path):
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
