@@ -22,36 +22,46 @@ def windows_needed(seq_length: int, batch_size: int) -> int:
 class CharWindows(keras.utils.PyDataset):
     """Batches of (input, target) windows cut from `ids`.
 
-    Each epoch cuts consecutive, non-overlapping windows of seq_length+1 characters, as the
-    original did, but from a random offset and in a shuffled order, so that the model sees
-    other boundaries every epoch. Incomplete batches are dropped. With shuffle=False the
-    windows are fixed, which is what validation needs.
+    Each pass over the text cuts consecutive, non-overlapping windows of seq_length+1 characters,
+    as the original did, but from a random offset and in a shuffled order, so that the model sees
+    other boundaries every pass. Incomplete batches are dropped. With shuffle=False the windows
+    are fixed, which is what validation needs.
+
+    An epoch is one pass, or `steps_per_epoch` batches that carry on where the last epoch
+    stopped (starting new passes as needed): Keras' own steps_per_epoch would run a finite
+    dataset dry and cut an epoch short.
     """
 
-    def __init__(self, ids, seq_length, batch_size, shuffle=True, seed=0, **kwargs):
+    def __init__(self, ids, seq_length, batch_size, shuffle=True, seed=0, steps_per_epoch=None, **kwargs):
         super().__init__(**kwargs)
         self.ids = np.asarray(ids, dtype=np.int32)
         self.seq_length, self.batch_size, self.shuffle = seq_length, batch_size, shuffle
         self.rng = np.random.default_rng(seed)
         # The offset can take up to seq_length chars, so count batches without them: a fixed length.
         usable = len(self.ids) - (seq_length if shuffle else 0)
-        self.n_batches = max(usable // (seq_length + 1), 0) // batch_size
-        if self.n_batches == 0:
+        self.batches_per_pass = max(usable // (seq_length + 1), 0) // batch_size
+        if self.batches_per_pass == 0:
             raise ValueError(f"{len(self.ids)} characters make no batch of {batch_size} windows of "
                              f"{seq_length}+1 characters")
+        self.n_batches = steps_per_epoch or self.batches_per_pass
+        self.pending = np.zeros(0, np.int64)  # window starts not yet used
         self.on_epoch_end()
 
     def __len__(self):
         return self.n_batches
 
-    def on_epoch_end(self):
+    def _one_pass(self):
         offset = int(self.rng.integers(0, self.seq_length + 1)) if self.shuffle else 0
-        n = self.n_batches * self.batch_size
-        starts = offset + np.arange(n) * (self.seq_length + 1)
-        self.starts = self.rng.permutation(starts) if self.shuffle else starts
+        starts = offset + np.arange(self.batches_per_pass * self.batch_size) * (self.seq_length + 1)
+        return self.rng.permutation(starts) if self.shuffle else starts
+
+    def on_epoch_end(self):
+        need = self.n_batches * self.batch_size
+        while len(self.pending) < need:
+            self.pending = np.concatenate([self.pending, self._one_pass()])
+        self.starts, self.pending = self.pending[:need], self.pending[need:]
 
     def __getitem__(self, index):
         starts = self.starts[index * self.batch_size:(index + 1) * self.batch_size]
         chunk = self.ids[starts[:, None] + np.arange(self.seq_length + 1)]
         return chunk[:, :-1], chunk[:, 1:]
-

@@ -166,7 +166,8 @@ def train(run_dir, corpus_source, preset_name="default", cache_dir=None, verbose
                            f"({need + hp.seq_length} at --seq-length {hp.seq_length}, --batch-size "
                            f"{hp.batch_size}): use a longer corpus or a smaller {flag} / --seq-length")
     keras.utils.set_random_seed(hp.seed)
-    train_data = CharWindows(train_ids, hp.seq_length, hp.batch_size, shuffle=True, seed=hp.seed, workers=1)
+    train_data = CharWindows(train_ids, hp.seq_length, hp.batch_size, shuffle=True, seed=hp.seed,
+                             steps_per_epoch=hp.steps_per_epoch, workers=1)
     val_data = CharWindows(val_ids, hp.seq_length, hp.batch_size, shuffle=False)
 
     os.makedirs(run_dir, exist_ok=True)
@@ -190,7 +191,7 @@ def train(run_dir, corpus_source, preset_name="default", cache_dir=None, verbose
 
     print(f"training {run_dir}: V={len(vocab)} E={hp.embedding_dim} U={hp.units} "
           f"params={model.count_params():,} train={len(train_ids):,} chars val={len(val_ids):,} chars "
-          f"steps/epoch={hp.steps_per_epoch or len(train_data)} backend={keras.backend.backend()}", flush=True)
+          f"steps/epoch={len(train_data)} backend={keras.backend.backend()}", flush=True)
     callbacks = [EpochTimer(),
                  # Halve the step size when validation stalls: cheaper than stopping early.
                  keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=1,
@@ -198,7 +199,7 @@ def train(run_dir, corpus_source, preset_name="default", cache_dir=None, verbose
                  RunCheckpoint(run_dir, state),
                  keras.callbacks.EarlyStopping(monitor="val_loss", patience=hp.patience)]
     model.fit(train_data, validation_data=val_data, epochs=hp.epochs, initial_epoch=initial_epoch,
-              steps_per_epoch=hp.steps_per_epoch, callbacks=callbacks, verbose=verbose)
+              callbacks=callbacks, verbose=verbose)
     print(f"best: epoch {state['best_epoch']}, val_loss {state['best_val_loss']:.4f} nats "
           f"= {state['best_val_bpc']:.3f} bits/char -> {os.path.join(run_dir, 'best.weights.h5')}")
     return state

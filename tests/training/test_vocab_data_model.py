@@ -82,3 +82,20 @@ def test_step_model_matches_training_model():
         pieces.append(np.asarray(logits))
         state = np.asarray(state)
     np.testing.assert_allclose(np.concatenate(pieces, axis=1), full, atol=1e-5)
+
+
+def test_steps_per_epoch_carries_on_across_passes():
+    # 5000 chars make 56 windows of 11 per pass; 3 epochs of 5 batches of 8 need more than one pass
+    data = CharWindows(np.arange(5000, dtype=np.int32), seq_length=10, batch_size=8, shuffle=True, seed=2,
+                       steps_per_epoch=5)
+    seen = []
+    for _ in range(3):
+        assert len(data) == 5
+        for i in range(len(data)):
+            x, y = data[i]
+            assert x.shape == (8, 10)
+            np.testing.assert_array_equal(y[:, :-1], x[:, 1:])
+            seen.extend(x[:, 0])
+        data.on_epoch_end()
+    first_pass = seen[:data.batches_per_pass * 8]
+    assert len(set(first_pass)) == len(first_pass)  # a pass uses each window once
