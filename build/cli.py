@@ -1,6 +1,5 @@
 """`estella train` and `estella sample`."""
 
-import argparse
 import os
 
 from .config import PRESETS, HParams, preset
@@ -39,11 +38,11 @@ def run_train(args):
     run_dir = args.run_dir or os.path.join(DEFAULT_RUNS, args.preset)
     try:
         preset(args.preset, **overrides)  # check the flags before the slow TensorFlow import
-        from .train import train
-        train(run_dir, args.corpus or DEFAULT_CORPUS, args.preset, cache_dir=args.cache_dir,
-              verbose=2 if args.quiet else "auto", **overrides)
     except ValueError as e:  # hyper-parameter checks name their flag
         raise _usage_error(e) from None
+    from .train import train
+    train(run_dir, args.corpus or DEFAULT_CORPUS, args.preset, cache_dir=args.cache_dir,
+          verbose=2 if args.quiet else "auto", **overrides)
 
 
 def run_sample(args):

@@ -13,11 +13,13 @@ Every file is written to a temp name and renamed, so a killed run loses at most 
 
 import csv
 import io
+import json
 import math
 import os
+import shutil
+import time
 
 import keras
-import numpy as np
 
 from . import config as config_mod
 from .corpus import load as load_corpus
@@ -51,11 +53,12 @@ class RunCheckpoint(keras.callbacks.Callback):
         row = {"epoch": epoch + 1, "loss": float(logs["loss"]), "val_loss": val,
                "val_bpc": bits_per_char(val), "seconds": logs.get("seconds")}
         name = f"epoch-{epoch + 1:03d}-val{val:.4f}.weights.h5"
-        with atomic_path(os.path.join(self.run_dir, "checkpoints", name)) as tmp:
+        checkpoint = os.path.join(self.run_dir, "checkpoints", name)
+        with atomic_path(checkpoint) as tmp:
             self.model.save_weights(tmp)
         if self.state.get("best_val_loss") is None or val < self.state["best_val_loss"]:
             with atomic_path(os.path.join(self.run_dir, "best.weights.h5")) as tmp:
-                self.model.save_weights(tmp)
+                shutil.copyfile(checkpoint, tmp)  # the same bytes: no second serialisation
             self.state.update(best_val_loss=val, best_val_bpc=bits_per_char(val), best_epoch=epoch + 1,
                               best_checkpoint=name)
         with atomic_path(os.path.join(self.run_dir, "last.keras")) as tmp:
@@ -69,11 +72,9 @@ class RunCheckpoint(keras.callbacks.Callback):
 
 class EpochTimer(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch, logs=None):
-        import time
         self._t0 = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
-        import time
         logs["seconds"] = round(time.perf_counter() - self._t0, 2)
 
 
@@ -118,11 +119,15 @@ def compile_model(model, hp):
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
 
 
+def new_state():
+    """state.json of a run with no finished epoch."""
+    return {"epochs_done": 0, "best_val_loss": None, "history": []}
+
+
 def read_state(run_dir):
     path = os.path.join(run_dir, "state.json")
     if not os.path.exists(path):
         return None
-    import json
     with open(path, encoding="utf-8") as f:
         return json.load(f)
 
@@ -183,7 +188,7 @@ def train(run_dir, corpus_source, preset_name="default", cache_dir=None, verbose
         vocab.save(os.path.join(run_dir, "vocab.json"))
         model = build_model(len(vocab), hp.embedding_dim, hp.units)
         compile_model(model, hp)
-        state = {"epochs_done": 0, "best_val_loss": None, "history": []}
+        state = new_state()
         initial_epoch = 0
     if initial_epoch >= hp.epochs:
         print(f"{run_dir} already has {initial_epoch} epochs (--epochs {hp.epochs}); nothing to do")

@@ -9,7 +9,6 @@ the weights are read once per step for all streams.
 
 import os
 
-import numpy as np
 
 from ..errors import EstellaError, MissingDependency
 from .base import Backend

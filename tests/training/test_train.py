@@ -31,6 +31,9 @@ def test_tiny_run_learns_and_writes_a_complete_run(tiny_run):
     checkpoints = sorted(os.listdir(os.path.join(tiny_run, "checkpoints")))
     assert checkpoints == [f"epoch-{r['epoch']:03d}-val{r['val_loss']:.4f}.weights.h5" for r in state["history"]]
     assert state["best_val_loss"] == min(losses)
+    with open(os.path.join(tiny_run, "best.weights.h5"), "rb") as best, \
+            open(os.path.join(tiny_run, "checkpoints", state["best_checkpoint"]), "rb") as checkpoint:
+        assert best.read() == checkpoint.read()
     assert abs(state["best_val_bpc"] - state["best_val_loss"] / math.log(2)) < 1e-9
 
 
