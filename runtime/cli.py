@@ -1,51 +1,67 @@
-"""The `estella` command. Each stage adds its own subcommands; heavy imports wait for the handler,
-so `estella generate` starts fast and works where TensorFlow is not installed."""
+"""The `estella` command: a small dispatcher. Only the module of the command being run is imported,
+so `estella generate` starts fast and never imports TensorFlow or the training, export and bench
+stages; `estella --help` still lists every command from the table below."""
 
 import argparse
 import importlib
 import os
 import sys
 
-from .errors import EstellaError, MissingDependency
+from .errors import EstellaError
 
-# Modules that define add_parser(subparsers); a stage that is not importable is skipped.
-COMMAND_MODULES = ("estella.build.cli", "estella.export.cli", "estella.runtime.commands", "estella.bench.cli")
+# command -> (module whose add_parser(subparsers) defines it, one line of help, pip extra it needs)
+COMMANDS = {
+    "train": ("estella.build.cli", "train a model on a corpus (or resume a run)", "train"),
+    "prepare": ("estella.build.cli", "turn text files into a prepared corpus for training at scale", "train"),
+    "sample": ("estella.build.cli", "sample text from a run with the Keras reference model", "train"),
+    "export": ("estella.export.cli", "write SavedModel, TFLite, ONNX and numpy artifacts of a run", "train"),
+    "generate": ("estella.runtime.commands", "write text with an exported model (no TensorFlow needed)", None),
+    "inspect": ("estella.runtime.commands", "print and verify an export's manifest", None),
+    "evaluate": ("estella.runtime.evaluate", "loss in bits per character of an export on a text", None),
+    "serve": ("estella.serve.cli", "serve an export over HTTP (OpenAI-style completions, streaming)", "serve"),
+    "bench": ("estella.bench.cli", "benchmark training and generation (writes BENCHMARKS.md)", "train"),
+}
+# Libraries whose absence means "install the extra", not a bug.
+EXTRA_LIBRARIES = ("tensorflow", "keras", "tf2onnx", "onnx", "matplotlib", "fastapi", "uvicorn",
+                   "starlette", "prometheus_client", "jax")
 
 
-def make_parser():
-    parser = argparse.ArgumentParser(prog="estella", description=__doc__.split(".")[0] + ".")
+def make_parser(command=None):
+    """The parser with every command listed; only `command` (if given) is defined in full."""
+    parser = argparse.ArgumentParser(prog="estella", description="Train a char-level GRU, export it as step "
+                                     "graphs, and generate text with it.")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as e:
-            if e.name and name.startswith(e.name):  # the stage itself is absent, not one of its imports
-                continue
-            raise
-        module.add_parser(subparsers)
+    if command in COMMANDS:
+        importlib.import_module(COMMANDS[command][0]).add_parser(subparsers)
+    for name, (_, help_text, _) in COMMANDS.items():
+        if name not in subparsers.choices:
+            subparsers.add_parser(name, help=help_text, add_help=False)
     return parser
 
 
 def main(argv=None):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter hides our output
-    parser = make_parser()
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    command = next((a for a in argv if not a.startswith("-")), None)
     try:
+        parser = make_parser(command)
+        args = parser.parse_args(argv)
+        if not hasattr(args, "handler"):  # a command this install lacks (its module defines no parser)
+            raise ModuleNotFoundError(name=COMMANDS[args.command][0])
         return args.handler(args) or 0
-    except MissingDependency as e:
-        print(f"estella {args.command}: error: {e}", file=sys.stderr)
-        return 2
     except EstellaError as e:
-        print(f"estella {args.command}: error: {e}", file=sys.stderr)
+        print(f"estella {command}: error: {e}", file=sys.stderr)
         return 2
     except ModuleNotFoundError as e:
-        if e.name and e.name.split(".")[0] in ("tensorflow", "keras", "tf2onnx", "onnx", "matplotlib"):
-            print(f"estella {args.command}: error: this command needs {e.name}, which is not installed: "
-                  "pip install 'estella[train]'", file=sys.stderr)
+        missing = (e.name or "").split(".")[0]
+        extra = COMMANDS.get(command, (None, None, None))[2]
+        if missing in EXTRA_LIBRARIES or (e.name or "").startswith("estella."):
+            print(f"estella {command}: error: this command needs {e.name}, which is not installed: "
+                  f"pip install 'estella[{extra or 'train'}]'", file=sys.stderr)
             return 2
         raise
     except KeyboardInterrupt:
-        print(f"estella {args.command}: interrupted", file=sys.stderr)
+        print(f"estella {command}: interrupted", file=sys.stderr)
         return 130
 
 

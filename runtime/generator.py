@@ -20,7 +20,7 @@ import numpy as np
 from .backends import open_backend
 from .errors import EstellaError
 from .manifest import load_manifest
-from .sampling import Sampler
+from .sampling import BatchSampler
 
 EMPTY_PRIME = "\n"
 
@@ -86,7 +86,7 @@ class Generator:
     def stream_many(self, primes, n_chars, temperature=1.0, top_k=None, top_p=None, seed=None, stop=None,
                     echo=True, skip_unknown=False):
         """An iterator of lists with one character per stream ("" where a stream has stopped or its prime ended)."""
-        sampler = Sampler(temperature, top_k, top_p)  # checks the settings before any work
+        sampler = BatchSampler([(temperature, top_k, top_p)] * len(primes))  # checks the settings first
         if isinstance(n_chars, bool) or not isinstance(n_chars, numbers.Integral) or n_chars < 0:
             raise EstellaError(f"--chars must be an integer >= 0, got {n_chars!r}")
         stops = _stop_list(stop)
@@ -117,7 +117,8 @@ class Generator:
         yield from self._decode(logits, state, n_chars, sampler, rngs, stops)
 
     def _decode(self, logits, state, n_chars, sampler, rngs, stops):
-        """The hot loop: sample, feed back. Inputs are known good, so it calls the backend's _step directly."""
+        """The hot loop: sample every stream in one call, feed back. Inputs are known good, so it
+        calls the backend's _step directly."""
         batch = len(rngs)
         step, vocab = self.backend._step, self.vocab
         ids = np.zeros((batch, 1), np.int32)
@@ -125,18 +126,17 @@ class Generator:
         done = [False] * batch
         keep = max((len(s) for s in stops), default=0)
         for n in range(n_chars):
-            chars = [""] * batch
-            for b in range(batch):
-                if done[b]:
-                    continue  # a stopped stream keeps stepping on its last character; nothing is kept
-                next_id = sampler(logits[b], rngs[b])
-                ids[b, 0] = next_id
-                ch = chars[b] = vocab[next_id]
-                if keep:
-                    tails[b] = (tails[b] + ch)[-keep:]
+            ids[:, 0] = sampler(logits, rngs)
+            chars = [vocab[i] for i in ids[:, 0].tolist()]
+            if keep:
+                for b in range(batch):
+                    if done[b]:
+                        chars[b] = ""  # a stopped stream keeps stepping; nothing more is kept
+                        continue
+                    tails[b] = (tails[b] + chars[b])[-keep:]
                     done[b] = any(tails[b].endswith(s) for s in stops)
             yield chars
-            if all(done) or n == n_chars - 1:
+            if n == n_chars - 1 or (keep and all(done)):
                 return
             step_logits, state = step(ids, state)
             logits = step_logits[:, -1]

@@ -1,8 +1,15 @@
-"""The one sampler every backend shares, so a seed gives the same text whatever ran the model.
+"""The one sampler every backend, the server and the Keras reference share, so a seed gives the same
+text whatever ran the model and whatever ran beside it.
 
 temperature 0 is greedy (argmax); otherwise softmax(logits / temperature), cut to the top_k most
 likely characters and then to the smallest set of those whose probability (renormalised over the
 top_k) reaches top_p, and drawn with one uniform number from the stream's own seeded numpy Generator.
+A temperature so small that 1/temperature overflows float32 is greedy too: the softmax is then a
+one-hot at the argmax anyway, and scaling by inf would give NaN.
+
+sample_batch does this for B streams at once, each with its own settings, in a few numpy calls over
+the [B, V] logits: a server's batch costs one call per character, not B. Sampler is the same code
+for one stream, so a stream's ids never depend on which of the two drew them.
 """
 
 import math
@@ -12,40 +19,112 @@ import numpy as np
 
 from .errors import EstellaError
 
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
 
 class SamplingError(EstellaError):
     """A sampling setting outside what is allowed (the message names the flag)."""
 
 
 def check_settings(temperature=1.0, top_k=None, top_p=None):
-    if not isinstance(temperature, numbers.Real) or math.isnan(temperature) or temperature < 0:
-        raise SamplingError(f"--temperature must be a number >= 0 (0 picks the likeliest character), got {temperature!r}")
-    if top_k is not None and (not isinstance(top_k, numbers.Integral) or top_k < 1):
+    if (isinstance(temperature, bool) or not isinstance(temperature, numbers.Real)
+            or math.isnan(temperature) or temperature < 0 or math.isinf(temperature)):
+        raise SamplingError(f"--temperature must be a finite number >= 0 (0 picks the likeliest character), "
+                            f"got {temperature!r}")
+    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, numbers.Integral) or top_k < 1):
         raise SamplingError(f"--top-k must be an integer >= 1, got {top_k!r}")
-    if top_p is not None and (not isinstance(top_p, numbers.Real) or not 0 < top_p <= 1):
+    if top_p is not None and (isinstance(top_p, bool) or not isinstance(top_p, numbers.Real)
+                              or not 0 < top_p <= 1):
         raise SamplingError(f"--top-p must be in (0, 1], got {top_p!r}")
 
 
+def inverse_temperature(temperature):
+    """float32 1/T, or 0 for greedy: T == 0, or T so small that 1/T does not fit a float32."""
+    if temperature == 0 or 1 / temperature > FLOAT32_MAX:
+        return 0.0
+    return float(np.float32(1 / temperature))
+
+
+def sample_batch(logits, inv_temperature, top_k, top_p, uniforms):
+    """ids [B] for logits [B, V] float32, one row per stream.
+
+    inv_temperature [B]: float32 1/T, 0 for greedy. top_k [B]: 0 keeps all. top_p [B]: 1 keeps all.
+    uniforms [B]: one draw in [0, 1) per row (ignored for greedy rows).
+    """
+    ids = logits.argmax(axis=1)
+    rows = np.flatnonzero(inv_temperature > 0)
+    if not len(rows):
+        return ids
+    with np.errstate(over="ignore"):  # an overflow to -inf below is a probability of 0, as it should be
+        x = logits[rows] * inv_temperature[rows, None]
+        # A row whose scaled logits overflow has a one-hot softmax: its argmax, already in ids.
+        finite = np.isfinite(x).all(axis=1)
+        if not finite.all():
+            rows, x = rows[finite], x[finite]
+        x -= x.max(axis=1, keepdims=True)
+    u = uniforms[rows].astype(np.float32)  # float32 targets, as the cdf is float32
+    k, p = top_k[rows], top_p[rows].astype(np.float32)
+    plain = (k == 0) & (p >= 1)
+    if plain.any():  # softmax over the whole vocabulary: no sort needed
+        cdf = np.exp(x[plain]).cumsum(axis=1)
+        ids[rows[plain]] = _draw(cdf, u[plain] * cdf[:, -1])
+    if not plain.all():
+        cut = ~plain
+        ids[rows[cut]] = _draw_nucleus(x[cut], k[cut], p[cut], u[cut])
+    return ids
+
+
+def _draw_nucleus(x, k, p, u):
+    """Rows cut to their top_k, then to the smallest prefix whose mass reaches top_p of it."""
+    order = x.argsort(axis=1, kind="stable")[:, ::-1]  # likeliest first; ties: the higher index first
+    e = np.exp(np.take_along_axis(x, order, axis=1))
+    n, width = e.shape
+    keep = np.where(k > 0, np.minimum(k, width), width)
+    e[np.arange(width)[None, :] >= keep[:, None]] = 0
+    cdf = e.cumsum(axis=1)
+    cut = np.where(p < 1, (cdf < (p * cdf[:, -1])[:, None]).sum(axis=1) + 1, keep)
+    cut = np.minimum(cut, keep)
+    mass = cdf[np.arange(n), cut - 1]
+    picked = np.minimum(_draw(cdf, u * mass), cut - 1)
+    return order[np.arange(n), picked]
+
+
+def _draw(cdf, targets):
+    """Per row, the first index whose cdf exceeds the target (searchsorted side="right"), in range."""
+    return np.minimum((cdf <= targets[:, None]).sum(axis=1), cdf.shape[1] - 1)
+
+
+class BatchSampler:
+    """The settings of B streams as arrays, for sample_batch: sampler(logits [B, V], rngs) -> ids [B].
+
+    Each non-greedy stream draws exactly one uniform number per character from its own rng, so its
+    ids do not depend on the other rows of the batch.
+    """
+
+    def __init__(self, settings):
+        """settings: one (temperature, top_k, top_p) per stream; each is checked."""
+        for temperature, top_k, top_p in settings:
+            check_settings(temperature, top_k, top_p)
+        self.inv_temperature = np.array([inverse_temperature(t) for t, _, _ in settings], np.float32)
+        self.top_k = np.array([k or 0 for _, k, _ in settings], np.int64)
+        self.top_p = np.array([1.0 if p is None else p for _, _, p in settings], np.float64)
+        self.greedy = [bool(s == 0) for s in self.inv_temperature]
+        self._uniforms = np.zeros(len(settings))
+
+    def __call__(self, logits, rngs):
+        uniforms = self._uniforms
+        for b, rng in enumerate(rngs):
+            if not self.greedy[b]:
+                uniforms[b] = rng.random()
+        return sample_batch(logits, self.inv_temperature, self.top_k, self.top_p, uniforms)
+
+
 class Sampler:
-    """sampler(logits [V], rng) -> id. Lean on purpose: it runs once per character, so it makes few
-    numpy calls (methods rather than np.* wrappers, in place where it can) on float32 logits."""
+    """One stream's sampler: sampler(logits [V], rng) -> id. The batch code with B = 1."""
 
     def __init__(self, temperature=1.0, top_k=None, top_p=None):
-        check_settings(temperature, top_k, top_p)
-        self.temperature = float(temperature)
-        self.top_k, self.top_p = top_k, top_p
-        self.scale = np.float32(1 / temperature) if temperature > 0 else None
+        self.temperature, self.top_k, self.top_p = temperature, top_k, top_p
+        self._batch = BatchSampler([(temperature, top_k, top_p)])
 
     def __call__(self, logits, rng) -> int:
-        if self.scale is None:
-            return int(logits.argmax())
-        x = logits * self.scale
-        x -= x.max()
-        if self.top_k is None and self.top_p is None:
-            cdf = np.exp(x, out=x).cumsum()
-            return int(cdf.searchsorted(rng.random() * cdf[-1], side="right"))
-        order = x.argsort(kind="stable")[::-1][:self.top_k]  # likeliest first, the top_k of them
-        cdf = np.exp(x[order]).cumsum()
-        if self.top_p is not None and self.top_p < 1:
-            cdf = cdf[:cdf.searchsorted(self.top_p * cdf[-1]) + 1]  # the smallest set whose mass reaches top_p
-        return int(order[cdf.searchsorted(rng.random() * cdf[-1], side="right")])
+        return int(self._batch(np.asarray(logits)[None, :], [rng])[0])

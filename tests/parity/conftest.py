@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import parity_models as models
-import parity_probe as probe
+from estella.runtime import parity as probe
 import parity_table
 from estella.runtime.backends import open_backend
 

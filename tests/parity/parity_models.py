@@ -10,7 +10,7 @@ import string
 
 import numpy as np
 
-import parity_probe as probe
+from estella.runtime import parity as probe
 from estella.runtime.backends.base import Backend
 
 # Each row of the matrix: (backend, precision). "keras" is the reference itself.

@@ -8,13 +8,13 @@ Columns, each against the Keras reference on the same inputs:
   greedy: identical prefix of N greedy characters after the same prime, and the share of corpus words in it;
   sampled: identical prefix of N characters sampled at temperature 0.8, top-p 0.95, the same seed;
   B=4 vs 1: max |delta| between 4 streams run as one batch and the same 4 streams run alone (same format);
-  checks: the thresholds of parity_probe.check, "pass" or what failed.
+  checks: the thresholds of estella.runtime.parity.check, "pass" or what failed.
 """
 
 import datetime
 import platform
 
-import parity_probe as probe
+from estella.runtime import parity as probe
 
 
 def render(results, order, legs=()):

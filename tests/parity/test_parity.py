@@ -1,14 +1,14 @@
 """Every exported format is the same model: each row of the matrix measured against the Keras reference.
 
 Rows load through the runtime's own loaders (open_backend); the TFLite rows run again under
-tflite-runtime 2.14 in its own virtualenv. Thresholds are in parity_probe.py.
+tflite-runtime 2.14 in its own virtualenv. Thresholds are in estella.runtime.parity.
 """
 
 import numpy as np
 import pytest
 
 import parity_models as models
-import parity_probe as probe
+from estella.runtime import parity as probe
 from estella.runtime.backends import open_backend
 from estella.runtime.backends.base import Backend
 

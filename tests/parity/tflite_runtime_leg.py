@@ -12,7 +12,7 @@ import sys
 
 import numpy as np
 
-import parity_probe as probe
+from estella.runtime import parity as probe
 from estella.runtime.backends import open_backend
 
 

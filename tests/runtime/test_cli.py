@@ -48,8 +48,8 @@ def test_skip_unknown(numpy_export, capsys):
 
 
 @pytest.mark.parametrize("flags, message", [
-    (["--temperature", "-1"], "--temperature must be a number >= 0"),
-    (["--temperature", "nan"], "--temperature must be a number >= 0"),
+    (["--temperature", "-1"], "--temperature must be a finite number >= 0"),
+    (["--temperature", "nan"], "--temperature must be a finite number >= 0"),
     (["--top-p", "1.5"], "--top-p must be in (0, 1]"),
     (["--top-k", "0"], "--top-k must be an integer >= 1"),
     (["--chars", "-5"], "--chars must be an integer >= 0"),

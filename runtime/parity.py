@@ -1,15 +1,17 @@
-"""Run one step function on fixed inputs, compare what it gives with the Keras reference, check the thresholds.
+"""The one parity measure: run a step function on fixed inputs, compare what it gives with a
+reference record (the Keras model's), and check the thresholds.
 
-The same probe runs every row of the matrix, the Keras reference included, so that any two rows
-differ only in the step function. numpy and estella.runtime only: the tflite-runtime virtualenv
-(numpy<2, no TensorFlow) imports this file too.
+The same probe runs every row of the parity matrix, the Keras reference included, so that any two
+rows differ only in the step function. numpy and estella.runtime only: the tflite-runtime
+virtualenv (numpy<2, no TensorFlow) and the emulated edge devices run it too. tests/parity, the
+export's gate and the edge harness all measure with it.
 """
 
 import re
 
 import numpy as np
 
-from estella.runtime.generator import Generator
+from .generator import Generator
 
 STEPS = 500  # fed-back steps along real text, and characters of greedy and sampled text
 ONE_STEP_CASES = 8  # single steps from the zero state and from as many random states
