@@ -29,8 +29,13 @@ class RunLocked(RunError):
 @contextlib.contextmanager
 def exclusive(run_dir):
     """Hold the run's exclusive (writer) lock; the run directory is created if it is missing."""
-    os.makedirs(run_dir, exist_ok=True)
-    fd = os.open(os.path.join(run_dir, LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o644)
+    path = os.path.join(run_dir, LOCK_FILE)
+    try:
+        os.makedirs(run_dir, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:
+        raise RunError(f"cannot write the run directory {run_dir}: {e.strerror} ({e.filename}); "
+                       "choose a writable run directory") from None
     try:
         _lock(fd, fcntl.LOCK_EX, run_dir)
         os.ftruncate(fd, 0)

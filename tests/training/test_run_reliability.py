@@ -82,6 +82,13 @@ def test_export_waits_for_no_trainer_and_trainers_for_no_export(run_copy, corpus
         pass
 
 
+def test_a_run_directory_that_cannot_be_written_is_named(tmp_path, corpus_slice):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(RunError, match=rf"cannot write the run directory {blocker}/run: Not a directory"):
+        train(str(blocker / "run"), corpus_slice, "tiny", verbose=0)
+
+
 def test_damaged_state_json_is_named_by_resume_and_export(run_copy, corpus_slice):
     path = os.path.join(run_copy, "state.json")
     with open(path, "r+b") as f:
