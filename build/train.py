@@ -102,8 +102,8 @@ class RunCheckpoint(keras.callbacks.Callback):
             epochs_done=epoch + 1, last_checkpoint=name, last_sha256=digest,
             iterations=int(keras.ops.convert_to_numpy(optimizer.iterations)),
             learning_rate=float(keras.ops.convert_to_numpy(optimizer.learning_rate)),
-            callbacks={name: {attr: _plain(getattr(cb, attr)) for attr in CARRIED[name]}
-                       for name, cb in self.carried.items()})
+            callbacks={key: {attr: _plain(getattr(cb, attr)) for attr in CARRIED[key]}
+                       for key, cb in self.carried.items()})
         progress["history"].append({"epoch": epoch + 1, "loss": loss, "val_loss": val, "val_bpc": bits_per_char(val),
                                     "learning_rate": logs.get("learning_rate"), "seconds": logs.get("seconds"),
                                     "checkpoint": name, "sha256": digest})
