@@ -6,20 +6,21 @@
 PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
-PRESET ?= default
+# PRESET is passed only when given, so `make train RUN=x EPOCHS=60` resumes x with its own preset.
+PRESET ?=
 RUNS ?= runs
 CORPUS ?=
 
 # `make export` alone takes the last run that `make train` made, unless RUN is given.
 LAST_RUN = $(shell cat $(RUNS)/.last 2>/dev/null)
 RUN_GIVEN := $(filter command line environment,$(origin RUN))
-RUN ?= $(PRESET)
+RUN ?= $(or $(PRESET),default)
 TRAIN_DIR = $(RUNS)/$(RUN)
 EXPORT_RUN = $(if $(RUN_GIVEN),$(RUNS)/$(RUN),$(or $(LAST_RUN),$(RUNS)/$(RUN)))
 OUT ?=
 
 hp = $(if $($(1)),--$(2) $($(1)))
-TRAIN_FLAGS = --preset $(PRESET) $(if $(CORPUS),--corpus $(CORPUS)) \
+TRAIN_FLAGS = $(if $(PRESET),--preset $(PRESET)) $(if $(CORPUS),--corpus $(CORPUS)) \
 	$(call hp,EPOCHS,epochs) $(call hp,UNITS,units) $(call hp,EMBEDDING_DIM,embedding-dim) \
 	$(call hp,SEQ_LENGTH,seq-length) $(call hp,BATCH_SIZE,batch-size) $(call hp,LEARNING_RATE,learning-rate) \
 	$(call hp,PATIENCE,patience) $(call hp,VALIDATION_FRACTION,validation-fraction) $(call hp,SEED,seed) \
