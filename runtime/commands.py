@@ -1,5 +1,5 @@
-"""`estella generate` and `estella inspect`: the runtime's commands. Neither imports TensorFlow
-(except --backend savedmodel, which needs it)."""
+"""`estella generate` and `estella inspect`: the runtime's commands. Neither imports TensorFlow,
+except to load a SavedModel: `generate --backend savedmodel`, and `inspect` where TensorFlow is installed."""
 
 import sys
 import time
