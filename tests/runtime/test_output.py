@@ -16,7 +16,7 @@ ESTELLA = [sys.executable, "-m", "estella.runtime.cli"]
 def test_a_closed_pipe_ends_quietly(numpy_export):
     """`estella generate --stream ... | head -c 20`: the reader leaves after 20 bytes."""
     for extra in (["--stream"], ["--num-samples", "3"]):
-        proc = subprocess.Popen([*ESTELLA, "generate", numpy_export, "--chars", "100000", *extra],
+        proc = subprocess.Popen([*ESTELLA, "generate", numpy_export, "--chars", "40000", *extra],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO)
         assert len(proc.stdout.read(20)) == 20
         proc.stdout.close()

@@ -153,7 +153,7 @@ def test_a_removed_files_entry_is_refused(real_copy, capsys):
 
 @pytest.mark.parametrize("backend, path", [
     ("tflite", "model.tflite"), ("onnx", "model.onnx"), ("numpy", "weights.npz"),
-    ("savedmodel", "saved_model/1/variables/variables.data-00000-of-00001"),
+    pytest.param("savedmodel", "saved_model/1/variables/variables.data-00000-of-00001", marks=pytest.mark.tensorflow),
 ])
 def test_a_tampered_file_is_refused_on_the_generate_path(real_copy, capsys, backend, path):
     full = os.path.join(real_copy, path)
@@ -272,3 +272,33 @@ def test_an_unfinished_export_folder_is_refused(numpy_export, tmp_path, capsys):
 
 def test_unsafe_path_error_is_a_manifest_error():
     assert issubclass(UnsafePathError, ManifestError) and issubclass(ManifestError, EstellaError)
+
+
+@pytest.mark.tensorflow  # needs the onnx package (the [train] extra) to write the graph
+def test_an_onnx_graph_cannot_pull_in_external_weight_files(export_copy, capsys):
+    """Loaded from its verified bytes, an ONNX graph that names an external data file beside it (here
+    one inside the folder, unlisted) is refused by ONNX Runtime rather than reading that file."""
+    import hashlib
+
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    with open(os.path.join(export_copy, "weights.bin"), "wb") as f:
+        f.write(np.ones(4, np.float32).tobytes())
+    w = numpy_helper.from_array(np.zeros(4, np.float32), "w")
+    w.ClearField("raw_data")
+    w.data_location = TensorProto.EXTERNAL
+    for key, value in (("location", "weights.bin"), ("length", "16")):
+        entry = w.external_data.add()
+        entry.key, entry.value = key, value
+    graph = helper.make_graph([helper.make_node("Add", ["state", "w"], ["new_state"])], "g",
+                              [helper.make_tensor_value_info("state", TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor_value_info("new_state", TensorProto.FLOAT, [1, 4])], [w])
+    data = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
+    with open(os.path.join(export_copy, "model.onnx"), "wb") as f:
+        f.write(data)
+    entry = {"path": "model.onnx", "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    edit_manifest(export_copy, lambda m: m["artifacts"].append(
+        {"name": "onnx-float32", "format": "onnx", "precision": "float32", "path": "model.onnx", "files": [entry]}))
+    with pytest.raises(EstellaError, match="ONNX Runtime cannot load artifact 'onnx-float32'"):
+        open_backend(export_copy, "onnx")
