@@ -3,6 +3,7 @@
 import os
 
 from .config import PRESETS, HParams, preset
+from .scale_cli import add_scale_arguments, scale_options
 
 DEFAULT_RUNS = "runs"
 
@@ -16,6 +17,7 @@ def add_parser(subparsers):
     p.add_argument("--preset", default="default", choices=sorted(PRESETS), help="hyper-parameter preset")
     p.add_argument("--cache-dir", default=None, help="where downloaded corpora are kept (default ~/.cache/estella)")
     p.add_argument("--quiet", action="store_true", help="one line per epoch instead of a progress bar")
+    add_scale_arguments(p)
     for field in HParams.__dataclass_fields__.values():
         kind = float if field.type is float else int
         p.add_argument("--" + field.name.replace("_", "-"), type=kind, default=None, metavar="N",
@@ -42,7 +44,7 @@ def run_train(args):
         raise _usage_error(e) from None
     from .train import train
     train(run_dir, args.corpus or DEFAULT_CORPUS, args.preset, cache_dir=args.cache_dir,
-          verbose=2 if args.quiet else "auto", **overrides)
+          verbose=2 if args.quiet else "auto", **scale_options(args), **overrides)
 
 
 def run_sample(args):

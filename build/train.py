@@ -23,9 +23,12 @@ import keras
 
 from . import config as config_mod
 from .corpus import load as load_corpus
+from . import distribute as distribute_mod
+from . import precision
 from .data import CharWindows, split, windows_needed
 from .errors import RunError
 from .fileio import atomic_path, write_atomic, write_json
+from .memmap_data import DiskWindows, open_prepared
 from .model import build_model
 from .vocab import Vocab
 
@@ -132,8 +135,14 @@ def read_state(run_dir):
         return json.load(f)
 
 
-def train(run_dir, corpus_source, preset_name="default", cache_dir=None, verbose="auto", **overrides):
-    """Train a run, or continue it from its last finished epoch. Returns the run's state dict."""
+def train(run_dir, corpus_source, preset_name="default", cache_dir=None, verbose="auto", data_dir=None,
+          mixed_precision="auto", distribute="none", **overrides):
+    """Train a run, or continue it from its last finished epoch. Returns the run's state dict.
+
+    data_dir: a folder from `estella prepare`, read from disk instead of corpus_source.
+    mixed_precision: auto|off|bfloat16|float16 (build/precision.py); distribute: none|mirrored|
+    multi-worker (build/distribute.py)."""
+    dist = distribute_mod.setup(distribute)  # first: a multi-worker strategy must start before TensorFlow runs
     state = read_state(run_dir)
     resuming = state is not None and os.path.exists(os.path.join(run_dir, "last.keras"))
     if resuming:
@@ -147,11 +156,25 @@ def train(run_dir, corpus_source, preset_name="default", cache_dir=None, verbose
         if overrides.get("epochs"):
             hp.epochs = overrides["epochs"]
             hp.check()
+        saved_precision = cfg.get("mixed_precision", "off")
+        if mixed_precision not in ("auto", saved_precision):
+            raise RunError(f"{run_dir} was trained with --mixed-precision {saved_precision}; cannot change it to "
+                           f"{mixed_precision} on resume")
+        mixed_precision = saved_precision
     else:
         hp = config_mod.preset(preset_name, **overrides)
+    mixed_precision = precision.apply(mixed_precision)
 
-    corpus = load_corpus(corpus_source, min_chars=4 * windows_needed(hp.seq_length, 1), cache_dir=cache_dir)
-    vocab = Vocab.from_text(corpus.text)
+    if data_dir:
+        prepared = open_prepared(data_dir)
+        corpus_source, vocab, corpus_entry = data_dir, prepared.vocab, prepared.corpus_entry()
+        train_ids, val_ids = prepared.train, prepared.val
+    else:
+        corpus = load_corpus(corpus_source, min_chars=4 * windows_needed(hp.seq_length, 1), cache_dir=cache_dir)
+        vocab = Vocab.from_text(corpus.text)
+        train_ids, val_ids = split(vocab.encode(corpus.text), hp.validation_fraction)
+        corpus_entry = {"source": corpus.source, "path": corpus.path, "sha256": corpus.sha256,
+                        "chars": len(corpus.text), "train_chars": len(train_ids), "validation_chars": len(val_ids)}
     if resuming:
         saved = Vocab.load(os.path.join(run_dir, "vocab.json"))
         if saved != vocab:
@@ -159,11 +182,10 @@ def train(run_dir, corpus_source, preset_name="default", cache_dir=None, verbose
             raise RunError(f"corpus {corpus_source} does not match the vocabulary of {run_dir} "
                            f"(new characters: {extra!r}, characters it lacks: {missing!r}); "
                            "train a new run for another corpus")
-        if cfg["corpus"]["sha256"] != corpus.sha256:
+        if cfg["corpus"]["sha256"] != corpus_entry["sha256"]:
             print(f"warning: corpus {corpus_source} differs from the one {run_dir} started with "
                   "(same vocabulary, so training continues)")
 
-    train_ids, val_ids = split(vocab.encode(corpus.text), hp.validation_fraction)
     need = windows_needed(hp.seq_length, hp.batch_size)
     for part, ids, flag in (("training", train_ids, "--batch-size"), ("validation", val_ids, "--validation-fraction")):
         if len(ids) < need + hp.seq_length:
@@ -171,40 +193,48 @@ def train(run_dir, corpus_source, preset_name="default", cache_dir=None, verbose
                            f"({need + hp.seq_length} at --seq-length {hp.seq_length}, --batch-size "
                            f"{hp.batch_size}): use a longer corpus or a smaller {flag} / --seq-length")
     keras.utils.set_random_seed(hp.seed)
-    train_data = CharWindows(train_ids, hp.seq_length, hp.batch_size, shuffle=True, seed=hp.seed,
-                             steps_per_epoch=hp.steps_per_epoch, workers=1)
-    val_data = CharWindows(val_ids, hp.seq_length, hp.batch_size, shuffle=False)
+    window_kind = DiskWindows if data_dir else CharWindows  # a prepared corpus stays on disk
+    train_data = window_kind(train_ids, hp.seq_length, hp.batch_size, shuffle=True, seed=hp.seed,
+                             steps_per_epoch=hp.steps_per_epoch, workers=1,
+                             **({"epoch": state["epochs_done"]} if data_dir and resuming else {}))
+    val_data = DiskWindows(val_ids, hp.seq_length, hp.batch_size, shuffle=False, steps_per_epoch=hp.validation_steps)
 
-    os.makedirs(run_dir, exist_ok=True)
-    if resuming:
-        clear_stale_temp_files(run_dir)
-        model = keras.models.load_model(os.path.join(run_dir, "last.keras"))
-        initial_epoch = state["epochs_done"]
-        print(f"resuming {run_dir} after epoch {initial_epoch} (best val_loss {state['best_val_loss']:.4f})")
-    else:
-        config_mod.save_config(os.path.join(run_dir, "config.json"), preset_name, hp, len(vocab), corpus={
-            "source": corpus.source, "path": corpus.path, "sha256": corpus.sha256, "chars": len(corpus.text),
-            "train_chars": len(train_ids), "validation_chars": len(val_ids)})
-        vocab.save(os.path.join(run_dir, "vocab.json"))
-        model = build_model(len(vocab), hp.embedding_dim, hp.units)
-        compile_model(model, hp)
-        state = new_state()
-        initial_epoch = 0
+    if dist.is_chief:  # other workers of a multi-worker run write nothing
+        os.makedirs(run_dir, exist_ok=True)
+    with dist.scope():
+        if resuming:
+            if dist.is_chief:
+                clear_stale_temp_files(run_dir)
+            model = keras.models.load_model(os.path.join(run_dir, "last.keras"))
+            initial_epoch = state["epochs_done"]
+            print(f"resuming {run_dir} after epoch {initial_epoch} (best val_loss {state['best_val_loss']:.4f})")
+        else:
+            if dist.is_chief:
+                config_mod.save_config(os.path.join(run_dir, "config.json"), preset_name, hp, len(vocab),
+                                       corpus=corpus_entry, mixed_precision=mixed_precision)
+                vocab.save(os.path.join(run_dir, "vocab.json"))
+            model = build_model(len(vocab), hp.embedding_dim, hp.units)
+            compile_model(model, hp)
+            state = new_state()
+            initial_epoch = 0
     if initial_epoch >= hp.epochs:
         print(f"{run_dir} already has {initial_epoch} epochs (--epochs {hp.epochs}); nothing to do")
         return state
 
     print(f"training {run_dir}: V={len(vocab)} E={hp.embedding_dim} U={hp.units} "
           f"params={model.count_params():,} train={len(train_ids):,} chars val={len(val_ids):,} chars "
-          f"steps/epoch={len(train_data)} backend={keras.backend.backend()}", flush=True)
+          f"steps/epoch={len(train_data)} backend={keras.backend.backend()} precision={mixed_precision} "
+          f"distribute={dist.describe()}", flush=True)
     callbacks = [EpochTimer(),
                  # Halve the step size when validation stalls: cheaper than stopping early.
                  keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=1,
                                                    min_lr=hp.learning_rate / 16, verbose=1),
-                 RunCheckpoint(run_dir, state),
+                 *([RunCheckpoint(run_dir, state)] if dist.is_chief else []),
                  keras.callbacks.EarlyStopping(monitor="val_loss", patience=hp.patience)]
     model.fit(train_data, validation_data=val_data, epochs=hp.epochs, initial_epoch=initial_epoch,
               callbacks=callbacks, verbose=verbose)
+    if not dist.is_chief:
+        return state
     print(f"best: epoch {state['best_epoch']}, val_loss {state['best_val_loss']:.4f} nats "
           f"= {state['best_val_bpc']:.3f} bits/char -> {os.path.join(run_dir, 'best.weights.h5')}")
     return state

@@ -9,7 +9,7 @@ import sys
 from .errors import EstellaError, MissingDependency
 
 # Modules that define add_parser(subparsers); a stage that is not importable is skipped.
-COMMAND_MODULES = ("estella.build.cli", "estella.export.cli", "estella.runtime.commands", "estella.bench.cli")
+COMMAND_MODULES = ("estella.build.cli", "estella.build.prepare_cli", "estella.export.cli", "estella.runtime.commands", "estella.bench.cli")
 
 
 def make_parser():
