@@ -15,6 +15,8 @@ Only the chief (TF_CONFIG's "chief", else worker 0; JAX process 0) writes the ru
 import contextlib
 import json
 import os
+import shutil
+import tempfile
 
 from .errors import RunError
 
@@ -29,8 +31,61 @@ class Distribution:
         """Where the model and optimizer must be made (and loaded) for the strategy to own them."""
         return self.strategy.scope() if self.strategy is not None else contextlib.nullcontext()
 
+    @contextlib.contextmanager
+    def fitting(self, model):
+        """Around model.fit. Keras 3.15's fit fails under MultiWorkerMirroredStrategy before the first
+        step: its optional symbolic build all-reduces the first (integer) input batch and TensorFlow
+        refuses (keras-team/keras#20585). Built and compiled here already, the model does not need
+        that build; with no strategy of its own, Keras skips it and takes the strategy from the scope
+        it is fitted in, which distributes the data and the steps as before."""
+        if self.mode != "multi-worker" or self.strategy is None:
+            yield
+            return
+        from keras.src.backend.tensorflow import trainer as tf_trainer
+
+        own, model._distribute_strategy = model._distribute_strategy, None
+        reduce = tf_trainer.reduce_per_replica
+        tf_trainer.reduce_per_replica = _mean_scalars_on_no_axis(reduce)
+        try:
+            with self.strategy.scope():
+                if not model.optimizer.built:  # in the cross-replica scope, not inside a step
+                    model.optimizer.build(model.trainable_variables)
+                yield
+        finally:
+            model._distribute_strategy = own
+            tf_trainer.reduce_per_replica = reduce
+
+    def checkpoint_dir(self, run_dir):
+        """Where this process' checkpoints go. Saving a Keras model under MultiWorkerMirroredStrategy
+        runs collective ops, so every worker saves; the others save to a scratch folder that
+        `close` removes (TensorFlow's multi-worker pattern), and the run directory is the chief's."""
+        if self.is_chief:
+            return run_dir
+        self.scratch = tempfile.mkdtemp(prefix="estella-worker-")
+        return self.scratch
+
+    def close(self):
+        if getattr(self, "scratch", None):
+            shutil.rmtree(self.scratch, ignore_errors=True)
+
     def describe(self):
         return "none" if self.mode == "none" else f"{self.mode} ({self.replicas} replicas)"
+
+
+def _mean_scalars_on_no_axis(reduce_per_replica):
+    """Keras 3.15 averages each step's logs over the workers with strategy.reduce("MEAN", v, axis=0),
+    which a scalar loss has not: TensorFlow refuses it. Scalars are averaged with axis=None."""
+    from keras.src import tree
+
+    def reduce(values, strategy, reduction="auto"):
+        def one(v):
+            local = strategy.experimental_local_results(v)[0]  # one local replica: a plain tensor
+            if reduction in ("auto", "mean") and getattr(local, "shape", None) is not None and local.shape.rank == 0:
+                return strategy.reduce("MEAN", v, axis=None)
+            return reduce_per_replica(v, strategy, reduction)
+        return tree.map_structure(one, values)
+
+    return reduce
 
 
 def setup(mode: str) -> Distribution:

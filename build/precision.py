@@ -6,16 +6,21 @@ in a LossScaleOptimizer by itself under mixed_float16 (Trainer.compile); bfloat1
 range and needs no loss scaling.
 """
 
+import contextlib
+
 from .errors import RunError
 
 MODES = ("auto", "off", "bfloat16", "float16")
 POLICIES = {"off": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
 
-# What `auto` picks on a CPU with native bfloat16 (AVX512_BF16 or AMX). Measured on this project's
-# 2-core AMD EPYC (avx512_bf16), TensorFlow 2.21 / Keras 3.15, 8 steps after warm-up
-# (python -m estella.bench.training ... --cases estella,estella+bf16):
-#   default preset: float32 see BF16_MEASURED; seed preset likewise.
-# bfloat16 was not faster there, so auto stays off on CPUs; set True where it measures faster.
+# What `auto` picks on a CPU with native bfloat16 (AVX512_BF16 or AMX). Measured once on this project's
+# 2-core AMD EPYC (avx512_bf16), TensorFlow 2.21 / Keras 3.15, a shared machine (load ~10), 16 steps
+# per case interleaved (python -m estella.bench.training CORPUS OUT --cases "estella,estella + bf16"
+# --steps 4 --rounds 3), ms/step median (min) and validation loss after the 16 steps:
+#   default preset: float32 491 (472) ms, 2.591 nats; bfloat16 584 (365) ms, 2.815 nats
+#   seed preset:    float32 2736 (1665) ms, 3.180 nats; bfloat16 2181 (1485) ms, 3.244 nats
+# Not clearly faster (the medians disagree between presets) and worse after the same steps, so auto
+# stays off on CPUs; `estella bench` measures it again (the "estella + bf16" rows).
 BF16_FASTER_ON_CPU = False
 
 
@@ -54,10 +59,15 @@ def resolve(mode: str) -> str:
     return "bfloat16" if cpu_has_bf16() and BF16_FASTER_ON_CPU else "off"
 
 
-def apply(mode: str) -> str:
-    """Set Keras' global dtype policy for the models built next; return the concrete mode."""
+@contextlib.contextmanager
+def policy(concrete: str):
+    """Keras' global dtype policy for the layers made inside (it is read when a layer is made, so a
+    model built or loaded here keeps it); the previous policy comes back after."""
     import keras
 
-    concrete = resolve(mode)
+    previous = keras.config.dtype_policy()
     keras.config.set_dtype_policy(POLICIES[concrete])
-    return concrete
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)

@@ -7,8 +7,9 @@ from .precision import MODES as PRECISION_MODES
 def add_scale_arguments(p):
     p.add_argument("--data", default=None, metavar="DATA_DIR", help="a folder written by `estella prepare`, read "
                    "from disk as it trains (instead of --corpus)")
-    p.add_argument("--mixed-precision", default="auto", choices=PRECISION_MODES,
-                   help="16-bit compute with float32 weights; auto: float16 on a GPU, else off (default: %(default)s)")
+    p.add_argument("--mixed-precision", default=None, choices=PRECISION_MODES,
+                   help="16-bit compute with float32 weights; auto: float16 on a GPU, else off (default: off, "
+                   "or what a resumed run used)")
     p.add_argument("--distribute", default="none", choices=DISTRIBUTE_MODES,
                    help="data-parallel training: mirrored (the GPUs of this machine) or multi-worker (TF_CONFIG; "
                    "see README) (default: %(default)s)")

@@ -136,11 +136,12 @@ def read_state(run_dir):
 
 
 def train(run_dir, corpus_source, preset_name="default", cache_dir=None, verbose="auto", data_dir=None,
-          mixed_precision="auto", distribute="none", **overrides):
+          mixed_precision=None, distribute="none", **overrides):
     """Train a run, or continue it from its last finished epoch. Returns the run's state dict.
 
     data_dir: a folder from `estella prepare`, read from disk instead of corpus_source.
-    mixed_precision: auto|off|bfloat16|float16 (build/precision.py); distribute: none|mirrored|
+    mixed_precision: auto|off|bfloat16|float16 (build/precision.py; None: off, or what a resumed run
+    used); distribute: none|mirrored|
     multi-worker (build/distribute.py)."""
     dist = distribute_mod.setup(distribute)  # first: a multi-worker strategy must start before TensorFlow runs
     state = read_state(run_dir)
@@ -157,13 +158,13 @@ def train(run_dir, corpus_source, preset_name="default", cache_dir=None, verbose
             hp.epochs = overrides["epochs"]
             hp.check()
         saved_precision = cfg.get("mixed_precision", "off")
-        if mixed_precision not in ("auto", saved_precision):
+        if mixed_precision not in (None, saved_precision):
             raise RunError(f"{run_dir} was trained with --mixed-precision {saved_precision}; cannot change it to "
                            f"{mixed_precision} on resume")
         mixed_precision = saved_precision
     else:
         hp = config_mod.preset(preset_name, **overrides)
-    mixed_precision = precision.apply(mixed_precision)
+    mixed_precision = precision.resolve(mixed_precision or "off")
 
     if data_dir:
         prepared = open_prepared(data_dir)
@@ -201,7 +202,7 @@ def train(run_dir, corpus_source, preset_name="default", cache_dir=None, verbose
 
     if dist.is_chief:  # other workers of a multi-worker run write nothing
         os.makedirs(run_dir, exist_ok=True)
-    with dist.scope():
+    with dist.scope(), precision.policy(mixed_precision):
         if resuming:
             if dist.is_chief:
                 clear_stale_temp_files(run_dir)
@@ -229,10 +230,14 @@ def train(run_dir, corpus_source, preset_name="default", cache_dir=None, verbose
                  # Halve the step size when validation stalls: cheaper than stopping early.
                  keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=1,
                                                    min_lr=hp.learning_rate / 16, verbose=1),
-                 *([RunCheckpoint(run_dir, state)] if dist.is_chief else []),
+                 RunCheckpoint(dist.checkpoint_dir(run_dir), state),
                  keras.callbacks.EarlyStopping(monitor="val_loss", patience=hp.patience)]
-    model.fit(train_data, validation_data=val_data, epochs=hp.epochs, initial_epoch=initial_epoch,
-              callbacks=callbacks, verbose=verbose)
+    try:
+        with dist.fitting(model):
+            model.fit(train_data, validation_data=val_data, epochs=hp.epochs, initial_epoch=initial_epoch,
+                      callbacks=callbacks, verbose=verbose)
+    finally:
+        dist.close()
     if not dist.is_chief:
         return state
     print(f"best: epoch {state['best_epoch']}, val_loss {state['best_val_loss']:.4f} nats "
