@@ -22,9 +22,9 @@ import time
 import keras
 
 from . import config as config_mod
-from .corpus import load as load_corpus
 from . import distribute as distribute_mod
 from . import precision
+from .corpus import load as load_corpus
 from .data import CharWindows, split, windows_needed
 from .errors import RunError
 from .fileio import atomic_path, write_atomic, write_json
@@ -140,9 +140,8 @@ def train(run_dir, corpus_source, preset_name="default", cache_dir=None, verbose
     """Train a run, or continue it from its last finished epoch. Returns the run's state dict.
 
     data_dir: a folder from `estella prepare`, read from disk instead of corpus_source.
-    mixed_precision: auto|off|bfloat16|float16 (build/precision.py; None: off, or what a resumed run
-    used); distribute: none|mirrored|
-    multi-worker (build/distribute.py)."""
+    mixed_precision: auto|off|bfloat16|float16 (build/precision.py); None: off, or a resumed run's own.
+    distribute: none|mirrored|multi-worker (build/distribute.py)."""
     dist = distribute_mod.setup(distribute)  # first: a multi-worker strategy must start before TensorFlow runs
     state = read_state(run_dir)
     resuming = state is not None and os.path.exists(os.path.join(run_dir, "last.keras"))
