@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 
 import numpy as np
 
@@ -54,12 +55,16 @@ def measure(book, copies, synthetic_mb, rounds):
                    f"synthetic ASCII, {synthetic_mb} MB": synthetic_corpus(os.path.join(tmp, "synthetic"),
                                                                             synthetic_mb, 10)}
         for name, folder in corpora.items():
-            runs = [prepare([folder], os.path.join(tmp, "data"), force=True, log=lambda *_: None)
-                    for _ in range(rounds)]
+            runs, cpu = [], []
+            for _ in range(rounds):
+                started = time.process_time()
+                runs.append(prepare([folder], os.path.join(tmp, "data"), force=True, log=lambda *_: None))
+                cpu.append(runs[-1]["bytes"] / 1e6 / (time.process_time() - started))
             best = max(runs, key=lambda m: m["mb_per_s"])
+            # Wall-clock MB/s is what a user waits; per CPU-second shows what load on a shared machine hides.
             out[name] = {"mb": best["bytes"] / 1e6, "files": len(best["sources"]), "vocab_size": best["vocab_size"],
                          "dtype": best["dtype"], "mb_per_s": [m["mb_per_s"] for m in runs],
-                         "best_mb_per_s": best["mb_per_s"]}
+                         "best_mb_per_s": best["mb_per_s"], "mb_per_cpu_s": max(cpu)}
     return out
 
 

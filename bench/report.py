@@ -217,10 +217,12 @@ def prepare_table(prepare):
            "Files in, train.bin / val.bin / vocab.json / meta.json out, timed from the first read to the last "
            "write (best of the rounds; the files are in the page cache after the first). The book's curly quotes "
            "take the code-point path; the synthetic text is ASCII.\n",
-           "| corpus | MB | files | vocabulary | ids | MB/s (best) | all rounds |", "|---|---:|---:|---:|---|---:|---|"]
+           "| corpus | MB | files | vocabulary | ids | MB/s (best) | all rounds | MB per CPU-second |",
+           "|---|---:|---:|---:|---|---:|---|---:|"]
     for name, p in prepare.items():
         out.append(f"| {name} | {fmt(p['mb'])} | {p['files']} | {p['vocab_size']} | {p['dtype']} | "
-                   f"{fmt(p['best_mb_per_s'])} | {', '.join(fmt(x) for x in p['mb_per_s'])} |")
+                   f"{fmt(p['best_mb_per_s'])} | {', '.join(fmt(x) for x in p['mb_per_s'])} | "
+                   f"{fmt(p.get('mb_per_cpu_s'))} |")
     return out + [""]
 
 
