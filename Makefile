@@ -1,13 +1,16 @@
 # estella: `make train export` trains the default preset and exports it; `make test` runs the suite.
 # Variables: PRESET, RUN (run name under runs/), CORPUS (URL or path), OUT (export folder),
 # and one per hyper-parameter: EPOCHS UNITS EMBEDDING_DIM SEQ_LENGTH BATCH_SIZE LEARNING_RATE
-# PATIENCE VALIDATION_FRACTION SEED STEPS_PER_EPOCH.
+# PATIENCE VALIDATION_FRACTION SEED STEPS_PER_EPOCH VALIDATION_STEPS; DATA (a prepared folder),
+# MIXED_PRECISION, DISTRIBUTE (see README, "Training at scale").
 
 PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
 # PRESET is passed only when given, so `make train RUN=x EPOCHS=60` resumes x with its own preset.
 PRESET ?=
+# `make venv TRAIN_EXTRA=gpu` on a CUDA machine: tensorflow[and-cuda] instead of tensorflow-cpu.
+TRAIN_EXTRA ?= train
 RUNS ?= runs
 CORPUS ?=
 
@@ -24,7 +27,8 @@ TRAIN_FLAGS = $(if $(PRESET),--preset $(PRESET)) $(if $(CORPUS),--corpus $(CORPU
 	$(call hp,EPOCHS,epochs) $(call hp,UNITS,units) $(call hp,EMBEDDING_DIM,embedding-dim) \
 	$(call hp,SEQ_LENGTH,seq-length) $(call hp,BATCH_SIZE,batch-size) $(call hp,LEARNING_RATE,learning-rate) \
 	$(call hp,PATIENCE,patience) $(call hp,VALIDATION_FRACTION,validation-fraction) $(call hp,SEED,seed) \
-	$(call hp,STEPS_PER_EPOCH,steps-per-epoch)
+	$(call hp,STEPS_PER_EPOCH,steps-per-epoch) $(call hp,VALIDATION_STEPS,validation-steps) \
+	$(if $(DATA),--data $(DATA)) $(call hp,MIXED_PRECISION,mixed-precision) $(call hp,DISTRIBUTE,distribute)
 
 .PHONY: venv train export test clean-venv
 venv: $(VENV)/.installed
@@ -32,7 +36,7 @@ venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade "pip>=24"
-	$(BIN)/python -m pip install -q -e '.[train,dev,jax]'
+	$(BIN)/python -m pip install -q -e '.[$(TRAIN_EXTRA),dev,jax]'
 	touch $@
 
 train: venv

@@ -83,6 +83,8 @@ def markdown(result, plotted):
         lines += process_table(result["processes"])
     if result.get("training"):
         lines += training_tables(result["training"])
+    if result.get("prepare"):
+        lines += prepare_table(result["prepare"])
     if result.get("footprint"):
         lines += footprint_table(result["footprint"])
     lines += reading(result)
@@ -196,16 +198,32 @@ def training_tables(training):
         hp = t["hparams"]
         out.append(f"### preset {preset_name}: E={hp['embedding_dim']} U={hp['units']} seq={hp['seq_length']} "
                    f"batch={hp['batch_size']} ({t['backend']} backend)\n")
-        out += ["| case | ms/step | min–max | chars/s | × original | first step s |", "|---|---:|---:|---:|---:|---:|"]
+        out += ["| case | ms/step | min–max | chars/s | × original | first step s | val loss after the steps |",
+                "|---|---:|---:|---:|---:|---:|---:|"]
         original = t["cases"].get("original recipe")
         for name, c in t["cases"].items():
             vs = fmt(ratio(original["ms_per_step"], c["ms_per_step"])) if original else "–"
+            loss = f"{c['val_loss_after_steps']:.3f} ({c['steps_trained']} steps)" if "val_loss_after_steps" in c else "–"
             out.append(f"| {name} | {fmt(c['ms_per_step']['median'])} | {span(c['ms_per_step'])} | "
-                       f"{fmt(c['chars_per_s']['median'])} | {vs} | {fmt(c['first_step_s'])} |")
+                       f"{fmt(c['chars_per_s']['median'])} | {vs} | {fmt(c['first_step_s'])} | {loss} |")
         out.append("")
         out += [f"- {name}: {c['about']}" for name, c in t["cases"].items()]
         out.append("")
     return out
+
+
+def prepare_table(prepare):
+    out = ["## Preparing a corpus: `estella prepare`\n",
+           "Files in, train.bin / val.bin / vocab.json / meta.json out, timed from the first read to the last "
+           "write (best of the rounds; the files are in the page cache after the first). The book's curly quotes "
+           "take the code-point path; the synthetic text is ASCII.\n",
+           "| corpus | MB | files | vocabulary | ids | MB/s (best) | all rounds | MB per CPU-second |",
+           "|---|---:|---:|---:|---|---:|---|---:|"]
+    for name, p in prepare.items():
+        out.append(f"| {name} | {fmt(p['mb'])} | {p['files']} | {p['vocab_size']} | {p['dtype']} | "
+                   f"{fmt(p['best_mb_per_s'])} | {', '.join(fmt(x) for x in p['mb_per_s'])} | "
+                   f"{fmt(p.get('mb_per_cpu_s'))} |")
+    return out + [""]
 
 
 def footprint_table(fp):

@@ -20,7 +20,7 @@ from . import footprint, processes, report
 from .generation import RUNTIME_CASES
 from .models import CACHE, REPO, default_corpus, prepare, vocabulary
 
-SECTIONS = ("generation", "processes", "training", "footprint")
+SECTIONS = ("generation", "processes", "training", "prepare", "footprint")
 PACKAGES = ("numpy", "tensorflow-cpu", "keras", "ai-edge-litert", "onnxruntime", "onnx", "tf2onnx")
 
 
@@ -34,12 +34,15 @@ class Settings:
         self.probe_chars = 50 if quick else 300
         # (preset, cases, steps per round, rounds): a few dozen steps per case; a seed step takes ~3x a default one.
         self.training = [("default", None, 3, 1) if quick else ("default", None, 6, 3),
-                         ("seed", "original recipe,estella", 2 if quick else 8, 1 if quick else 3)]
+                         ("seed", "original recipe,estella,estella + bf16", 2 if quick else 8, 1 if quick else 3)]
+        # `estella prepare`: (copies of the book, MB of synthetic text, rounds).
+        self.prepare = (5, 20, 1) if quick else (20, 100, 3)
 
     def as_dict(self, threads):
         return {"quick": self.quick, "repeats": self.repeats, "block_seconds": self.block_seconds,
                 "threads": threads, "probe_repeats": self.probe_repeats, "probe_chars": self.probe_chars,
-                "training": [{"preset": p, "steps_per_round": s, "rounds": r} for p, _, s, r in self.training]}
+                "training": [{"preset": p, "steps_per_round": s, "rounds": r} for p, _, s, r in self.training],
+                "prepare": dict(zip(("book_copies", "synthetic_mb", "rounds"), self.prepare))}
 
 
 def preset_shapes():
@@ -172,6 +175,14 @@ def run(out_dir=None, quick=False, corpus=None, threads=1, sections=SECTIONS, se
                     t["cases"]["estella, JAX backend"] = case
             if t:
                 result["training"][preset_name] = t
+
+    if "prepare" in sections:
+        log("prepare")
+        copies, synthetic_mb, rounds = settings.prepare
+        p = attempt("prepare", lambda: run_child("preparing", [corpus], [
+            "--copies", str(copies), "--synthetic-mb", str(synthetic_mb), "--rounds", str(rounds)], env))
+        if p:
+            result["prepare"] = p
 
     if "footprint" in sections:
         log("footprint")
