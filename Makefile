@@ -31,7 +31,7 @@ venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade "pip>=24"
-	$(BIN)/python -m pip install -q -e '.[train,dev,jax]'
+	$(BIN)/python -m pip install -q -e '.[train,dev,jax,serve]'
 	touch $@
 
 train: venv
@@ -56,7 +56,7 @@ test: venv $(RUNTIME_VENV)/.installed $(TFLITE_RUNTIME_VENV)/.installed
 
 $(RUNTIME_VENV)/.installed: pyproject.toml
 	test -x $(RUNTIME_VENV)/bin/python || $(PYTHON) -m venv $(RUNTIME_VENV)
-	$(RUNTIME_VENV)/bin/python -m pip install -q -e '.[tflite,onnx,dev]'
+	$(RUNTIME_VENV)/bin/python -m pip install -q -e '.[tflite,onnx,dev,serve]'
 	! $(RUNTIME_VENV)/bin/python -c "import tensorflow" 2>/dev/null
 	touch $@
 
