@@ -1,0 +1,53 @@
+"""Run the engine and its HTTP API under uvicorn, with a draining SIGTERM:
+
+    run_server("runs/default/export", port=8000, backend="tflite", precision="int8")   # blocks
+
+On SIGTERM new requests get 503, running ones finish for up to shutdown_timeout seconds and are
+then ended with finish_reason "length"; run_server then returns (estella serve exits 0). A second
+SIGTERM, or Ctrl-C, stops at once.
+"""
+
+import signal
+import sys
+import threading
+
+import uvicorn
+
+from .api import create_app
+from .engine import Engine
+
+
+def run_server(export_dir, host="127.0.0.1", port=8000, backend="auto", precision="float32", threads=None,
+               max_batch=32, max_queue=256, max_chars=4096, api_keys=(), cors_origins=(), shutdown_timeout=30.0,
+               model_name="estella", log_level="warning"):
+    """Load the export, serve it until SIGTERM (drained) or Ctrl-C; blocks. The model loads before the
+    port opens, so a bad export fails here with its own message."""
+    engine = Engine.load(export_dir, backend, precision, threads, max_batch=max_batch, max_queue=max_queue,
+                         max_chars=max_chars)
+    app = create_app(engine, model_name, api_keys, cors_origins)
+    server = DrainingServer(uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=False),
+                            engine, app, shutdown_timeout)
+    print(f"estella serve: {model_name} ({engine.backend.name} {engine.backend.precision}) on "
+          f"http://{host}:{port}", file=sys.stderr, flush=True)
+    server.run()
+    engine.shutdown()
+
+
+class DrainingServer(uvicorn.Server):
+    """A uvicorn.Server whose first SIGTERM drains the engine before the server stops."""
+
+    def __init__(self, config, engine, app, shutdown_timeout):
+        super().__init__(config)
+        self.engine, self.app, self.shutdown_timeout = engine, app, shutdown_timeout
+        self.draining = False
+
+    def handle_exit(self, sig, frame):
+        if sig == signal.SIGTERM and not self.draining:
+            self.draining = self.app.state.draining = True  # /health and new requests answer 503 now
+            threading.Thread(target=self._drain, daemon=True).start()
+            return  # not recorded: uvicorn re-raises recorded signals at exit, and a drain exits 0
+        super().handle_exit(sig, frame)
+
+    def _drain(self):
+        self.engine.drain(self.shutdown_timeout)
+        self.should_exit = True  # uvicorn then lets the open responses finish sending
