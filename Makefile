@@ -49,7 +49,7 @@ RUNTIME_FIXTURE := .cache/runtime-fixture
 # devices still run; estella goes in without dependencies, so its own loaders are what is tested.
 TFLITE_RUNTIME_VENV ?= .venv-tflite-runtime
 
-test: venv $(RUNTIME_VENV)/.installed $(TFLITE_RUNTIME_VENV)/.installed
+test: venv browser $(RUNTIME_VENV)/.installed $(TFLITE_RUNTIME_VENV)/.installed
 	ESTELLA_TFLITE_RUNTIME_PYTHON=$(TFLITE_RUNTIME_VENV)/bin/python $(BIN)/python -m pytest -q -m "not slow"
 	$(MAKE) $(RUNTIME_FIXTURE)/export/manifest.json
 	ESTELLA_RUNTIME_EXPORT=$(RUNTIME_FIXTURE)/export $(RUNTIME_VENV)/bin/python -m pytest -q -m "not tensorflow" tests/runtime
@@ -62,6 +62,12 @@ $(RUNTIME_VENV)/.installed: pyproject.toml
 
 $(RUNTIME_FIXTURE)/export/manifest.json: $(VENV)/.installed $(wildcard build/*.py export/*.py) tests/runtime/make_fixture_export.py
 	$(BIN)/python tests/runtime/make_fixture_export.py $(RUNTIME_FIXTURE)
+
+# The web page's test drives Debian's chromium headless (through playwright, which downloads no browser).
+.PHONY: browser
+browser:
+	command -v chromium >/dev/null || { $(if $(filter 0,$(shell id -u)),,sudo) apt-get update -q && \
+		$(if $(filter 0,$(shell id -u)),,sudo) apt-get install -y -q chromium; }
 
 .PHONY: tflite-runtime-venv
 tflite-runtime-venv: $(TFLITE_RUNTIME_VENV)/.installed
