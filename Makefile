@@ -43,6 +43,7 @@ export: venv
 
 # The runtime's tests run a second time where TensorFlow is not installed, as on an edge device:
 # in $(RUNTIME_VENV) (numpy and the two interpreters), on an export the main virtualenv makes.
+# The serving tests run only there: a server is deployed without TensorFlow.
 RUNTIME_VENV ?= .venv-runtime
 RUNTIME_FIXTURE := .cache/runtime-fixture
 # The parity suite runs the TFLite rows again under tflite-runtime 2.14 (numpy<2), which many edge
@@ -50,9 +51,11 @@ RUNTIME_FIXTURE := .cache/runtime-fixture
 TFLITE_RUNTIME_VENV ?= .venv-tflite-runtime
 
 test: venv browser $(RUNTIME_VENV)/.installed $(TFLITE_RUNTIME_VENV)/.installed
-	ESTELLA_TFLITE_RUNTIME_PYTHON=$(TFLITE_RUNTIME_VENV)/bin/python $(BIN)/python -m pytest -q -m "not slow"
+	ESTELLA_TFLITE_RUNTIME_PYTHON=$(TFLITE_RUNTIME_VENV)/bin/python $(BIN)/python -m pytest -q -m "not slow" \
+		--ignore=tests/serve
 	$(MAKE) $(RUNTIME_FIXTURE)/export/manifest.json
-	ESTELLA_RUNTIME_EXPORT=$(RUNTIME_FIXTURE)/export $(RUNTIME_VENV)/bin/python -m pytest -q -m "not tensorflow" tests/runtime
+	ESTELLA_RUNTIME_EXPORT=$(RUNTIME_FIXTURE)/export $(RUNTIME_VENV)/bin/python -m pytest -q -m "not tensorflow" \
+		tests/runtime tests/serve
 
 $(RUNTIME_VENV)/.installed: pyproject.toml
 	test -x $(RUNTIME_VENV)/bin/python || $(PYTHON) -m venv $(RUNTIME_VENV)
