@@ -3,6 +3,7 @@
 import math
 import time
 
+import numpy as np
 import pytest
 
 from estella.runtime.errors import EstellaError
@@ -33,13 +34,15 @@ def wait_all(streams, timeout=30):
         assert s.done.wait(timeout), "a stream did not finish"
 
 
-@pytest.mark.parametrize("backend", ["tflite", "onnx", "numpy"])
-def test_seeded_requests_equal_generate_under_concurrency(make_engine, serve_export, backend):
+@pytest.mark.parametrize("backend,precision", [("tflite", "float32"), ("onnx", "float32"), ("numpy", "float32"),
+                                               ("tflite", "int8")])
+def test_seeded_requests_equal_generate_under_concurrency(make_engine, serve_export, backend, precision):
     """16 seeded requests of mixed settings and lengths, more than the batch (some wait), submitted
-    while others run (they join at any tick): each text equals Generator.generate alone."""
+    while others run (they join at any tick): each text equals Generator.generate alone.
+    (Not onnx int8: it quantizes activations over the whole batch; see the README.)"""
     steps = []
-    engine = make_engine(backend, max_batch=6, on_step=steps.append)
-    reference = Generator.load(serve_export, backend)
+    engine = make_engine(backend, precision, max_batch=6, on_step=steps.append)
+    reference = Generator.load(serve_export, backend, precision)
     requests = [dict(prime=PRIMES[i % len(PRIMES)], max_chars=20 + 13 * i, seed=100 + i,
                      temperature=SETTINGS[i % 5][0], top_k=SETTINGS[i % 5][1], top_p=SETTINGS[i % 5][2])
                 for i in range(16)]
@@ -186,3 +189,15 @@ def test_drain_ends_running_streams_with_length(make_engine):
     assert len(short.text) == 5 and len(streams[0].text) > 0
     with pytest.raises(Draining):
         engine.submit("Pip", 10)
+
+
+def test_tflite_int8_rows_do_not_depend_on_the_batch(serve_export):
+    """tflite int8 quantizes activations per row: a stream's logits are the same alone or in a batch."""
+    gen = Generator.load(serve_export, "tflite", "int8")
+    rng = np.random.default_rng(0)
+    ids = rng.integers(0, len(gen.vocab), (32, 100)).astype(np.int32)
+    alone, batch = gen.initial_state(1), gen.initial_state(32)
+    for t in range(ids.shape[1]):
+        logits_alone, alone = gen.step(ids[:1, t:t + 1], alone)
+        logits_batch, batch = gen.step(ids[:, t:t + 1], batch)
+        assert np.array_equal(logits_alone[0], logits_batch[0])
