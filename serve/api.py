@@ -9,12 +9,14 @@ The body is parsed and checked here, not by FastAPI's pydantic models, so a bad 
 """
 
 import asyncio
+import contextlib
 import hmac
 import importlib.resources
 import json
 import re
 import threading
 import time
+import traceback
 import uuid
 
 from fastapi import FastAPI, Request
@@ -26,7 +28,7 @@ from starlette.responses import Response
 
 from estella.runtime.errors import EstellaError
 
-from .engine import Draining, QueueFull
+from .engine import Draining, EngineFailed, QueueFull
 
 MAX_BODY_BYTES = 1 << 20     # a request body over 1 MiB answers 413
 DEFAULT_MAX_TOKENS = 16      # OpenAI's default for the legacy completions endpoint
@@ -80,8 +82,25 @@ class Metrics:
 def create_app(engine, model_name="estella", api_keys=(), cors_origins=()):
     """engine: an Engine, or a function returning one, called in a thread at startup (health says
     "loading" until it returns)."""
-    app = FastAPI(title="estella", docs_url=None, redoc_url=None, openapi_url=None)
-    app.state.engine = None
+    def ready(e):
+        e.on_step = metrics.batch.observe
+        app.state.engine = e
+
+    def load():
+        try:
+            ready(engine())
+        except Exception as e:  # shown on /health and in the server's log; the process stays up
+            traceback.print_exc()
+            app.state.load_error = e
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        if callable(engine):
+            threading.Thread(target=load, name="estella-load", daemon=True).start()
+        yield
+
+    app = FastAPI(title="estella", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
+    app.state.engine = app.state.load_error = None
     app.state.draining = False
     app.state.model_name = model_name
     metrics = app.state.metrics = Metrics(app)
@@ -89,14 +108,7 @@ def create_app(engine, model_name="estella", api_keys=(), cors_origins=()):
     if cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=list(cors_origins), allow_methods=["GET", "POST"],
                            allow_headers=["Authorization", "Content-Type"])
-
-    def ready(e):
-        e.on_step = metrics.batch.observe
-        app.state.engine = e
-
-    if callable(engine):
-        app.router.on_startup.append(lambda: threading.Thread(target=lambda: ready(engine()), daemon=True).start())
-    else:
+    if not callable(engine):
         ready(engine)
 
     @app.exception_handler(APIError)
@@ -110,6 +122,9 @@ def create_app(engine, model_name="estella", api_keys=(), cors_origins=()):
         return error_response(e.status_code, message, "invalid_request_error", code)
 
     def running_engine():
+        failed = app.state.load_error or (app.state.engine is not None and app.state.engine.failed)
+        if failed:
+            raise APIError(500, f"the model failed: {failed!r}", "server_error", "engine_failed")
         if app.state.engine is None:
             raise APIError(503, "the model is still loading", "service_unavailable", "loading")
         if app.state.draining or not app.state.engine.accepting:
@@ -127,6 +142,8 @@ def create_app(engine, model_name="estella", api_keys=(), cors_origins=()):
 
     @app.get("/health")
     async def health():
+        if app.state.load_error is not None or (app.state.engine is not None and app.state.engine.failed is not None):
+            return JSONResponse({"status": "error"}, status_code=503)
         if app.state.engine is None:
             return JSONResponse({"status": "loading"}, status_code=503)
         if app.state.draining or not app.state.engine.accepting:
@@ -166,6 +183,8 @@ def create_app(engine, model_name="estella", api_keys=(), cors_origins=()):
             except (QueueFull, Draining) as e:
                 raise APIError(503, str(e), "service_unavailable",
                                "queue_full" if isinstance(e, QueueFull) else "draining") from None
+            except EngineFailed as e:
+                raise APIError(500, str(e), "server_error", "engine_failed") from None
         except APIError as e:
             metrics.requests.labels(str(e.status)).inc()
             raise
@@ -187,6 +206,9 @@ def create_app(engine, model_name="estella", api_keys=(), cors_origins=()):
                 if not s.done.is_set():
                     engine.cancel(s)
             metrics.finished(streams)
+        if any(s.finish_reason == "error" for s in streams):
+            metrics.requests.labels("500").inc()
+            return error_response(500, f"the model failed: {engine.failed!r}", "server_error", "engine_failed")
         metrics.requests.labels("200").inc()
         choices = [{"index": i, "text": (s.prime if req["echo"] else "") + s.text,
                     "logprobs": logprobs_of(s, 0, s.published, req["echo"], True), "finish_reason": s.finish_reason}

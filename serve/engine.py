@@ -30,6 +30,7 @@ import collections
 import numbers
 import threading
 import time
+import traceback
 
 import numpy as np
 
@@ -46,6 +47,10 @@ class Draining(EstellaError):
     """The engine is shutting down and takes no new requests."""
 
 
+class EngineFailed(EstellaError):
+    """The scheduler stopped on an error (printed with its traceback on the server's stderr)."""
+
+
 class Stream:
     """One request inside the engine. The scheduler thread appends to it; readers (another thread)
     read `chars[:published]`, `finish_reason` and `done`. Characters that might begin a stop
@@ -60,7 +65,7 @@ class Stream:
         self.token_logprobs = []   # per generated character, when logprobs is asked
         self.top_logprobs = []     # per generated character: {char: logprob} of the `logprobs` likeliest
         self.published = 0         # chars[:published] is final text
-        self.finish_reason = None  # "stop", "length" or "cancelled"
+        self.finish_reason = None  # "stop", "length", "cancelled", or "error" (the scheduler failed)
         self.done = threading.Event()
         self.created = time.perf_counter()
         self.first_char_at = self.finished_at = None
@@ -139,6 +144,7 @@ class Engine:
         self._state = self.backend.initial_state(0)
         self._logits = np.zeros((0, len(self.vocab)), np.float32)
         self.accepting = True
+        self.failed = None  # the exception that stopped the scheduler, if one did
         self._expire = self._closing = False
         self._thread = threading.Thread(target=self._run, name="estella-scheduler", daemon=True)
         self._thread.start()
@@ -180,6 +186,8 @@ class Engine:
     def add(self, streams):
         """Queue streams as one request: all of them or none (QueueFull, Draining)."""
         with self._cond:
+            if self.failed is not None:
+                raise EngineFailed(f"the model failed: {self.failed!r}")
             if not self.accepting:
                 raise Draining("the server is shutting down and takes no new requests")
             if len(self._rows) + len(self._waiting) + len(streams) > self.max_batch + self.max_queue:
@@ -224,6 +232,18 @@ class Engine:
     # --- the scheduler thread ---
 
     def _run(self):
+        try:
+            self._schedule()
+        except BaseException as e:  # a failing backend must not leave clients waiting forever
+            traceback.print_exc()
+            with self._cond:
+                self.failed, self.accepting = e, False
+                for s in self._rows + list(self._waiting):
+                    s._finish("error")
+                self._rows, self._waiting = [], collections.deque()
+                self._cond.notify_all()
+
+    def _schedule(self):
         while True:
             with self._cond:
                 while not (self._rows or self._waiting or self._closing):
