@@ -41,11 +41,11 @@ def serve(args):
                              ("--port", args.port, 0), ("--shutdown-timeout", args.shutdown_timeout, 0)):
         if value is not None and value < low:
             raise EstellaError(f"{flag} must be >= {low}, got {value}")
-    if not os.path.isfile(os.path.join(args.export_dir, "manifest.json")):
-        raise EstellaError(f"{args.export_dir} is not an export directory (it has no manifest.json)")
     if args.host not in ("127.0.0.1", "localhost", "::1") and not args.api_key:
         print(f"estella serve: warning: binding {args.host} without --api-key: anyone who can reach this "
               "machine can use the server", file=sys.stderr)
+    if not os.path.isfile(os.path.join(args.export_dir, "manifest.json")):
+        raise EstellaError(f"{args.export_dir} is not an export directory (it has no manifest.json)")
     name = args.model_name or os.path.basename(os.path.normpath(os.path.abspath(args.export_dir)))
     run_server(args.export_dir, host=args.host, port=args.port, backend=args.backend, precision=args.precision,
                threads=args.threads, max_batch=args.max_batch, max_queue=args.max_queue, max_chars=args.max_chars,

@@ -1,6 +1,8 @@
 """The app in this process (uvicorn in a thread, real HTTP on 127.0.0.1): loading and a failing model."""
 
 import contextlib
+import subprocess
+import sys
 import threading
 import time
 
@@ -71,3 +73,32 @@ def test_a_failing_model_answers_500_and_health_503(serve_export):
         assert r.status_code == 500 and r.json()["error"]["code"] == "engine_failed"
     with pytest.raises(EngineFailed, match="the interpreter broke"):
         engine.submit("Pip", 5)
+
+
+def test_the_server_imports_no_tensorflow_nor_the_build_stages(serve_export):
+    """What `estella serve` imports, in a fresh interpreter: the runtime, never TensorFlow or build/export."""
+    code = f"""
+import sys
+from estella.runtime.cli import make_parser
+make_parser("serve")
+from estella.serve.api import create_app
+from estella.serve.engine import Engine
+engine = Engine.load({serve_export!r}, "tflite")
+create_app(engine)
+engine.shutdown()
+print(sorted(m for m in sys.modules if m.split(".")[0] in ("tensorflow", "keras", "tf2onnx", "onnx")
+             or m.startswith(("estella.build", "estella.export", "estella.bench"))))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_cli_flag_errors_exit_2(tmp_path, capsys):
+    from estella.runtime.cli import main
+
+    assert main(["serve", str(tmp_path), "--max-batch", "0"]) == 2
+    assert "--max-batch must be >= 1, got 0" in capsys.readouterr().err
+    assert main(["serve", str(tmp_path), "--host", "0.0.0.0"]) == 2  # warned, then the export is missing
+    err = capsys.readouterr().err
+    assert "warning: binding 0.0.0.0 without --api-key" in err and "is not an export directory" in err
