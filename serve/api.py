@@ -211,7 +211,7 @@ def create_app(engine, model_name="estella", api_keys=(), cors_origins=()):
             return error_response(500, f"the model failed: {engine.failed!r}", "server_error", "engine_failed")
         metrics.requests.labels("200").inc()
         choices = [{"index": i, "text": (s.prime if req["echo"] else "") + s.text,
-                    "logprobs": logprobs_of(s, 0, s.published, req["echo"], True), "finish_reason": s.finish_reason}
+                    "logprobs": logprobs_of(s, 0, s.published, req["echo"], req["echo"]), "finish_reason": s.finish_reason}
                    for i, s in enumerate(streams)]
         return {**head, "choices": choices, "usage": usage(streams)}
 

@@ -86,6 +86,9 @@ def test_logprobs(client):
     tokens = [t for c in streamed for t in c.choices[0].logprobs.tokens]
     offsets = [o for c in streamed for o in c.choices[0].logprobs.text_offset]
     assert tokens == lp.tokens[3:] and offsets == list(range(25))
+    plain = client.completions.create(model="tiny", prompt="Pip", max_tokens=25, seed=2, logprobs=3).choices[0]
+    assert plain.logprobs.tokens == lp.tokens[3:] and plain.logprobs.token_logprobs == lp.token_logprobs[3:]
+    assert plain.logprobs.text_offset == list(range(25))
 
 
 def test_models_health_metrics_page(server):
