@@ -220,9 +220,8 @@ def create_app(engine, model_name="estella", api_keys=(), cors_origins=()):
 
 async def read_json(request):
     length = request.headers.get("content-length")
-    if length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
-        raise APIError(413 if length.isdigit() else 400, f"the request body must be at most {MAX_BODY_BYTES} bytes",
-                       code="request_too_large")
+    if length is not None and length.isdigit() and int(length) > MAX_BODY_BYTES:  # refused unread
+        raise APIError(413, f"the request body must be at most {MAX_BODY_BYTES} bytes", code="request_too_large")
     body = bytearray()
     async for chunk in request.stream():
         body += chunk

@@ -147,7 +147,16 @@ def test_malformed_json_unknown_path_and_large_body(server):
         assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_json"
     r = httpx.get(server.url + "/v2/nothing")
     assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
-    r = post(server, {"prompt": "a" * (2 << 20)})
+    r = post(server, {"prompt": "a" * (2 << 20)})  # refused on its Content-Length
+    assert r.status_code == 413 and r.json()["error"]["code"] == "request_too_large"
+
+    def chunks():  # no Content-Length: refused once 1 MiB has come
+        yield b'{"prompt": "'
+        for _ in range(40):
+            yield b"a" * 65536
+        yield b'"}'
+
+    r = httpx.post(server.url + "/v1/completions", content=chunks(), headers={"content-type": "application/json"})
     assert r.status_code == 413 and r.json()["error"]["code"] == "request_too_large"
 
 
