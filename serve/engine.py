@@ -92,24 +92,32 @@ class Stream:
 
     def _emit(self, ch, logprob=None, top=None):
         """Append one generated character; return True when the stream has finished."""
-        self.chars.append(ch)
+        chars = self.chars
+        chars.append(ch)
         if self.logprobs is not None:
             self.token_logprobs.append(logprob)
             self.top_logprobs.append(top)
-        published = len(self.chars)
+        n = len(chars)
         if self._keep:
             self._tail = tail = (self._tail + ch)[-self._keep:]
             for s in self.stops:
                 if tail.endswith(s):  # the stop string ends the text and is not part of it (OpenAI's rule)
-                    self._publish(published - len(s))
+                    self._publish(n - len(s))
                     self._finish("stop")
                     return True
-            published -= max((k for s in self.stops for k in range(1, len(s)) if tail.endswith(s[:k])), default=0)
-        self._publish(published)
-        if len(self.chars) >= self.max_chars:
+            self._publish(n - max((k for s in self.stops for k in range(1, len(s)) if tail.endswith(s[:k])),
+                                  default=0))
+        elif self.first_char_at is None:
+            self._publish(n)
+        else:
+            self.published = n
+        if n >= self.max_chars:
             self._finish("length")
             return True
-        self._wake()
+        waiter = self._waiter
+        if waiter is not None and not waiter[1]:
+            self._waiter = None
+            waiter[0]()
         return False
 
     def _publish(self, n):
@@ -145,7 +153,7 @@ class Engine:
         self._logits = np.zeros((0, len(self.vocab)), np.float32)
         self.accepting = True
         self.failed = None  # the exception that stopped the scheduler, if one did
-        self._expire = self._closing = False
+        self._expire = self._closing = self._cancels = False
         self._thread = threading.Thread(target=self._run, name="estella-scheduler", daemon=True)
         self._thread.start()
 
@@ -203,6 +211,7 @@ class Engine:
     def cancel(self, stream):
         """A waiting stream leaves now; a running one at the next tick."""
         stream.cancelled = True
+        self._cancels = True  # the scheduler looks for cancelled rows at its next tick
         with self._cond:
             if stream in self._waiting:
                 self._waiting.remove(stream)
@@ -303,53 +312,66 @@ class Engine:
         self._inv_t = np.array([inverse_temperature(s.temperature) for s in rows], np.float32)
         self._top_k = np.array([s.top_k or 0 for s in rows], np.int64)
         self._top_p = np.array([1.0 if s.top_p is None else s.top_p for s in rows], np.float64)
-        self._drawing = [i for i in range(len(rows)) if self._inv_t[i] > 0]
+        self._rngs = [(i, s.rng) for i, s in enumerate(rows) if self._inv_t[i] > 0]
         self._uniforms = np.zeros(len(rows))
+        self._logprob_rows = any(s.logprobs is not None for s in rows)
+        self._prefilling = sum(s.fed < len(s.ids) for s in rows)
 
     def _tick(self):
+        if self._cancels:
+            self._drop_cancelled()
         rows = self._rows
-        cancelled = [i for i, s in enumerate(rows) if s.cancelled]
-        if cancelled:
-            for i in cancelled:
-                rows[i]._finish("cancelled")
-            self._leave(cancelled)
-            rows = self._rows
-            if not rows:
-                return
-        ready = [i for i, s in enumerate(rows) if s.fed == len(s.ids)]  # prime fed: logits are ready
-        finished = []
+        if not rows:
+            return
+        # The common case, no prime being fed: every row samples (a few numpy calls, no row loops).
+        all_ready = not self._prefilling
+        ready = range(len(rows)) if all_ready else [i for i, s in enumerate(rows) if s.fed == len(s.ids)]
         ids = np.zeros((len(rows), 1), np.int32)
+        finished = []
         if ready:
             uniforms = self._uniforms
-            for i in self._drawing:
-                if rows[i].fed == len(rows[i].ids):  # one draw per sampled character, as Generator
-                    uniforms[i] = rows[i].rng.random()
-            if len(ready) == len(rows):
+            for i, rng in self._rngs:  # one draw per sampled character of a non-greedy stream, as Generator
+                if all_ready or rows[i].fed == len(rows[i].ids):
+                    uniforms[i] = rng.random()
+            if all_ready:
                 sampled = sample_batch(self._logits, self._inv_t, self._top_k, self._top_p, uniforms)
+                ids[:, 0] = sampled
             else:
                 sampled = sample_batch(self._logits[ready], self._inv_t[ready], self._top_k[ready],
                                        self._top_p[ready], uniforms[ready])
+                ids[ready, 0] = sampled
+            logprobs = {}
+            if self._logprob_rows:
+                asking = [j for j, i in enumerate(ready) if rows[i].logprobs is not None]
+                logprobs = dict(zip(asking, self._logprobs([ready[j] for j in asking], sampled[asking])))
             vocab = self.vocab
-            asking = [j for j, i in enumerate(ready) if rows[i].logprobs is not None]
-            logprobs = dict(zip(asking, self._logprobs([ready[j] for j in asking], sampled[asking])))
             for j, (i, c) in enumerate(zip(ready, sampled.tolist())):
-                ids[i, 0] = c
                 if rows[i]._emit(vocab[c], *logprobs.get(j, ())):
                     finished.append(i)
-        for i, s in enumerate(rows):
-            if s.fed < len(s.ids):
-                ids[i, 0] = s.ids[s.fed]
-                s.fed += 1
+        if not all_ready:
+            for i, s in enumerate(rows):
+                if s.fed < len(s.ids):
+                    ids[i, 0] = s.ids[s.fed]
+                    s.fed += 1
+            self._prefilling = sum(s.fed < len(s.ids) for s in rows)
         if finished:
             self._leave(finished)
-            keep = [i for i in range(len(rows)) if i not in set(finished)]
-            ids, rows = ids[keep], self._rows
+            gone = set(finished)
+            ids, rows = ids[[i for i in range(len(rows)) if i not in gone]], self._rows
             if not rows:
                 return
         logits, self._state = self.backend._step(ids, self._state)  # inputs are known good
         self._logits = logits[:, -1]
         if self.on_step is not None:
             self.on_step(len(rows))
+
+    def _drop_cancelled(self):
+        self._cancels = False
+        cancelled = [i for i, s in enumerate(self._rows) if s.cancelled]
+        for i in cancelled:
+            self._rows[i]._finish("cancelled")
+        if cancelled:
+            self._leave(cancelled)
 
     def _logprobs(self, rows, sampled):
         """Per row: (logprob of the sampled char, {char: logprob} of its k likeliest), at temperature 1."""
