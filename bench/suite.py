@@ -128,11 +128,16 @@ def run(out_dir=None, quick=False, corpus=None, threads=1, sections=SECTIONS, se
             result["errors"][section] = f"{type(e).__name__}: {str(e).strip()[-1500:]}"
             return None
 
+    # Serving runs on the default preset's shape only: it adds HTTP and scheduling around the same steps.
+    serving_shape = next((n for n in shapes if n.startswith("default")), next(iter(shapes)))
+    if {"generation", "processes"} & set(sections):
+        wanted = shapes
+    else:
+        wanted = {serving_shape: shapes[serving_shape]} if "serving" in sections else {}
     models = {}
-    if {"generation", "serving", "processes"} & set(sections):
-        for name, (embedding_dim, units) in shapes.items():
-            models[name] = attempt(f"export {name}", lambda: prepare(name.split()[0], vocab, embedding_dim, units,
-                                                                     cache, log))
+    for name, (embedding_dim, units) in wanted.items():
+        models[name] = attempt(f"export {name}", lambda: prepare(name.split()[0], vocab, embedding_dim, units,
+                                                                 cache, log))
     ready = {name: m for name, m in models.items() if m}
 
     if "generation" in sections:
@@ -145,9 +150,8 @@ def run(out_dir=None, quick=False, corpus=None, threads=1, sections=SECTIONS, se
             if g:
                 result["generation"][name] = g
 
-    if "serving" in sections and ready:
-        # The default preset's shape only: serving adds HTTP and scheduling around the same steps.
-        name = next((n for n in ready if n.startswith("default")), next(iter(ready)))
+    if "serving" in sections and serving_shape in ready:
+        name = serving_shape
         log(f"serving, {name}")
         sv = settings.serving
         flags = ["--clients", sv["clients"], "--requests", str(sv["requests"]), "--chars", str(sv["chars"]),
