@@ -58,8 +58,9 @@ def browser():
 
 def test_page_streams_text_stops_and_shows_errors(server, browser, tmp_path):
     page = browser.new_page(viewport={"width": 1000, "height": 820})
-    script_errors = []
+    script_errors, requested = [], []
     page.on("pageerror", lambda e: script_errors.append(str(e)))
+    page.on("request", lambda r: requested.append(r.url))
     page.goto(server.url + "/")
     assert page.title() == "estella"
 
@@ -113,4 +114,6 @@ def test_page_streams_text_stops_and_shows_errors(server, browser, tmp_path):
     error = page.inner_text("#error")
     assert error.startswith("400: ") and "\u2603" in error, error
     assert script_errors == []
+    # One file, nothing from elsewhere (no CDN): every request goes to the server itself.
+    assert requested and all(url.startswith(server.url + "/") for url in requested), requested
     page.close()
