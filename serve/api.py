@@ -323,35 +323,47 @@ class ClientGone(Exception):
 
 class Watch:
     """Waits for news from the scheduler thread, or for the client to leave (http.disconnect, as vLLM
-    listens for it)."""
+    listens for it). One future per wait, resolved from either side: no task per wait."""
 
     def __init__(self, request):
         self.loop = asyncio.get_running_loop()
-        self.event = asyncio.Event()
-        self.gone = asyncio.ensure_future(self._disconnect(request.receive))
+        self.future = None
+        self.gone = False
+        self.listener = asyncio.ensure_future(self._disconnect(request.receive))
+        self.listener.add_done_callback(self._on_gone)
 
     @staticmethod
     async def _disconnect(receive):
         while (await receive())["type"] != "http.disconnect":
             pass
 
+    def _on_gone(self, task):
+        self.gone = not task.cancelled()
+        self._resolve()
+
+    def _resolve(self):
+        if self.future is not None and not self.future.done():
+            self.future.set_result(None)
+
+    def _wake(self):  # called on the scheduler thread
+        self.loop.call_soon_threadsafe(self._resolve)
+
     async def news(self, streams, positions=None, when_done=False):
         """Return once a stream has characters past its position, or has finished."""
-        self.event.clear()
-        wake = lambda: self.loop.call_soon_threadsafe(self.event.set)  # noqa: E731
+        if self.gone:
+            raise ClientGone()
+        self.future = self.loop.create_future()
         for s in streams:
-            s.wake_me(wake, when_done)
+            s.wake_me(self._wake, when_done)
         for i, s in enumerate(streams):
             if s.done.is_set() or (positions is not None and s.published > positions[i]):
                 return
-        waiting = asyncio.ensure_future(self.event.wait())
-        await asyncio.wait({waiting, self.gone}, return_when=asyncio.FIRST_COMPLETED)
-        waiting.cancel()
-        if self.gone.done():
+        await self.future
+        if self.gone:
             raise ClientGone()
 
     def close(self):
-        self.gone.cancel()
+        self.listener.cancel()
 
 
 async def sse(request, engine, streams, req, head, metrics):
