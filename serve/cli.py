@@ -14,7 +14,7 @@ def add_parser(subparsers):
                               "streaming, an OpenAI-compatible /v1/completions, /health, /metrics and a web page.")
     p.add_argument("export_dir", help="the export directory (estella export's output)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s, this machine only)")
-    p.add_argument("--port", type=int, default=8000, help="port (default: %(default)s; 0 picks a free one)")
+    p.add_argument("--port", type=int, default=8000, help="port (default: %(default)s)")
     p.add_argument("--backend", default="auto", choices=["auto", "tflite", "onnx", "numpy"],
                    help="the interpreter (default: auto)")
     p.add_argument("--precision", default="float32", choices=["float32", "int8"], help="(default: float32)")
@@ -38,7 +38,7 @@ def add_parser(subparsers):
 def serve(args):
     for flag, value, low in (("--threads", args.threads, 1), ("--max-batch", args.max_batch, 1),
                              ("--max-queue", args.max_queue, 0), ("--max-chars", args.max_chars, 0),
-                             ("--port", args.port, 0), ("--shutdown-timeout", args.shutdown_timeout, 0)):
+                             ("--port", args.port, 1), ("--shutdown-timeout", args.shutdown_timeout, 0)):
         if value is not None and value < low:
             raise EstellaError(f"{flag} must be >= {low}, got {value}")
     if args.host not in ("127.0.0.1", "localhost", "::1") and not args.api_key:
