@@ -11,6 +11,7 @@ Rounds are interleaved as everywhere else: each round runs every C served, then 
 import argparse
 import asyncio
 import json
+import os
 import time
 
 import numpy as np
@@ -48,7 +49,6 @@ async def client_requests(client, url, requests, chars, seed, ttft):
 
 def cpu_seconds(pid):
     """User + system CPU time of a process so far (Linux /proc), to see which side is busy."""
-    import os
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
