@@ -46,12 +46,12 @@ def test_seeded_requests_equal_generate_under_concurrency(make_engine, serve_exp
     requests = [dict(prime=PRIMES[i % len(PRIMES)], max_chars=20 + 13 * i, seed=100 + i,
                      temperature=SETTINGS[i % 5][0], top_k=SETTINGS[i % 5][1], top_p=SETTINGS[i % 5][2])
                 for i in range(16)]
-    streams = []
-    for i, r in enumerate(requests):
-        streams.append(engine.submit(r["prime"], r["max_chars"], temperature=r["temperature"], top_k=r["top_k"],
-                                     top_p=r["top_p"], seed=r["seed"]))
-        if i % 4 == 3:
-            time.sleep(0.003)  # the next ones join a batch already running
+    made = [engine.make_stream(r["prime"], r["max_chars"], temperature=r["temperature"], top_k=r["top_k"],
+                               top_p=r["top_p"], seed=r["seed"]) for r in requests]
+    streams = engine.add(made[:10])  # 6 run, 4 wait
+    for s in made[10:]:
+        time.sleep(0.001)  # the others come while the batch runs and join at whatever tick
+        streams += engine.add([s])
     wait_all(streams)
     for r, s in zip(requests, streams):
         expected = reference.generate(r["prime"], r["max_chars"], r["temperature"], r["top_k"], r["top_p"],
@@ -66,13 +66,13 @@ def test_streams_join_and_leave_at_any_tick(make_engine):
     long = engine.submit("Pip", 3000, seed=1)
     while len(steps) < 50:
         time.sleep(0.001)
-    short = [engine.submit("Joe", n, seed=n) for n in (1, 7, 30)]
+    short = engine.add([engine.make_stream("Joe", n, seed=n) for n in (1, 7, 30)])  # they join together
     wait_all(short)
     assert long.finish_reason is None and engine.running == 1  # the short ones left, the long one runs on
     wait_all([long])
     assert [len(s.text) for s in short] == [1, 7, 30] and len(long.text) == 3000
     sizes = set(steps)
-    assert {1, 2, 4} <= sizes  # alone, then joined by three (their primes fed in the batch), then back down
+    assert {1, 2, 3, 4} <= sizes  # alone, joined by three (their primes fed in the batch), then they leave one by one
     assert engine.running == 0
 
 
@@ -132,17 +132,24 @@ def test_every_stop_reason(make_engine, serve_export):
 
 
 def test_held_back_characters_are_not_published_early(make_engine, serve_export):
-    """While the text ends with the start of a stop string, those characters are not yet text."""
+    """While the text ends with the start of a stop string, those characters are not yet text.
+    The scheduler is driven tick by tick here, to see every tick."""
     engine = make_engine()
+    engine.shutdown()  # no scheduler thread: this test ticks by hand
     reference = Generator.load(serve_export, "tflite").generate("Pip", 200, 0.0, echo=False)
-    stop = reference[50:52] + "\x00"  # starts as the text goes on, never completed (\x00 is not in the vocab)
-    s = engine.submit("Pip", 200, temperature=0.0, stop=stop)
+    stop = reference[50:52] + "\x00"  # met as the text goes on, never completed (\x00 is not in the vocab)
+    s = engine.make_stream("Pip", 200, temperature=0.0, stop=stop)
+    engine._join([s])
     seen = []
-    while not s.done.is_set():
+    while engine._rows:
+        engine._tick()
         seen.append((len(s.chars), s.published))
-        time.sleep(0.0002)
     assert s.text == reference and s.finish_reason == "length"
-    assert all(p <= n for n, p in seen)
+    # After n characters, the longest start of the stop string that the text ends with is held back.
+    expected = [(n, n - max((k for k in range(1, len(stop)) if reference[:n].endswith(stop[:k])), default=0))
+                for n in range(1, 200)] + [(200, 200)]
+    assert seen[3:] == expected  # (the first three ticks feed the prime)
+    assert (52, 50) in seen  # reference[50:52] was held back
 
 
 def test_logprobs_are_the_model_distribution(make_engine):
