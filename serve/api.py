@@ -89,8 +89,9 @@ def create_app(engine, model_name="estella", api_keys=(), cors_origins=()):
     def load():
         try:
             ready(engine())
-        except Exception as e:  # shown on /health and in the server's log; the process stays up
-            traceback.print_exc()
+        except Exception as e:  # shown on /health; a bad export's message is enough, a bug's traceback is not
+            if not isinstance(e, EstellaError):
+                traceback.print_exc()
             app.state.load_error = e
 
     @contextlib.asynccontextmanager

@@ -1,6 +1,9 @@
 """The app in this process (uvicorn in a thread, real HTTP on 127.0.0.1): loading and a failing model."""
 
 import contextlib
+import json
+import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -102,3 +105,19 @@ def test_cli_flag_errors_exit_2(tmp_path, capsys):
     assert main(["serve", str(tmp_path), "--host", "0.0.0.0"]) == 2  # warned, then the export is missing
     err = capsys.readouterr().err
     assert "warning: binding 0.0.0.0 without --api-key" in err and "is not an export directory" in err
+
+
+def test_a_model_that_cannot_load_stops_the_server_with_exit_2(serve_export, tmp_path, capsys):
+    """The port opens at once; an export without the artifact asked for stops the server, whose
+    error names it (exit 2, no traceback)."""
+    from estella.runtime.cli import main
+
+    manifest = json.load(open(os.path.join(serve_export, "manifest.json"), encoding="utf-8"))
+    manifest["artifacts"] = [a for a in manifest["artifacts"] if a["format"] == "numpy"]
+    for artifact in manifest["artifacts"]:
+        for f in artifact["files"]:
+            shutil.copy(os.path.join(serve_export, f["path"]), tmp_path / f["path"])
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+    assert main(["serve", str(tmp_path), "--backend", "tflite", "--port", str(free_port())]) == 2
+    err = capsys.readouterr().err
+    assert "has no float32 artifact for the tflite backend" in err and "Traceback" not in err
