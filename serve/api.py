@@ -32,7 +32,7 @@ from .engine import Draining, EngineFailed, QueueFull
 
 MAX_BODY_BYTES = 1 << 20     # a request body over 1 MiB answers 413
 DEFAULT_MAX_TOKENS = 16      # OpenAI's default for the legacy completions endpoint
-CHUNK_INTERVAL = 0.02        # s between two SSE chunks of a stream: at most 50 events/s per stream
+CHUNK_INTERVAL = 0.05        # s between two SSE chunks of a stream: at most 20 events/s per stream
 CLI_FLAGS = {"--temperature": "temperature", "--top-k": "top_k", "--top-p": "top_p", "--chars": "max_tokens",
              "--seed": "seed", "--stop": "stop", "--logprobs": "logprobs", "--skip-unknown": "skip_unknown"}
 
