@@ -209,6 +209,16 @@ def test_disconnect_cancels_the_stream(server):
     assert 'estella_requests_total{status="499"}' in httpx.get(server.url + "/metrics").text
 
 
+def test_disconnect_cancels_a_whole_completion(server):
+    """A client that gives up on a (non-streaming) completion frees its slot too."""
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(server.url + "/v1/completions", json={"prompt": "Pip", "max_tokens": MAX_CHARS}, timeout=0.5)
+    deadline = time.monotonic() + 10
+    while running(server) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert running(server) == 0
+
+
 def test_queue_full_answers_503(start_server):
     server = start_server("--backend", "numpy", "--max-batch", "1", "--max-queue", "0", "--max-chars", "1000000")
     holding = threading.Event()
