@@ -36,7 +36,7 @@ import numpy as np
 
 from estella.runtime.errors import EstellaError
 from estella.runtime.generator import Generator, _stop_list
-from estella.runtime.sampling import check_settings, inverse_temperature, sample_batch
+from estella.runtime.sampling import BatchSampler, check_settings, sample_batch
 
 
 class QueueFull(EstellaError):
@@ -307,12 +307,10 @@ class Engine:
         self._settings_changed()
 
     def _settings_changed(self):
-        """The per-row sampling arrays for sample_batch, rebuilt when a stream joins or leaves."""
+        """The batch's sampler (the runtime's, as generate_many uses it), rebuilt when a stream joins or leaves."""
         rows = self._rows
-        self._inv_t = np.array([inverse_temperature(s.temperature) for s in rows], np.float32)
-        self._top_k = np.array([s.top_k or 0 for s in rows], np.int64)
-        self._top_p = np.array([1.0 if s.top_p is None else s.top_p for s in rows], np.float64)
-        self._rngs = [(i, s.rng) for i, s in enumerate(rows) if self._inv_t[i] > 0]
+        self._sampler = BatchSampler([(s.temperature, s.top_k, s.top_p) for s in rows])
+        self._row_rngs = [s.rng for s in rows]
         self._uniforms = np.zeros(len(rows))
         self._logprob_rows = any(s.logprobs is not None for s in rows)
         self._prefilling = sum(s.fed < len(s.ids) for s in rows)
@@ -329,16 +327,17 @@ class Engine:
         ids = np.zeros((len(rows), 1), np.int32)
         finished = []
         if ready:
-            uniforms = self._uniforms
-            for i, rng in self._rngs:  # one draw per sampled character of a non-greedy stream, as Generator
-                if all_ready or rows[i].fed == len(rows[i].ids):
-                    uniforms[i] = rng.random()
-            if all_ready:
-                sampled = sample_batch(self._logits, self._inv_t, self._top_k, self._top_p, uniforms)
+            sampler = self._sampler
+            if all_ready:  # exactly generate_many's call: one draw per non-greedy row, then sample_batch
+                sampled = sampler(self._logits, self._row_rngs)
                 ids[:, 0] = sampled
-            else:
-                sampled = sample_batch(self._logits[ready], self._inv_t[ready], self._top_k[ready],
-                                       self._top_p[ready], uniforms[ready])
+            else:  # the same, on the rows whose prime is fed
+                uniforms = self._uniforms
+                for i in ready:
+                    if not sampler.greedy[i]:
+                        uniforms[i] = rows[i].rng.random()
+                sampled = sample_batch(self._logits[ready], sampler.inv_temperature[ready], sampler.top_k[ready],
+                                       sampler.top_p[ready], uniforms[ready])
                 ids[ready, 0] = sampled
             logprobs = {}
             if self._logprob_rows:
