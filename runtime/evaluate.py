@@ -118,7 +118,7 @@ def add_parser(subparsers):
     p.add_argument("export_dir", metavar="EXPORT_DIR", help="an export directory (estella export RUN --out DIR)")
     p.add_argument("--text", metavar="FILE", default=None,
                    help="a UTF-8 text file (default: the export's validation text, if its manifest names it)")
-    p.add_argument("--chars", type=int, default=None, help="use only the first N characters of the text")
+    p.add_argument("--chars", type=int, default=None, metavar="N", help="use only the first N characters of the text")
     p.add_argument("--backend", default=None, choices=["auto", *BACKENDS], help="the backend (default auto)")
     p.add_argument("--precision", default=None, choices=["float32", "float", "int8"],
                    help="the artifact's precision (default float32)")
