@@ -113,6 +113,7 @@ def batch_delta(backend, streams, first):
 def compare_steps(reference, row):
     """The step measures of a row (probe_steps' record) against the reference's."""
     one_logits = np.concatenate([reference["zero_logits"], reference["random_logits"]])
+    text_ids = row.get("text_ids", reference.get("text_ids"))  # a record stored by an older probe lacks them
     return {
         "zero_dlogits": max_abs(row["zero_logits"] - reference["zero_logits"]),
         "zero_dstate": max_abs(row["zero_states"] - reference["zero_states"]),
@@ -125,7 +126,8 @@ def compare_steps(reference, row):
         "top1": float(np.mean(row["text_logits"].argmax(-1) == reference["text_logits"].argmax(-1))),
         "steps": int(len(reference["text_logits"])),
         # Teacher-forced loss of the row along the same text (its own logits predicting the next id).
-        "text_bpc": bits_per_char(row["text_logits"][:-1], row["text_ids"][1:]),
+        "text_bpc": (bits_per_char(row["text_logits"][:-1], np.asarray(text_ids)[1:]) if text_ids is not None
+                     else float("nan")),
     }
 
 
