@@ -57,7 +57,24 @@ RUNTIME_FIXTURE := .cache/runtime-fixture
 # devices still run; estella goes in without dependencies, so its own loaders are what is tested.
 TFLITE_RUNTIME_VENV ?= .venv-tflite-runtime
 
-	$(BIN)/python -m pip install -q -e '.[$(TRAIN_EXTRA),dev,jax,serve]'
+test: venv browser $(RUNTIME_VENV)/.installed $(TFLITE_RUNTIME_VENV)/.installed $(NUMPY_VENV)/.installed
+	ESTELLA_TFLITE_RUNTIME_PYTHON=$(TFLITE_RUNTIME_VENV)/bin/python $(BIN)/python -m pytest -q -m "not slow" \
+		--ignore=tests/serve
+	$(MAKE) $(RUNTIME_FIXTURE)/export/manifest.json
+	ESTELLA_RUNTIME_EXPORT=$(RUNTIME_FIXTURE)/export $(RUNTIME_VENV)/bin/python -m pytest -q -m "not tensorflow" \
+		tests/runtime tests/serve
+	ESTELLA_RUNTIME_EXPORT=$(RUNTIME_FIXTURE)/export ESTELLA_NUMPY_ONLY=1 $(NUMPY_VENV)/bin/python -m pytest -q \
+		-m "not tensorflow" tests/runtime/test_numpy_backend.py tests/runtime/test_numpy_only.py
+	$(NUMPY_VENV)/bin/estella generate $(RUNTIME_FIXTURE)/export --backend numpy --prime Pip --chars 80 --seed 1
+
+# The base install alone (`pip install .`: numpy, no interpreter), as a real, non-editable install;
+# it is remade when the runtime's sources change.
+$(NUMPY_VENV)/.installed: pyproject.toml $(wildcard runtime/*.py runtime/backends/*.py)
+	test -x $(NUMPY_VENV)/bin/python || $(PYTHON) -m venv $(NUMPY_VENV)
+	$(NUMPY_VENV)/bin/python -m pip install -q --upgrade "pip>=24"
+	$(NUMPY_VENV)/bin/python -m pip install -q . 'pytest>=8,<10'
+	! $(NUMPY_VENV)/bin/python -c "import onnxruntime" 2>/dev/null
+	touch $@
 
 $(RUNTIME_VENV)/.installed: pyproject.toml
 	test -x $(RUNTIME_VENV)/bin/python || $(PYTHON) -m venv $(RUNTIME_VENV)
