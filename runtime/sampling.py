@@ -20,6 +20,7 @@ import numpy as np
 from .errors import EstellaError
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)
+SAFE_MAGNITUDE = FLOAT32_MAX / 2  # scaled logits below this cannot overflow float32
 
 
 class SamplingError(EstellaError):
@@ -109,14 +110,46 @@ class BatchSampler:
         self.top_k = np.array([k or 0 for _, k, _ in settings], np.int64)
         self.top_p = np.array([1.0 if p is None else p for _, _, p in settings], np.float64)
         self.greedy = [bool(s == 0) for s in self.inv_temperature]
-        self._uniforms = np.zeros(len(settings))
+        self._sampled = [b for b, greedy in enumerate(self.greedy) if not greedy]
+        # float32: sample_batch rounds the uniforms to float32 anyway, so the ids are the same.
+        self._uniforms = np.zeros(len(settings), np.float32)
+        # Every stream draws from its whole softmax (the common case): no rows to pick out, no sort.
+        self._plain = bool(len(settings) and (self.inv_temperature > 0).all() and (self.top_k == 0).all()
+                           and (self.top_p >= 1).all())
+        self._inv_temperature_column = self.inv_temperature[:, None]
 
     def __call__(self, logits, rngs):
         uniforms = self._uniforms
-        for b, rng in enumerate(rngs):
-            if not self.greedy[b]:
-                uniforms[b] = rng.random()
+        for b in self._sampled:
+            uniforms[b] = rngs[b].random()
+        # The plain cases run sample_batch's plain branch without its per-call masks, as it runs once
+        # per character; whatever could overflow or is not finite goes through sample_batch itself.
+        if self._plain and len(uniforms) == 1:
+            drawn = self._draw_one(logits[0], uniforms[0])
+            if drawn is not None:
+                return np.array([drawn])
+        elif self._plain:
+            with np.errstate(over="ignore"):
+                x = logits * self._inv_temperature_column
+            if np.isfinite(x).all():
+                x -= x.max(axis=1, keepdims=True)
+                cdf = np.exp(x, out=x).cumsum(axis=1)
+                return _draw(cdf, uniforms * cdf[:, -1])
         return sample_batch(logits, self.inv_temperature, self.top_k, self.top_p, uniforms)
+
+    def _draw_one(self, row, u):
+        """One stream's plain draw on its row [V] as a 1-d array (half the numpy calls of [1, V]), or
+        None where row * 1/T could overflow or is not finite (NaN fails both comparisons)."""
+        inv_temperature = self.inv_temperature[0]  # float32, as the batch code multiplies
+        low, high = row.min(), row.max()
+        scale = float(inv_temperature)  # the bound in float64, where it cannot overflow
+        if not (-SAFE_MAGNITUDE < float(low) * scale and float(high) * scale < SAFE_MAGNITUDE):
+            return None
+        x = row * inv_temperature
+        x -= high * inv_temperature  # == x.max(): float32 rounding is monotone and 1/T > 0
+        cdf = np.exp(x, out=x).cumsum()
+        # searchsorted(side="right") counts the cdf values <= the target, as _draw does.
+        return min(int(cdf.searchsorted(u * cdf[-1], side="right")), len(cdf) - 1)
 
 
 class Sampler:
