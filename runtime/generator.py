@@ -77,8 +77,11 @@ class Generator:
                       echo=True, skip_unknown=False) -> list:
         """One text per prime, generated as one batch. Stream i uses seed + i, so it equals
         generate(primes[i], ..., seed=seed + i) on a backend whose batched step is the same math."""
-        steps = list(self.stream_many(primes, n_chars, temperature, top_k, top_p, seed, stop, echo, skip_unknown))
-        return ["".join(text) for text in zip(*steps)] if steps else [""] * len(primes)
+        texts = [[] for _ in primes]
+        for chars in self.stream_many(primes, n_chars, temperature, top_k, top_p, seed, stop, echo, skip_unknown):
+            for text, ch in zip(texts, chars):
+                text.append(ch)
+        return ["".join(t) for t in texts]
 
     def stream_many(self, primes, n_chars, temperature=1.0, top_k=None, top_p=None, seed=None, stop=None,
                     echo=True, skip_unknown=False):

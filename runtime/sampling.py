@@ -117,6 +117,9 @@ class BatchSampler:
         self._plain = bool(len(settings) and (self.inv_temperature > 0).all() and (self.top_k == 0).all()
                            and (self.top_p >= 1).all())
         self._inv_temperature_column = self.inv_temperature[:, None]
+        if self._plain and len(settings) == 1:  # 1/T (float32, as the batch code multiplies) and the
+            # largest |logit| that 1/T cannot scale past SAFE_MAGNITUDE (in float64: no overflow here)
+            self._one = self.inv_temperature[0], SAFE_MAGNITUDE / float(self.inv_temperature[0])
 
     def __call__(self, logits, rngs):
         uniforms = self._uniforms
@@ -140,10 +143,9 @@ class BatchSampler:
     def _draw_one(self, row, u):
         """One stream's plain draw on its row [V] as a 1-d array (half the numpy calls of [1, V]), or
         None where row * 1/T could overflow or is not finite (NaN fails both comparisons)."""
-        inv_temperature = self.inv_temperature[0]  # float32, as the batch code multiplies
+        inv_temperature, bound = self._one
         low, high = row.min(), row.max()
-        scale = float(inv_temperature)  # the bound in float64, where it cannot overflow
-        if not (-SAFE_MAGNITUDE < float(low) * scale and float(high) * scale < SAFE_MAGNITUDE):
+        if not (-bound < float(low) and float(high) < bound):
             return None
         x = row * inv_temperature
         x -= high * inv_temperature  # == x.max(): float32 rounding is monotone and 1/T > 0
