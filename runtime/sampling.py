@@ -141,8 +141,9 @@ class BatchSampler:
         return sample_batch(logits, self.inv_temperature, self.top_k, self.top_p, uniforms)
 
     def _draw_one(self, row, u):
-        """One stream's plain draw on its row [V] as a 1-d array (half the numpy calls of [1, V]), or
-        None where row * 1/T could overflow or is not finite (NaN fails both comparisons)."""
+        """One stream's plain draw on its row [V] as a 1-d array (numpy calls on [V] cost about half
+        of those on [1, V]), or None where row * 1/T could overflow or is not finite (NaN fails both
+        comparisons)."""
         inv_temperature, bound = self._one
         low, high = row.min(), row.max()
         if not (-bound < float(low) and float(high) < bound):
