@@ -6,20 +6,21 @@
 PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
-PRESET ?= default
+# PRESET is passed only when given, so `make train RUN=x EPOCHS=60` resumes x with its own preset.
+PRESET ?=
 RUNS ?= runs
 CORPUS ?=
 
 # `make export` alone takes the last run that `make train` made, unless RUN is given.
 LAST_RUN = $(shell cat $(RUNS)/.last 2>/dev/null)
 RUN_GIVEN := $(filter command line environment,$(origin RUN))
-RUN ?= $(PRESET)
+RUN ?= $(or $(PRESET),default)
 TRAIN_DIR = $(RUNS)/$(RUN)
 EXPORT_RUN = $(if $(RUN_GIVEN),$(RUNS)/$(RUN),$(or $(LAST_RUN),$(RUNS)/$(RUN)))
 OUT ?=
 
 hp = $(if $($(1)),--$(2) $($(1)))
-TRAIN_FLAGS = --preset $(PRESET) $(if $(CORPUS),--corpus $(CORPUS)) \
+TRAIN_FLAGS = $(if $(PRESET),--preset $(PRESET)) $(if $(CORPUS),--corpus $(CORPUS)) \
 	$(call hp,EPOCHS,epochs) $(call hp,UNITS,units) $(call hp,EMBEDDING_DIM,embedding-dim) \
 	$(call hp,SEQ_LENGTH,seq-length) $(call hp,BATCH_SIZE,batch-size) $(call hp,LEARNING_RATE,learning-rate) \
 	$(call hp,PATIENCE,patience) $(call hp,VALIDATION_FRACTION,validation-fraction) $(call hp,SEED,seed) \
@@ -44,15 +45,29 @@ export: venv
 # The runtime's tests run a second time where TensorFlow is not installed, as on an edge device:
 # in $(RUNTIME_VENV) (numpy and the two interpreters), on an export the main virtualenv makes.
 RUNTIME_VENV ?= .venv-runtime
+# ... and the numpy backend's tests once more with numpy alone (`pip install estella`, no extras).
+NUMPY_VENV ?= .venv-numpy
 RUNTIME_FIXTURE := .cache/runtime-fixture
 # The parity suite runs the TFLite rows again under tflite-runtime 2.14 (numpy<2), which many edge
 # devices still run; estella goes in without dependencies, so its own loaders are what is tested.
 TFLITE_RUNTIME_VENV ?= .venv-tflite-runtime
 
-test: venv $(RUNTIME_VENV)/.installed $(TFLITE_RUNTIME_VENV)/.installed
+test: venv $(RUNTIME_VENV)/.installed $(TFLITE_RUNTIME_VENV)/.installed $(NUMPY_VENV)/.installed
 	ESTELLA_TFLITE_RUNTIME_PYTHON=$(TFLITE_RUNTIME_VENV)/bin/python $(BIN)/python -m pytest -q -m "not slow"
 	$(MAKE) $(RUNTIME_FIXTURE)/export/manifest.json
 	ESTELLA_RUNTIME_EXPORT=$(RUNTIME_FIXTURE)/export $(RUNTIME_VENV)/bin/python -m pytest -q -m "not tensorflow" tests/runtime
+	ESTELLA_RUNTIME_EXPORT=$(RUNTIME_FIXTURE)/export ESTELLA_NUMPY_ONLY=1 $(NUMPY_VENV)/bin/python -m pytest -q \
+		-m "not tensorflow" tests/runtime/test_numpy_backend.py tests/runtime/test_numpy_only.py
+	$(NUMPY_VENV)/bin/estella generate $(RUNTIME_FIXTURE)/export --backend numpy --prime Pip --chars 80 --seed 1
+
+# The base install alone (`pip install .`: numpy, no interpreter), as a real, non-editable install;
+# it is remade when the runtime's sources change.
+$(NUMPY_VENV)/.installed: pyproject.toml $(wildcard runtime/*.py runtime/backends/*.py)
+	test -x $(NUMPY_VENV)/bin/python || $(PYTHON) -m venv $(NUMPY_VENV)
+	$(NUMPY_VENV)/bin/python -m pip install -q --upgrade "pip>=24"
+	$(NUMPY_VENV)/bin/python -m pip install -q . 'pytest>=8,<10'
+	! $(NUMPY_VENV)/bin/python -c "import onnxruntime" 2>/dev/null
+	touch $@
 
 $(RUNTIME_VENV)/.installed: pyproject.toml
 	test -x $(RUNTIME_VENV)/bin/python || $(PYTHON) -m venv $(RUNTIME_VENV)

@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import math
 import os
 import platform
 
@@ -27,8 +28,8 @@ class HParams:
         for name in ("embedding_dim", "units", "seq_length", "batch_size", "epochs"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{_flag(name)} must be >= 1, got {getattr(self, name)}")
-        if not self.learning_rate > 0:
-            raise ValueError(f"--learning-rate must be > 0, got {self.learning_rate}")
+        if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
+            raise ValueError(f"--learning-rate must be a finite number > 0, got {self.learning_rate}")
         if self.patience < 0:
             raise ValueError(f"--patience must be >= 0, got {self.patience}")
         if not 0 < self.validation_fraction < 0.5:

@@ -4,12 +4,14 @@ A failure at any point removes the temp folder and leaves the target as it was: 
 is ever visible, and an old export is only replaced (with --force) once the new one has passed.
 """
 
+import math
 import os
 import shutil
 import tempfile
 
+from estella.build import runlock
 from estella.build.sample import load_reference
-from estella.build.train import read_state
+from estella.build.train import read_progress
 from estella.runtime.manifest import MANIFEST
 
 from . import manifest as manifest_mod
@@ -39,7 +41,10 @@ def export_run(run_dir, out_dir=None, force=False, prime_steps=PRIME_STEPS, log=
     """Write the export folder for a run; return its manifest. Raises EstellaError for bad input."""
     out_dir = os.path.abspath(out_dir or default_out(run_dir))
     check_target(out_dir, force)
-    step_model, vocab, cfg = load_reference(run_dir)
+    with runlock.shared(run_dir):  # a trainer holds it exclusively: the run is never read mid-epoch
+        progress = read_progress(run_dir)
+        check_finite_best(run_dir, progress)
+        step_model, vocab, cfg = load_reference(run_dir)
     weights = weights_from_model(step_model)
     V, E, U = dims(weights)
     if V != len(vocab) or cfg.get("vocab_size", V) != V:
@@ -61,7 +66,7 @@ def export_run(run_dir, out_dir=None, force=False, prime_steps=PRIME_STEPS, log=
 
         artifacts = [manifest_mod.artifact_entry(tmp, *row, V=V, U=U) for row in ARTIFACTS]
         manifest = manifest_mod.new_manifest(vocab, V, E, U, artifacts,
-                                             manifest_mod.provenance(run_dir, cfg, read_state(run_dir)))
+                                             manifest_mod.provenance(run_dir, cfg, progress))
         manifest_mod.write_manifest(tmp, manifest)  # the runtime's loaders read it during the check
 
         log(f"checking parity against the Keras reference ({prime_steps} fed-back steps)")
@@ -79,6 +84,13 @@ def export_run(run_dir, out_dir=None, force=False, prime_steps=PRIME_STEPS, log=
         log(f"  {artifact['name']:<19} {size / 1e6:8.2f} MB  " + summary(numbers))
     log(f"wrote {out_dir}")
     return manifest
+
+
+def check_finite_best(run_dir, progress):
+    best = (progress or {}).get("best_val_loss")
+    if best is not None and not (isinstance(best, (int, float)) and math.isfinite(best)):
+        raise ExportError(f"{run_dir}: its best validation loss is {best!r}, not a finite number, so its weights are "
+                          "not a trained model; train the run again (with a lower --learning-rate)")
 
 
 def summary(numbers) -> str:

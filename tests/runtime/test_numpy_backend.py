@@ -59,3 +59,21 @@ def test_one_long_call_equals_one_char_at_a_time(numpy_backend):
 def test_step_refuses_bad_inputs(numpy_backend, ids, state, match):
     with pytest.raises(StepInputError, match=match):
         numpy_backend.step(ids, state)
+
+
+def blas_threads():
+    from threadpoolctl import threadpool_info
+
+    return sorted({pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"})
+
+
+def test_numpy_backend_pins_its_blas_threads(numpy_export):
+    """One BLAS thread by default (the per-character product is too small to split), or --threads N."""
+    import os
+
+    assert blas_threads(), "numpy's BLAS is not visible to threadpoolctl"
+    if (os.cpu_count() or 1) >= 2:
+        open_backend(numpy_export, "numpy", num_threads=2)
+        assert blas_threads() == [2]
+    open_backend(numpy_export, "numpy")
+    assert blas_threads() == [1]
