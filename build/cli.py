@@ -4,6 +4,7 @@ import os
 import sys
 
 from .config import PRESETS, HParams, preset
+from .scale_cli import add_scale_arguments, scale_options
 
 DEFAULT_RUNS = "runs"
 
@@ -19,6 +20,7 @@ def add_parser(subparsers):
     p.add_argument("--cache-dir", default=None, help="where downloaded corpora are kept (default ~/.cache/estella)")
     p.add_argument("--quiet", action="store_true", help="one line per epoch instead of a progress bar "
                    "(always so when stdout is not a terminal)")
+    add_scale_arguments(p)
     for field in HParams.__dataclass_fields__.values():
         kind = float if field.type is float else int
         p.add_argument("--" + field.name.replace("_", "-"), type=kind, default=None, metavar="N",
@@ -45,7 +47,8 @@ def run_train(args):
         raise _usage_error(e) from None
     from .train import train
     train(run_dir, args.corpus or DEFAULT_CORPUS, args.preset, cache_dir=args.cache_dir,
-          verbose=2 if args.quiet or not sys.stdout.isatty() else 1, **overrides)  # 2: a line per epoch
+          verbose=2 if args.quiet or not sys.stdout.isatty() else 1,  # 2: a line per epoch
+          **scale_options(args), **overrides)
 
 
 def run_sample(args):

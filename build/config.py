@@ -22,6 +22,7 @@ class HParams:
     validation_fraction: float = 0.1
     seed: int = 42
     steps_per_epoch: int | None = None  # None: one pass over the training text
+    validation_steps: int | None = None  # None: every window of the validation text; N: N batches spread over it
 
     def check(self):
         """Raise ValueError naming the flag and what is allowed."""
@@ -34,8 +35,9 @@ class HParams:
             raise ValueError(f"--patience must be >= 0, got {self.patience}")
         if not 0 < self.validation_fraction < 0.5:
             raise ValueError(f"--validation-fraction must be in (0, 0.5), got {self.validation_fraction}")
-        if self.steps_per_epoch is not None and self.steps_per_epoch < 1:
-            raise ValueError(f"--steps-per-epoch must be >= 1, got {self.steps_per_epoch}")
+        for name in ("steps_per_epoch", "validation_steps"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ValueError(f"--{_flag(name)} must be >= 1, got {getattr(self, name)}")
 
 
 PRESETS = {
@@ -82,10 +84,10 @@ def versions() -> dict:
     return out
 
 
-def save_config(path, preset_name, hp: HParams, vocab_size: int, corpus: dict):
+def save_config(path, preset_name, hp: HParams, vocab_size: int, corpus: dict, mixed_precision="off"):
     """`corpus`: source, path, sha256, and the character counts of the text and its two parts."""
     write_json(path, {"preset": preset_name, "hparams": dataclasses.asdict(hp), "vocab_size": vocab_size,
-                      "corpus": corpus, "versions": versions()})
+                      "corpus": corpus, "mixed_precision": mixed_precision, "versions": versions()})
 
 
 def load_config(run_dir) -> dict:

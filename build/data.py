@@ -40,7 +40,8 @@ class CharWindows(keras.utils.PyDataset):
 
     def __init__(self, ids, seq_length, batch_size, shuffle=True, seed=0, steps_per_epoch=None, **kwargs):
         super().__init__(**kwargs)
-        self.ids = np.asarray(ids, dtype=np.int32)
+        # A memmap (a prepared corpus) stays on disk: batches cut their windows from it and cast them.
+        self.ids = ids if isinstance(ids, np.memmap) else np.asarray(ids, dtype=np.int32)
         self.seq_length, self.batch_size, self.shuffle, self.seed = seq_length, batch_size, shuffle, seed
         # The offset can take up to seq_length chars, so count batches without them: a fixed length.
         usable = len(self.ids) - (seq_length if shuffle else 0)
@@ -71,5 +72,5 @@ class CharWindows(keras.utils.PyDataset):
 
     def __getitem__(self, index):
         starts = self.starts[index * self.batch_size:(index + 1) * self.batch_size]
-        chunk = self.ids[starts[:, None] + np.arange(self.seq_length + 1)]
+        chunk = self.ids[starts[:, None] + np.arange(self.seq_length + 1)].astype(np.int32, copy=False)
         return chunk[:, :-1], chunk[:, 1:]

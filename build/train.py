@@ -24,11 +24,14 @@ import time
 import keras
 
 from . import config as config_mod
+from . import distribute as distribute_mod
+from . import precision
 from . import runlock
 from .corpus import load as load_corpus
 from .data import CharWindows, split, windows_needed
 from .errors import RunError
 from .fileio import atomic_path, write_atomic, write_json
+from .memmap_data import DiskWindows, open_prepared
 from .model import build_model
 from .vocab import Vocab
 
@@ -230,16 +233,24 @@ def _intact(run_dir, name, sha256):
     return bool(name) and os.path.isfile(path) and sha256_file(path) == sha256
 
 
-def train(run_dir, corpus_source, preset_name=None, cache_dir=None, verbose="auto", **overrides):
+def train(run_dir, corpus_source, preset_name=None, cache_dir=None, verbose="auto", data_dir=None,
+          mixed_precision=None, distribute="none", **overrides):
     """Train a run, or continue it exactly from its last finished epoch. Returns the run's progress dict.
 
-    preset_name None means the run's own preset on resume, "default" for a new run. Holds the run's
-    exclusive lock throughout: a second trainer on the same directory fails at once (RunLocked)."""
+    preset_name None means the run's own preset on resume, "default" for a new run.
+    data_dir: a folder from `estella prepare`, read from disk instead of corpus_source.
+    mixed_precision: auto|off|bfloat16|float16 (build/precision.py); None: off, or a resumed run's own.
+    distribute: none|mirrored|multi-worker (build/distribute.py).
+    The chief holds the run's exclusive lock throughout: a second trainer on the same directory fails
+    at once (RunLocked). Other workers of a multi-worker run write nothing there, so take no lock."""
+    dist = distribute_mod.setup(distribute)  # first: a multi-worker strategy must start before TensorFlow runs
+    if not dist.is_chief:
+        return _train(run_dir, corpus_source, preset_name, cache_dir, verbose, data_dir, mixed_precision, dist, overrides)
     with runlock.exclusive(run_dir):
-        return _train(run_dir, corpus_source, preset_name, cache_dir, verbose, overrides)
+        return _train(run_dir, corpus_source, preset_name, cache_dir, verbose, data_dir, mixed_precision, dist, overrides)
 
 
-def _train(run_dir, corpus_source, preset_name, cache_dir, verbose, overrides):
+def _train(run_dir, corpus_source, preset_name, cache_dir, verbose, data_dir, mixed_precision, dist, overrides):
     progress = read_progress(run_dir)
     resuming = progress is not None and progress["epochs_done"] > 0
     if resuming:
@@ -256,12 +267,26 @@ def _train(run_dir, corpus_source, preset_name, cache_dir, verbose, overrides):
             hp.epochs = overrides["epochs"]
             hp.check()
         preset_name = cfg["preset"]
+        saved_precision = cfg.get("mixed_precision", "off")
+        if mixed_precision not in (None, saved_precision):
+            raise RunError(f"{run_dir} was trained with --mixed-precision {saved_precision}; cannot change it to "
+                           f"{mixed_precision} on resume")
+        mixed_precision = saved_precision
     else:
         preset_name = preset_name or "default"
         hp = config_mod.preset(preset_name, **overrides)
+    mixed_precision = precision.resolve(mixed_precision or "off")
 
-    corpus = load_corpus(corpus_source, min_chars=4 * windows_needed(hp.seq_length, 1), cache_dir=cache_dir)
-    vocab = Vocab.from_text(corpus.text)
+    if data_dir:
+        prepared = open_prepared(data_dir)
+        corpus_source, vocab, corpus_entry = data_dir, prepared.vocab, prepared.corpus_entry()
+        train_ids, val_ids = prepared.train, prepared.val
+    else:
+        corpus = load_corpus(corpus_source, min_chars=4 * windows_needed(hp.seq_length, 1), cache_dir=cache_dir)
+        vocab = Vocab.from_text(corpus.text)
+        train_ids, val_ids = split(vocab.encode(corpus.text), hp.validation_fraction)
+        corpus_entry = {"source": corpus.source, "path": corpus.path, "sha256": corpus.sha256,
+                        "chars": len(corpus.text), "train_chars": len(train_ids), "validation_chars": len(val_ids)}
     if resuming:
         saved = Vocab.load(os.path.join(run_dir, "vocab.json"))
         if saved != vocab:
@@ -269,11 +294,10 @@ def _train(run_dir, corpus_source, preset_name, cache_dir, verbose, overrides):
             raise RunError(f"corpus {corpus_source} does not match the vocabulary of {run_dir} "
                            f"(new characters: {extra!r}, characters it lacks: {missing!r}); "
                            "train a new run for another corpus")
-        if cfg["corpus"]["sha256"] != corpus.sha256:
+        if cfg["corpus"]["sha256"] != corpus_entry["sha256"]:
             print(f"warning: corpus {corpus_source} differs from the one {run_dir} started with "
                   "(same vocabulary, so training continues)")
 
-    train_ids, val_ids = split(vocab.encode(corpus.text), hp.validation_fraction)
     need = windows_needed(hp.seq_length, hp.batch_size)
     for part, ids, flag in (("training", train_ids, "--batch-size"), ("validation", val_ids, "--validation-fraction")):
         if len(ids) < need + hp.seq_length:
@@ -281,46 +305,55 @@ def _train(run_dir, corpus_source, preset_name, cache_dir, verbose, overrides):
                            f"({need + hp.seq_length} at --seq-length {hp.seq_length}, --batch-size "
                            f"{hp.batch_size}): use a longer corpus or a smaller {flag} / --seq-length")
     keras.utils.set_random_seed(hp.seed)
-    train_data = CharWindows(train_ids, hp.seq_length, hp.batch_size, shuffle=True, seed=hp.seed,
+    window_kind = DiskWindows if data_dir else CharWindows  # a prepared corpus stays on disk
+    train_data = window_kind(train_ids, hp.seq_length, hp.batch_size, shuffle=True, seed=hp.seed,
                              steps_per_epoch=hp.steps_per_epoch, workers=1)
-    val_data = CharWindows(val_ids, hp.seq_length, hp.batch_size, shuffle=False)
+    val_data = DiskWindows(val_ids, hp.seq_length, hp.batch_size, shuffle=False, steps_per_epoch=hp.validation_steps)
 
-    clear_stale_temp_files(run_dir)
-    if resuming:
-        model = restore_model(run_dir, progress, hp, len(vocab))
-        initial_epoch = progress["epochs_done"]
-        print(f"resuming {run_dir} after epoch {initial_epoch} (best val_loss {progress['best_val_loss']:.4f})")
-    else:
-        config_mod.save_config(os.path.join(run_dir, "config.json"), preset_name, hp, len(vocab), corpus={
-            "source": corpus.source, "path": corpus.path, "sha256": corpus.sha256, "chars": len(corpus.text),
-            "train_chars": len(train_ids), "validation_chars": len(val_ids)})
-        vocab.save(os.path.join(run_dir, "vocab.json"))
-        model = build_model(len(vocab), hp.embedding_dim, hp.units)
-        compile_model(model, hp)
-        progress = new_progress()
-        initial_epoch = 0
+    if dist.is_chief:  # other workers of a multi-worker run write nothing
+        os.makedirs(run_dir, exist_ok=True)
+        clear_stale_temp_files(run_dir)
+    with dist.scope(), precision.policy(mixed_precision):
+        if resuming:
+            model = restore_model(run_dir, progress, hp, len(vocab))
+            initial_epoch = progress["epochs_done"]
+            print(f"resuming {run_dir} after epoch {initial_epoch} (best val_loss {progress['best_val_loss']:.4f})")
+        else:
+            if dist.is_chief:
+                config_mod.save_config(os.path.join(run_dir, "config.json"), preset_name, hp, len(vocab),
+                                       corpus=corpus_entry, mixed_precision=mixed_precision)
+                vocab.save(os.path.join(run_dir, "vocab.json"))
+            model = build_model(len(vocab), hp.embedding_dim, hp.units)
+            compile_model(model, hp)
+            progress = new_progress()
+            initial_epoch = 0
     if initial_epoch >= hp.epochs:
         print(f"{run_dir} already has {initial_epoch} epochs (--epochs {hp.epochs}); nothing to do")
         return progress
 
     print(f"training {run_dir}: V={len(vocab)} E={hp.embedding_dim} U={hp.units} "
           f"params={model.count_params():,} train={len(train_ids):,} chars val={len(val_ids):,} chars "
-          f"steps/epoch={len(train_data)} backend={keras.backend.backend()}", flush=True)
+          f"steps/epoch={len(train_data)} backend={keras.backend.backend()} precision={mixed_precision} "
+          f"distribute={dist.describe()}", flush=True)
     # Halve the step size when validation stalls: cheaper than stopping early.
     reduce_lr = keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=1,
                                                   min_lr=hp.learning_rate / 16, verbose=1)
     early_stopping = keras.callbacks.EarlyStopping(monitor="val_loss", patience=hp.patience)
-    checkpoint = RunCheckpoint(run_dir, progress, {"reduce_lr": reduce_lr, "early_stopping": early_stopping})
+    checkpoint = RunCheckpoint(dist.checkpoint_dir(run_dir), progress, {"reduce_lr": reduce_lr, "early_stopping": early_stopping})
     callbacks = [keras.callbacks.LambdaCallback(on_epoch_begin=lambda epoch, logs=None: train_data.set_epoch(epoch)),
                  keras.callbacks.TerminateOnNaN(), EpochTimer(), reduce_lr, early_stopping, checkpoint]
     try:
         # shuffle=False: the data shuffles itself by epoch; Keras would reorder its batches with Python's
         # global random, which a resumed run cannot replay.
-        model.fit(train_data, validation_data=val_data, epochs=hp.epochs, initial_epoch=initial_epoch,
-                  callbacks=callbacks, verbose=verbose, shuffle=False)
+        with dist.fitting(model):
+            model.fit(train_data, validation_data=val_data, epochs=hp.epochs, initial_epoch=initial_epoch,
+                      callbacks=callbacks, verbose=verbose, shuffle=False)
     finally:
-        if progress["epochs_done"] == 0:
+        dist.close()
+        if progress["epochs_done"] == 0 and dist.is_chief:
             forget_unfinished_run(run_dir)
+    if not dist.is_chief:
+        return progress
     if checkpoint.diverged:
         d = checkpoint.diverged
         kept = (f"{run_dir} keeps epoch {progress['epochs_done']} as its last and epoch {progress['best_epoch']} "

@@ -13,7 +13,7 @@ from .errors import EstellaError
 # command -> (module whose add_parser(subparsers) defines it, one line of help, pip extra it needs)
 COMMANDS = {
     "train": ("estella.build.cli", "train a model on a corpus (or resume a run)", "train"),
-    "prepare": ("estella.build.cli", "turn text files into a prepared corpus for training at scale", "train"),
+    "prepare": ("estella.build.prepare_cli", "turn text files into a prepared corpus for training at scale", "train"),
     "sample": ("estella.build.cli", "sample text from a run with the Keras reference model", "train"),
     "export": ("estella.export.cli", "write SavedModel, TFLite, ONNX and numpy artifacts of a run", "train"),
     "generate": ("estella.runtime.commands", "write text with an exported model (no TensorFlow needed)", None),

@@ -51,27 +51,43 @@ def sample_batch(logits, inv_temperature, top_k, top_p, uniforms):
 
     inv_temperature [B]: float32 1/T, 0 for greedy. top_k [B]: 0 keeps all. top_p [B]: 1 keeps all.
     uniforms [B]: one draw in [0, 1) per row (ignored for greedy rows).
+    It runs once per character for a whole batch, so the common case (every row sampled, no cut)
+    takes a handful of numpy calls on the full arrays, with no gathers.
     """
-    ids = logits.argmax(axis=1)
-    rows = np.flatnonzero(inv_temperature > 0)
-    if not len(rows):
-        return ids
-    with np.errstate(over="ignore"):  # an overflow to -inf below is a probability of 0, as it should be
-        x = logits[rows] * inv_temperature[rows, None]
-        # A row whose scaled logits overflow has a one-hot softmax: its argmax, already in ids.
-        finite = np.isfinite(x).all(axis=1)
-        if not finite.all():
-            rows, x = rows[finite], x[finite]
-        x -= x.max(axis=1, keepdims=True)
-    u = uniforms[rows].astype(np.float32)  # float32 targets, as the cdf is float32
-    k, p = top_k[rows], top_p[rows].astype(np.float32)
+    rows = None if inv_temperature.all() else np.flatnonzero(inv_temperature)  # None: every row
+    if rows is not None and not len(rows):
+        return logits.argmax(axis=1)
+    x = logits if rows is None else logits[rows]
+    with np.errstate(over="ignore", invalid="ignore"):  # overflows are handled just below
+        x = x * (inv_temperature if rows is None else inv_temperature[rows])[:, None]
+        top = x.max(axis=1)
+        x -= top[:, None]  # an overflow to -inf here is a probability of 0, as it should be
+    # A row whose scaled logits overflow has a one-hot softmax: it takes its argmax.
+    finite = np.isfinite(top)
+    if not finite.all():
+        kept = np.flatnonzero(finite)
+        rows = kept if rows is None else rows[kept]
+        x = x[kept]
+    pick = (lambda a: a) if rows is None else (lambda a: a[rows])
+    u = pick(uniforms).astype(np.float32)  # float32 targets, as the cdf is float32
+    k, p = pick(top_k), pick(top_p).astype(np.float32)
     plain = (k == 0) & (p >= 1)
-    if plain.any():  # softmax over the whole vocabulary: no sort needed
-        cdf = np.exp(x[plain]).cumsum(axis=1)
-        ids[rows[plain]] = _draw(cdf, u[plain] * cdf[:, -1])
-    if not plain.all():
+    if plain.all():  # softmax over the whole vocabulary: no sort needed
+        cdf = np.exp(x, out=x).cumsum(axis=1)
+        picked = _draw(cdf, u * cdf[:, -1])
+    elif not plain.any():
+        picked = _draw_nucleus(x, k, p, u)
+    else:
+        picked = np.empty(len(x), np.int64)
+        if plain.any():
+            cdf = np.exp(x[plain]).cumsum(axis=1)
+            picked[plain] = _draw(cdf, u[plain] * cdf[:, -1])
         cut = ~plain
-        ids[rows[cut]] = _draw_nucleus(x[cut], k[cut], p[cut], u[cut])
+        picked[cut] = _draw_nucleus(x[cut], k[cut], p[cut], u[cut])
+    if rows is None:
+        return picked
+    ids = logits.argmax(axis=1)
+    ids[rows] = picked
     return ids
 
 

@@ -45,7 +45,7 @@ def test_sample_writes_text_from_the_prime(tiny_run):
 @pytest.mark.parametrize("args, message", [
     (["--prime", "Pip\u20ac"], "not in the vocabulary"),
     (["--prime", ""], "--prime must have at least one character"),
-    (["--temperature", "-1"], "--temperature must be a number >= 0"),
+    (["--temperature", "-1"], "--temperature must be a finite number >= 0"),
     (["--chars", "-1"], "--chars must be >= 0"),
 ])
 def test_sample_errors(tiny_run, args, message):
