@@ -129,37 +129,25 @@ class BatchSampler:
         self._sampled = [b for b, greedy in enumerate(self.greedy) if not greedy]
         # float32: sample_batch rounds the uniforms to float32 anyway, so the ids are the same.
         self._uniforms = np.zeros(len(settings), np.float32)
-        # Every stream draws from its whole softmax (the common case): no rows to pick out, no sort.
-        self._plain = bool(len(settings) and (self.inv_temperature > 0).all() and (self.top_k == 0).all()
-                           and (self.top_p >= 1).all())
-        self._inv_temperature_column = self.inv_temperature[:, None]
-        if self._plain and len(settings) == 1:  # 1/T (float32, as the batch code multiplies) and the
-            # largest |logit| that 1/T cannot scale past SAFE_MAGNITUDE (in float64: no overflow here)
-            self._one = self.inv_temperature[0], SAFE_MAGNITUDE / float(self.inv_temperature[0])
+        # One stream with no top-k/top-p cut (generate, stream): 1/T (float32, as the batch code
+        # multiplies) and the largest |logit| that 1/T cannot scale past SAFE_MAGNITUDE (float64).
+        plain = len(settings) == 1 and self.inv_temperature[0] > 0 and self.top_k[0] == 0 and self.top_p[0] >= 1
+        self._one = (self.inv_temperature[0], SAFE_MAGNITUDE / float(self.inv_temperature[0])) if plain else None
 
     def __call__(self, logits, rngs):
         uniforms = self._uniforms
         for b in self._sampled:
             uniforms[b] = rngs[b].random()
-        # The plain cases run sample_batch's plain branch without its per-call masks, as it runs once
-        # per character; whatever could overflow or is not finite goes through sample_batch itself.
-        if self._plain and len(uniforms) == 1:
+        if self._one is not None:  # sample_batch's plain branch on the one row, in fewer numpy calls
             drawn = self._draw_one(logits[0], uniforms[0])
             if drawn is not None:
                 return np.array([drawn])
-        elif self._plain:
-            with np.errstate(over="ignore"):
-                x = logits * self._inv_temperature_column
-            if np.isfinite(x).all():
-                x -= x.max(axis=1, keepdims=True)
-                cdf = np.exp(x, out=x).cumsum(axis=1)
-                return _draw(cdf, uniforms * cdf[:, -1])
         return sample_batch(logits, self.inv_temperature, self.top_k, self.top_p, uniforms)
 
     def _draw_one(self, row, u):
         """One stream's plain draw on its row [V] as a 1-d array (numpy calls on [V] cost about half
         of those on [1, V]), or None where row * 1/T could overflow or is not finite (NaN fails both
-        comparisons)."""
+        comparisons): sample_batch then draws it, with the same uniform."""
         inv_temperature, bound = self._one
         low, high = row.min(), row.max()
         if not (-bound < float(low) and float(high) < bound):

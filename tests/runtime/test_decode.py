@@ -1,5 +1,5 @@
 """The hot loop's shortcuts give what the plain code gives: the backends' decode steps (reused buffers)
-against step(), and the sampler's plain paths against sample_batch, id for id."""
+against step(), and the sampler's one-stream path against sample_batch, id for id."""
 
 import numpy as np
 import pytest
@@ -101,11 +101,11 @@ def odd_logits(rng, batch, vocab=40):
 
 @pytest.mark.filterwarnings("error::RuntimeWarning")  # overflowing logits are handled, never warned about
 @pytest.mark.parametrize("temperature", PLAIN)
-@pytest.mark.parametrize("batch", [1, 4])
-def test_plain_sampling_paths_give_the_ids_of_sample_batch(temperature, batch):
-    """BatchSampler's shortcuts for streams with no top-k/top-p cut (B=1 on a 1-d row, B>1 without
-    masks) draw the ids that sample_batch, the general code, draws with the same uniforms."""
-    rng = np.random.default_rng(int(temperature * 1000) + batch)
+def test_one_plain_stream_gets_the_ids_of_sample_batch(temperature):
+    """BatchSampler's shortcut for one stream with no top-k/top-p cut (its row as a 1-d array) draws
+    the ids that sample_batch, the general code, draws with the same uniforms."""
+    batch = 1
+    rng = np.random.default_rng(int(temperature * 1000))
     sampler = BatchSampler([(temperature, None, None)] * batch)
     rngs = [np.random.default_rng(b) for b in range(batch)]
     twins = [np.random.default_rng(b) for b in range(batch)]
