@@ -139,8 +139,8 @@ def overhead_table(pc):
     if not rows:
         return []
     out = ["Python overhead of the runtime: `Generator.generate` (checks, sampling, the loop) against a bare "
-           "interpreter loop (set_tensor/invoke/get_tensor or session.run, state fed back, nothing else); the "
-           "overhead is the median of the per-round differences:\n",
+           "interpreter loop (LiteRT set_tensor/invoke/get_tensor, ONNX Runtime run_with_iobinding; state fed "
+           "back, nothing else); the overhead is the median of the per-round differences:\n",
            "| backend | runtime µs/char | bare interpreter µs/char | overhead µs/char | min–max | share of the runtime |",
            "|---|---:|---:|---:|---:|---:|"]
     for n in rows:

@@ -147,16 +147,17 @@ class Generator:
 
     def _decode(self, logits, state, n_chars, sampler, rngs, stops):
         """The hot loop: sample every stream in one call, feed back. Inputs are known good, so it
-        calls the backend's _step directly."""
+        runs the backend's decode step, whose outputs are consumed before the next call."""
         batch = len(rngs)
-        step, vocab = self.backend._step, self.vocab
+        step, vocab = self.backend.decoder(batch), self.vocab
         ids = np.zeros((batch, 1), np.int32)
         tails = [""] * batch  # the last characters of each stream, for stop strings
         done = [False] * batch
         keep = max((len(s) for s in stops), default=0)
+        last = n_chars - 1
         for n in range(n_chars):
-            ids[:, 0] = sampler(logits, rngs)
-            chars = [vocab[i] for i in ids[:, 0].tolist()]
+            next_ids = sampler(logits, rngs)
+            chars = [vocab[i] for i in next_ids.tolist()]
             if keep:
                 for b in range(batch):
                     if done[b]:
@@ -165,8 +166,9 @@ class Generator:
                     tails[b] = (tails[b] + chars[b])[-keep:]
                     done[b] = any(tails[b].endswith(s) for s in stops)
             yield chars
-            if n == n_chars - 1 or (keep and all(done)):
+            if n == last or (keep and all(done)):
                 return
+            ids[:, 0] = next_ids
             step_logits, state = step(ids, state)
             logits = step_logits[:, -1]
 

@@ -20,6 +20,7 @@ import numpy as np
 from .errors import EstellaError
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)
+SAFE_MAGNITUDE = FLOAT32_MAX / 2  # scaled logits below this cannot overflow float32
 
 
 class SamplingError(EstellaError):
@@ -125,14 +126,37 @@ class BatchSampler:
         self.top_k = np.array([k or 0 for _, k, _ in settings], np.int64)
         self.top_p = np.array([1.0 if p is None else p for _, _, p in settings], np.float64)
         self.greedy = [bool(s == 0) for s in self.inv_temperature]
-        self._uniforms = np.zeros(len(settings))
+        self._sampled = [b for b, greedy in enumerate(self.greedy) if not greedy]
+        # float32: sample_batch rounds the uniforms to float32 anyway, so the ids are the same.
+        self._uniforms = np.zeros(len(settings), np.float32)
+        # One stream with no top-k/top-p cut (generate, stream): 1/T (float32, as the batch code
+        # multiplies) and the largest |logit| that 1/T cannot scale past SAFE_MAGNITUDE (float64).
+        plain = len(settings) == 1 and self.inv_temperature[0] > 0 and self.top_k[0] == 0 and self.top_p[0] >= 1
+        self._one = (self.inv_temperature[0], SAFE_MAGNITUDE / float(self.inv_temperature[0])) if plain else None
 
     def __call__(self, logits, rngs):
         uniforms = self._uniforms
-        for b, rng in enumerate(rngs):
-            if not self.greedy[b]:
-                uniforms[b] = rng.random()
+        for b in self._sampled:
+            uniforms[b] = rngs[b].random()
+        if self._one is not None:  # sample_batch's plain branch on the one row, in fewer numpy calls
+            drawn = self._draw_one(logits[0], uniforms[0])
+            if drawn is not None:
+                return np.array([drawn])
         return sample_batch(logits, self.inv_temperature, self.top_k, self.top_p, uniforms)
+
+    def _draw_one(self, row, u):
+        """One stream's plain draw on its row [V] as a 1-d array (numpy calls on [V] cost about half
+        of those on [1, V]), or None where row * 1/T could overflow or is not finite (NaN fails both
+        comparisons): sample_batch then draws it, with the same uniform."""
+        inv_temperature, bound = self._one
+        low, high = row.min(), row.max()
+        if not (-bound < float(low) and float(high) < bound):
+            return None
+        x = row * inv_temperature
+        x -= high * inv_temperature  # == x.max(): float32 rounding is monotone and 1/T > 0
+        cdf = np.exp(x, out=x).cumsum()
+        # searchsorted(side="right") counts the cdf values <= the target, as _draw does.
+        return min(int(cdf.searchsorted(u * cdf[-1], side="right")), len(cdf) - 1)
 
 
 class Sampler:

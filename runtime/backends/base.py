@@ -72,6 +72,13 @@ class Backend:
     def _step(self, ids, state):
         raise NotImplementedError
 
+    def decoder(self, batch):
+        """The step of one decode loop over `batch` streams, one character at a time: trusted inputs,
+        like _step, and outputs that may be buffers the next call overwrites (so a caller uses the
+        logits and passes the state back before it calls again). A backend with a cheaper way to
+        step in a loop than _step overrides this."""
+        return self._step
+
     def initial_state(self, batch=1):
         return np.zeros((batch, self.units), np.float32)
 

@@ -42,12 +42,13 @@ class NumpyBackend(Backend):
         for t in range(ids.shape[1]):
             x = self.input_table[ids[:, t]]  # [B, 3U]: xz, xr, xh
             r_h = h @ self.recurrent_kernel + self.recurrent_bias  # [B, 3U]: hz, hr, hh
-            z = _sigmoid(x[:, :U] + r_h[:, :U])
-            r = _sigmoid(x[:, U:2 * U] + r_h[:, U:2 * U])
+            gates = _sigmoid(x[:, :2 * U] + r_h[:, :2 * U])  # z and r in one pass: fewer numpy calls
+            z, r = gates[:, :U], gates[:, U:]
             candidate = np.tanh(x[:, 2 * U:] + r * r_h[:, 2 * U:])
             h = z * h + (1 - z) * candidate
             hs.append(h)
-        logits = np.stack(hs, axis=1) @ self.dense_kernel + self.dense_bias  # [B, T, V]
+        hs = hs[0][:, None] if len(hs) == 1 else np.stack(hs, axis=1)  # [B, T, U]; T=1 while decoding
+        logits = hs @ self.dense_kernel + self.dense_bias  # [B, T, V]
         return logits.astype(np.float32, copy=False), h.astype(np.float32, copy=False)
 
 
