@@ -74,7 +74,7 @@ def test_two_workers_leave_one_run_that_exports(corpus_slice, tmp_path):
         assert p.returncode == 0, err[-3000:]
     assert not runs[1].exists()
     names = set(os.listdir(runs[0]))
-    assert {"config.json", "vocab.json", "best.weights.h5", "last.keras", "state.json", "history.csv"} <= names
+    assert {"config.json", "vocab.json", "best.weights.h5", "state.json", "history.csv"} <= names
     export = subprocess.run([sys.executable, "-m", "estella.runtime.cli", "export", str(runs[0])],
                             capture_output=True, text=True, timeout=600)
     assert export.returncode == 0, export.stderr[-3000:]

