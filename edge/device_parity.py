@@ -1,11 +1,11 @@
-"""The device side of the edge proof: run the runtime's parity check on one device virtualenv.
+"""The device side of the edge proof: run the runtime's parity check for one row in a device virtualenv.
 
-    python device_parity.py FIXTURE_DIR BACKEND:PRECISION ...
+    python device_parity.py FIXTURE_DIR BACKEND:PRECISION
 
 FIXTURE_DIR holds export/ and reference.npz (edge/make_fixture.py). Each row is opened the way a
 user opens it (open_backend), probed, compared with the host's Keras record and checked against
 the thresholds, all by estella.runtime.parity; this file adds no measure of its own. Prints JSON:
-the device (machine, CPU features the kernel reports to programs), the versions, and per row its
+the device (machine, CPU features the kernel reports to programs), the versions, and the row's
 measures and failures. A row that cannot be opened is a failure, never a skip.
 """
 
@@ -23,6 +23,7 @@ import numpy as np
 
 from estella.runtime import parity
 from estella.runtime.backends import open_backend
+from estella.runtime.manifest import load_manifest
 
 # getauxval(AT_HWCAP) bits of arm64 (linux/arch/arm64/include/uapi/asm/hwcap.h): what the CPU offers
 # programs, here as qemu's emulated CPU model sets them.
@@ -66,21 +67,21 @@ def run_row(fixture, data, reference, words, backend_name, precision):
                 "failures": [f"{type(e).__name__}: {e}"], "traceback": traceback.format_exc()}
 
 
-def main(fixture, *rows):
+def main(fixture, row):
     with np.load(os.path.join(fixture, "reference.npz"), allow_pickle=False) as data:
         data = {k: str(v) if v.dtype.kind == "U" else v for k, v in data.items()}
     reference = {k[len("reference_"):]: v for k, v in data.items() if k.startswith("reference_")}
     words = set(data["words"].split("\n"))
-    results = {}
-    for row in rows:
-        backend_name, precision = row.split(":")
-        results[row] = run_row(fixture, data, reference, words, backend_name, precision)
+    backend_name, precision = row.split(":")
+    result = run_row(fixture, data, reference, words, backend_name, precision)
     with open(parity.__file__, "rb") as f:  # which measure ran: the host checks it is the checkout's
         parity_sha256 = hashlib.sha256(f.read()).hexdigest()
-    print(json.dumps({"machine": platform.machine(), "python": platform.python_version(), "parity_sha256": parity_sha256,
+    shape = load_manifest(os.path.join(fixture, "export"), verify=False)["model"]
+    print(json.dumps({"model": {k: shape[k] for k in ("vocab_size", "embedding_dim", "units")},
+                      "machine": platform.machine(), "python": platform.python_version(), "parity_sha256": parity_sha256,
                       "hwcaps": hwcaps(), "cpu_count": os.cpu_count(), "versions": versions(),
                       "tensorflow_imported": "tensorflow" in sys.modules,
-                      "steps": int(data["steps"]), "rows": results}))
+                      "steps": int(data["steps"]), "row": row, **result}))
 
 
 if __name__ == "__main__":

@@ -2,8 +2,9 @@
 # Run the parity check on the emulated devices: for each CPU model, each device virtualenv runs
 # edge/device_parity.py on the fixture in the chroot, under qemu-user with QEMU_CPU set.
 #   edge/run.sh FIXTURE_DIR OUT_DIR [CPU...]      (run as root, after edge/prepare.sh)
-# Writes OUT_DIR/<cpu>/<venv>.json (the device's JSON) and .log (its stderr), OUT_DIR/sizes.tsv
-# (installed size of each venv), OUT_DIR/rows.tsv (what ran) and OUT_DIR/system.tsv; edge/report.py turns them into EDGE.md.
+# Writes OUT_DIR/<cpu>/<venv>/<backend>-<precision>.json (the device's JSON) and .log (its stderr),
+# OUT_DIR/sizes.tsv (installed sizes), OUT_DIR/rows.tsv (what ran) and OUT_DIR/system.tsv;
+# edge/report.py turns them into EDGE.md.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 [ $# -ge 2 ] || { echo "usage: edge/run.sh FIXTURE_DIR OUT_DIR [CPU...]" >&2; exit 2; }
@@ -37,6 +38,7 @@ mkdir -p "$OUT"
 for venv in "${VENVS[@]}"; do
     printf '%s\t%s\n' "$venv" "$(du -sb "$ROOTFS/opt/estella/$venv" | cut -f1)" >> "$OUT/sizes.tsv"
 done
+printf 'rootfs\t%s\n' "$(du -sb --exclude=./proc --exclude=./dev "$ROOTFS" | cut -f1)" >> "$OUT/sizes.tsv"
 {
     printf 'qemu\t%s\n' "$(qemu-aarch64-static --version | head -1)"
     printf 'debian\t%s\n' "$(cat "$ROOTFS/etc/debian_version")"
@@ -51,16 +53,19 @@ for cpu in "${CPUS[@]}"; do
     mount_tracked "$ROOTFS/mnt/fixture" --bind -o ro "$FIXTURE"
     mount_tracked "$ROOTFS/mnt/edge" --bind -o ro "$HERE"
     for venv in "${VENVS[@]}"; do
-        echo "edge: $cpu $venv: ${ROWS[$venv]}"
-        printf '%s\t%s\t%s\n' "$cpu" "$venv" "${ROWS[$venv]}" >> "$OUT/rows.tsv"
-        # QEMU_CPU reaches every aarch64 process through the environment; qemu's default `max` CPU has
-        # SVE, which no Pi has (and ONNX Runtime's int8 then goes wrong).
-        # shellcheck disable=SC2086  # the rows are words
-        # It is set twice: chroot's /usr/bin/env is an aarch64 program too, and env -i clears it for the next.
-        QEMU_CPU=$cpu chroot "$ROOTFS" /usr/bin/env -i PATH=/usr/bin:/bin HOME=/root QEMU_CPU="$cpu" \
-            "/opt/estella/$venv/bin/python" /mnt/edge/device_parity.py /mnt/fixture ${ROWS[$venv]} \
-            > "$OUT/$cpu/$venv.json" 2> "$OUT/$cpu/$venv.log" \
-            || echo "edge: $cpu $venv: the device script exited $? (see $OUT/$cpu/$venv.log)" >&2
+        mkdir -p "$OUT/$cpu/$venv"
+        # One process per row, so that a crash (SIGSEGV) is that row's failure and no other's.
+        for row in ${ROWS[$venv]}; do
+            echo "edge: $cpu $venv $row"
+            printf '%s\t%s\t%s\n' "$cpu" "$venv" "$row" >> "$OUT/rows.tsv"
+            # QEMU_CPU reaches each aarch64 process through its environment: set for chroot's /usr/bin/env
+            # (an aarch64 program too) and again for python, since env -i clears it. qemu's default `max`
+            # CPU has SVE, which no Pi has.
+            QEMU_CPU=$cpu chroot "$ROOTFS" /usr/bin/env -i PATH=/usr/bin:/bin HOME=/root QEMU_CPU="$cpu" \
+                "/opt/estella/$venv/bin/python" /mnt/edge/device_parity.py /mnt/fixture "$row" \
+                > "$OUT/$cpu/$venv/${row/:/-}.json" 2> "$OUT/$cpu/$venv/${row/:/-}.log" \
+                || echo "edge: $cpu $venv $row: the device script exited $? (see $OUT/$cpu/$venv/${row/:/-}.log)" >&2
+        done
     done
     unmount_chroot
 done
