@@ -88,7 +88,7 @@ EDGE_CORPUS ?= $(or $(CORPUS),../shared/data/great-expectations.txt)
 EDGE_OUT ?= .cache/edge
 .PHONY: edge
 edge: venv
-	EDGE_CACHE=$(EDGE_CACHE) edge/prepare.sh
+	EDGE_CACHE=$(EDGE_CACHE) EDGE_HOST_PYTHON=$(BIN)/python edge/prepare.sh
 	fixture=$$($(BIN)/python edge/make_fixture.py $(EDGE_CACHE)/fixtures --corpus $(EDGE_CORPUS) | tail -n1) && \
 		EDGE_CACHE=$(EDGE_CACHE) edge/run.sh "$$fixture" $(EDGE_OUT) cortex-a72 cortex-a76
 	$(BIN)/python edge/report.py $(EDGE_OUT) EDGE.md

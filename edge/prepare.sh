@@ -7,7 +7,7 @@
 #   rootfs/opt/estella/{tflite,onnx,tflite-runtime}   the three device virtualenvs
 # Each step is skipped when its stamp says it is done: a new estella wheel is reinstalled into the
 # venvs (seconds) without redoing debootstrap or the dependencies.
-#   edge/prepare.sh [CHECKOUT]        (run as root)
+#   edge/prepare.sh [CHECKOUT]        (run as root; EDGE_HOST_PYTHON: the host's python with pip)
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 CHECKOUT=$(cd "${1:-$HERE/..}" && pwd)
@@ -48,7 +48,7 @@ if [ ! -e "$CACHE/rootfs.done" ]; then
     mv "$ROOTFS.tmp" "$ROOTFS"
     touch "$CACHE/rootfs.done"
 fi
-step "rootfs ready: $(chroot "$ROOTFS" python3 --version)"
+step "rootfs ready: $(QEMU_CPU=cortex-a72 chroot "$ROOTFS" python3 --version)"
 
 # 3. estella's wheel from the checkout. Its key is the hash of the wheel's RECORD (the hashes of the
 #    files inside), which, unlike the zip's bytes, does not change when nothing changed.
@@ -57,7 +57,11 @@ rm -rf "$WHEELS/estella.tmp"
 mkdir -p "$WHEELS/estella.tmp" "$WHEELS/deps"
 "$HOST_PYTHON" -m pip wheel -q --no-deps -w "$WHEELS/estella.tmp" "$CHECKOUT"
 ESTELLA_WHEEL=$(ls "$WHEELS"/estella.tmp/estella-*.whl)
-ESTELLA_KEY=$(unzip -p "$ESTELLA_WHEEL" '*.dist-info/RECORD' | sha256sum | cut -c1-16)
+wheel_file() {  # wheel_file WHEEL NAME: print the dist-info file NAME of the wheel (no unzip needed)
+    "$HOST_PYTHON" -c 'import sys, zipfile; z = zipfile.ZipFile(sys.argv[1])
+print(z.read(next(n for n in z.namelist() if n.endswith(".dist-info/" + sys.argv[2]))).decode())' "$@"
+}
+ESTELLA_KEY=$(wheel_file "$ESTELLA_WHEEL" RECORD | sha256sum | cut -c1-16)
 rm -rf "$WHEELS/estella"
 mv "$WHEELS/estella.tmp" "$WHEELS/estella"
 ESTELLA_WHEEL=$WHEELS/estella/$(basename "$ESTELLA_WHEEL")
@@ -67,7 +71,7 @@ step "estella wheel $(basename "$ESTELLA_WHEEL") key $ESTELLA_KEY"
 #    does not infer the older ones from --platform, and tflite-runtime 2.14's aarch64 wheel is
 #    manylinux_2_34 (bookworm has glibc 2.36).
 TFLITE_RUNTIME_REQS=${TFLITE_RUNTIME_REQS:-numpy>=1.26,<2 tflite-runtime==2.14.0}
-REQUIRES=$(unzip -p "$ESTELLA_WHEEL" '*.dist-info/METADATA' | grep '^Requires-Dist:' || true)
+REQUIRES=$(wheel_file "$ESTELLA_WHEEL" METADATA | grep '^Requires-Dist:' || true)
 DEPS_KEY=$(printf '%s\n%s\n' "$REQUIRES" "$TFLITE_RUNTIME_REQS" | sha256sum | cut -c1-16)
 if [ "$(cat "$WHEELS/deps.key" 2>/dev/null)" != "$DEPS_KEY" ]; then
     step "pip download aarch64 cp311 wheels"

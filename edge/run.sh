@@ -38,7 +38,7 @@ mkdir -p "$OUT"
 for venv in "${VENVS[@]}"; do
     printf '%s\t%s\n' "$venv" "$(du -sb "$ROOTFS/opt/estella/$venv" | cut -f1)" >> "$OUT/sizes.tsv"
 done
-printf 'rootfs\t%s\n' "$(du -sb --exclude=./proc --exclude=./dev "$ROOTFS" | cut -f1)" >> "$OUT/sizes.tsv"
+printf 'rootfs\t%s\n' "$(du -sb "$ROOTFS" | cut -f1)" >> "$OUT/sizes.tsv"  # nothing is mounted in it now
 {
     printf 'qemu\t%s\n' "$(qemu-aarch64-static --version | head -1)"
     printf 'debian\t%s\n' "$(cat "$ROOTFS/etc/debian_version")"

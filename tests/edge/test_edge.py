@@ -29,7 +29,8 @@ def run(cmd, timeout):
     """Run a step; past its timeout its process group gets SIGTERM, so that the script's trap unmounts
     the chroot (SIGKILL would skip it) once the emulated process in it has stopped."""
     process = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               env={**os.environ, "EDGE_CACHE": CACHE}, start_new_session=True)
+                               env={**os.environ, "EDGE_CACHE": CACHE, "EDGE_HOST_PYTHON": sys.executable},
+                               start_new_session=True)
     try:
         stdout, stderr = process.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
