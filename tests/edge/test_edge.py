@@ -22,7 +22,7 @@ EDGE = os.path.join(REPO, "edge")
 CACHE = os.environ.get("EDGE_CACHE", os.path.expanduser("~/.cache/estella/edge"))
 CPUS = ("cortex-a72", "cortex-a76")
 VENVS = ("tflite", "onnx", "tflite-runtime")
-STEPS = 100  # fed-back steps and characters of text per row (`make edge`: 300); 2x25 rows' worth of CI time
+STEPS = 100  # fed-back steps and characters of text per row (`make edge`: 300), to keep the leg near 2 minutes
 
 
 def run(cmd, timeout):
