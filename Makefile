@@ -1,29 +1,34 @@
 # estella: `make train export` trains the default preset and exports it; `make test` runs the suite.
 # Variables: PRESET, RUN (run name under runs/), CORPUS (URL or path), OUT (export folder),
 # and one per hyper-parameter: EPOCHS UNITS EMBEDDING_DIM SEQ_LENGTH BATCH_SIZE LEARNING_RATE
-# PATIENCE VALIDATION_FRACTION SEED STEPS_PER_EPOCH.
+# PATIENCE VALIDATION_FRACTION SEED STEPS_PER_EPOCH VALIDATION_STEPS; DATA (a prepared folder),
+# MIXED_PRECISION, DISTRIBUTE (see README, "Training at scale").
 
 PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
-PRESET ?= default
+# PRESET is passed only when given, so `make train RUN=x EPOCHS=60` resumes x with its own preset.
+PRESET ?=
+# `make venv TRAIN_EXTRA=gpu` on a CUDA machine: tensorflow[and-cuda] instead of tensorflow-cpu.
+TRAIN_EXTRA ?= train
 RUNS ?= runs
 CORPUS ?=
 
 # `make export` alone takes the last run that `make train` made, unless RUN is given.
 LAST_RUN = $(shell cat $(RUNS)/.last 2>/dev/null)
 RUN_GIVEN := $(filter command line environment,$(origin RUN))
-RUN ?= $(PRESET)
+RUN ?= $(or $(PRESET),default)
 TRAIN_DIR = $(RUNS)/$(RUN)
 EXPORT_RUN = $(if $(RUN_GIVEN),$(RUNS)/$(RUN),$(or $(LAST_RUN),$(RUNS)/$(RUN)))
 OUT ?=
 
 hp = $(if $($(1)),--$(2) $($(1)))
-TRAIN_FLAGS = --preset $(PRESET) $(if $(CORPUS),--corpus $(CORPUS)) \
+TRAIN_FLAGS = $(if $(PRESET),--preset $(PRESET)) $(if $(CORPUS),--corpus $(CORPUS)) \
 	$(call hp,EPOCHS,epochs) $(call hp,UNITS,units) $(call hp,EMBEDDING_DIM,embedding-dim) \
 	$(call hp,SEQ_LENGTH,seq-length) $(call hp,BATCH_SIZE,batch-size) $(call hp,LEARNING_RATE,learning-rate) \
 	$(call hp,PATIENCE,patience) $(call hp,VALIDATION_FRACTION,validation-fraction) $(call hp,SEED,seed) \
-	$(call hp,STEPS_PER_EPOCH,steps-per-epoch)
+	$(call hp,STEPS_PER_EPOCH,steps-per-epoch) $(call hp,VALIDATION_STEPS,validation-steps) \
+	$(if $(DATA),--data $(DATA)) $(call hp,MIXED_PRECISION,mixed-precision) $(call hp,DISTRIBUTE,distribute)
 
 .PHONY: venv train export test clean-venv
 venv: $(VENV)/.installed
@@ -31,7 +36,7 @@ venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade "pip>=24"
-	$(BIN)/python -m pip install -q -e '.[train,dev,jax]'
+	$(BIN)/python -m pip install -q -e '.[$(TRAIN_EXTRA),dev,jax,serve]'
 	touch $@
 
 train: venv
@@ -43,25 +48,48 @@ export: venv
 
 # The runtime's tests run a second time where TensorFlow is not installed, as on an edge device:
 # in $(RUNTIME_VENV) (numpy and the two interpreters), on an export the main virtualenv makes.
+# The serving tests run only there: a server is deployed without TensorFlow.
 RUNTIME_VENV ?= .venv-runtime
+# ... and the numpy backend's tests once more with numpy alone (`pip install estella`, no extras).
+NUMPY_VENV ?= .venv-numpy
 RUNTIME_FIXTURE := .cache/runtime-fixture
 # The parity suite runs the TFLite rows again under tflite-runtime 2.14 (numpy<2), which many edge
 # devices still run; estella goes in without dependencies, so its own loaders are what is tested.
 TFLITE_RUNTIME_VENV ?= .venv-tflite-runtime
 
-test: venv $(RUNTIME_VENV)/.installed $(TFLITE_RUNTIME_VENV)/.installed
-	ESTELLA_TFLITE_RUNTIME_PYTHON=$(TFLITE_RUNTIME_VENV)/bin/python $(BIN)/python -m pytest -q -m "not slow"
+test: venv browser $(RUNTIME_VENV)/.installed $(TFLITE_RUNTIME_VENV)/.installed $(NUMPY_VENV)/.installed
+	ESTELLA_TFLITE_RUNTIME_PYTHON=$(TFLITE_RUNTIME_VENV)/bin/python $(BIN)/python -m pytest -q -m "not slow" \
+		--ignore=tests/serve
 	$(MAKE) $(RUNTIME_FIXTURE)/export/manifest.json
-	ESTELLA_RUNTIME_EXPORT=$(RUNTIME_FIXTURE)/export $(RUNTIME_VENV)/bin/python -m pytest -q -m "not tensorflow" tests/runtime
+	ESTELLA_RUNTIME_EXPORT=$(RUNTIME_FIXTURE)/export $(RUNTIME_VENV)/bin/python -m pytest -q -m "not tensorflow" \
+		tests/runtime tests/serve
+	ESTELLA_RUNTIME_EXPORT=$(RUNTIME_FIXTURE)/export ESTELLA_NUMPY_ONLY=1 $(NUMPY_VENV)/bin/python -m pytest -q \
+		-m "not tensorflow" tests/runtime/test_numpy_backend.py tests/runtime/test_numpy_only.py
+	$(NUMPY_VENV)/bin/estella generate $(RUNTIME_FIXTURE)/export --backend numpy --prime Pip --chars 80 --seed 1
+
+# The base install alone (`pip install .`: numpy, no interpreter), as a real, non-editable install;
+# it is remade when the runtime's sources change.
+$(NUMPY_VENV)/.installed: pyproject.toml $(wildcard runtime/*.py runtime/backends/*.py)
+	test -x $(NUMPY_VENV)/bin/python || $(PYTHON) -m venv $(NUMPY_VENV)
+	$(NUMPY_VENV)/bin/python -m pip install -q --upgrade "pip>=24"
+	$(NUMPY_VENV)/bin/python -m pip install -q . 'pytest>=8,<10'
+	! $(NUMPY_VENV)/bin/python -c "import onnxruntime" 2>/dev/null
+	touch $@
 
 $(RUNTIME_VENV)/.installed: pyproject.toml
 	test -x $(RUNTIME_VENV)/bin/python || $(PYTHON) -m venv $(RUNTIME_VENV)
-	$(RUNTIME_VENV)/bin/python -m pip install -q -e '.[tflite,onnx,dev]'
+	$(RUNTIME_VENV)/bin/python -m pip install -q -e '.[tflite,onnx,dev,serve]'
 	! $(RUNTIME_VENV)/bin/python -c "import tensorflow" 2>/dev/null
 	touch $@
 
 $(RUNTIME_FIXTURE)/export/manifest.json: $(VENV)/.installed $(wildcard build/*.py export/*.py) tests/runtime/make_fixture_export.py
 	$(BIN)/python tests/runtime/make_fixture_export.py $(RUNTIME_FIXTURE)
+
+# The web page's test drives Debian's chromium headless (through playwright, which downloads no browser).
+.PHONY: browser
+browser:
+	command -v chromium >/dev/null || { $(if $(filter 0,$(shell id -u)),,sudo) apt-get update -q && \
+		$(if $(filter 0,$(shell id -u)),,sudo) apt-get install -y -q chromium; }
 
 .PHONY: tflite-runtime-venv
 tflite-runtime-venv: $(TFLITE_RUNTIME_VENV)/.installed

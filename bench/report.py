@@ -79,10 +79,14 @@ def markdown(result, plotted):
     gen = result.get("generation", {})
     if gen:
         lines += generation_tables(gen, plotted)
+    if result.get("serving"):
+        lines += serving_tables(result["serving"])
     if result.get("processes"):
         lines += process_table(result["processes"])
     if result.get("training"):
         lines += training_tables(result["training"])
+    if result.get("prepare"):
+        lines += prepare_table(result["prepare"])
     if result.get("footprint"):
         lines += footprint_table(result["footprint"])
     lines += reading(result)
@@ -135,8 +139,8 @@ def overhead_table(pc):
     if not rows:
         return []
     out = ["Python overhead of the runtime: `Generator.generate` (checks, sampling, the loop) against a bare "
-           "interpreter loop (set_tensor/invoke/get_tensor or session.run, state fed back, nothing else); the "
-           "overhead is the median of the per-round differences:\n",
+           "interpreter loop (LiteRT set_tensor/invoke/get_tensor, ONNX Runtime run_with_iobinding; state fed "
+           "back, nothing else); the overhead is the median of the per-round differences:\n",
            "| backend | runtime µs/char | bare interpreter µs/char | overhead µs/char | min–max | share of the runtime |",
            "|---|---:|---:|---:|---:|---:|"]
     for n in rows:
@@ -163,6 +167,53 @@ def throughput_table(tp):
         vs = "1" if n in LIMITS.values() else fmt(last[limit_for(n)]["median"] / last[n]["median"])
         out.append(f"| {label} | " + " | ".join(cells) + f" | {vs} |")
     out.append("")
+    return out
+
+
+# The issue's goals for 32 clients (issue 9).
+SERVING_GOALS = {"clients": 32, "vs_generate_many": 0.70, "vs_one_at_a_time": 2.5, "ttft_p99_ms": 50}
+
+
+def serving_tables(serving):
+    g = SERVING_GOALS
+    out = ["## Serving\n",
+           "`estella serve` (tflite, its own process on 127.0.0.1, `--max-batch` = the most clients) under C "
+           "concurrent streaming clients (httpx, in the benchmark's process), each sending its requests one after "
+           "another and reading the server-sent events as they come. **served** is the aggregate characters per "
+           "second over the whole run; **generate_many** is `Generator.generate_many` at B = C in the benchmark's "
+           "process, in the same rounds (the batching limit); **× one at a time** compares with C = 1, the same "
+           "requests served one after another. Time to first character runs from sending the request to the "
+           "first chunk with text, pooled over all rounds. CPU is cores busy during the served run (1 = one "
+           "core): the server's process and the clients'.\n"]
+    for shape_name, sv in serving.items():
+        if "error" in sv:
+            out.append(f"### {shape_name}\n\nNot measured: {sv['error']}\n")
+            continue
+        out.append(f"### {shape_name}: {sv['requests_per_client']} requests of {sv['chars_per_request']} characters "
+                   f"per client, {sv['repeats']} rounds, {sv['threads']} interpreter thread(s)\n")
+        for precision, cases in sv["precisions"].items():
+            one = cases["1"]["served_chars_per_s"] if "1" in cases else None
+            out += [f"**tflite {precision}**\n",
+                    "| clients | served chars/s | min–max | generate_many chars/s | served ÷ generate_many | "
+                    "× one at a time | first char p50 ms | p99 ms | CPU server | CPU clients |",
+                    "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+            for clients, c in cases.items():
+                served, limit, ttft = c["served_chars_per_s"], c["generate_many_chars_per_s"], c["ttft_ms"]
+                out.append(f"| {clients} | {fmt(served['median'])} | {span(served)} | {fmt(limit['median'])} | "
+                           f"{fmt(ratio(served, limit))} | {fmt(ratio(served, one)) if one else '–'} | "
+                           f"{fmt(ttft['p50'])} | {fmt(ttft['p99'])} | {fmt(c['cpu_share']['server'], 2)} | "
+                           f"{fmt(c['cpu_share']['clients'], 2)} |")
+            at = cases.get(str(g["clients"]))
+            if at and one:
+                checks = [(ratio(at["served_chars_per_s"], at["generate_many_chars_per_s"]), g["vs_generate_many"],
+                           "of generate_many", True),
+                          (ratio(at["served_chars_per_s"], one), g["vs_one_at_a_time"], "× one at a time", True),
+                          (at["ttft_ms"]["p99"], g["ttft_p99_ms"], "ms p99 first character", False)]
+                parts = [f"{fmt(v)} {what} (goal {'≥' if high else '<'} {fmt(goal)}: "
+                         f"{'met' if (v >= goal if high else v < goal) else 'missed'})"
+                         for v, goal, what, high in checks]
+                out.append(f"\nGoals at {g['clients']} clients: " + "; ".join(parts) + ".")
+            out.append("")
     return out
 
 
@@ -196,16 +247,32 @@ def training_tables(training):
         hp = t["hparams"]
         out.append(f"### preset {preset_name}: E={hp['embedding_dim']} U={hp['units']} seq={hp['seq_length']} "
                    f"batch={hp['batch_size']} ({t['backend']} backend)\n")
-        out += ["| case | ms/step | min–max | chars/s | × original | first step s |", "|---|---:|---:|---:|---:|---:|"]
+        out += ["| case | ms/step | min–max | chars/s | × original | first step s | val loss after the steps |",
+                "|---|---:|---:|---:|---:|---:|---:|"]
         original = t["cases"].get("original recipe")
         for name, c in t["cases"].items():
             vs = fmt(ratio(original["ms_per_step"], c["ms_per_step"])) if original else "–"
+            loss = f"{c['val_loss_after_steps']:.3f} ({c['steps_trained']} steps)" if "val_loss_after_steps" in c else "–"
             out.append(f"| {name} | {fmt(c['ms_per_step']['median'])} | {span(c['ms_per_step'])} | "
-                       f"{fmt(c['chars_per_s']['median'])} | {vs} | {fmt(c['first_step_s'])} |")
+                       f"{fmt(c['chars_per_s']['median'])} | {vs} | {fmt(c['first_step_s'])} | {loss} |")
         out.append("")
         out += [f"- {name}: {c['about']}" for name, c in t["cases"].items()]
         out.append("")
     return out
+
+
+def prepare_table(prepare):
+    out = ["## Preparing a corpus: `estella prepare`\n",
+           "Files in, train.bin / val.bin / vocab.json / meta.json out, timed from the first read to the last "
+           "write (best of the rounds; the files are in the page cache after the first). The book's curly quotes "
+           "take the code-point path; the synthetic text is ASCII.\n",
+           "| corpus | MB | files | vocabulary | ids | MB/s (best) | all rounds | MB per CPU-second |",
+           "|---|---:|---:|---:|---|---:|---|---:|"]
+    for name, p in prepare.items():
+        out.append(f"| {name} | {fmt(p['mb'])} | {p['files']} | {p['vocab_size']} | {p['dtype']} | "
+                   f"{fmt(p['best_mb_per_s'])} | {', '.join(fmt(x) for x in p['mb_per_s'])} | "
+                   f"{fmt(p.get('mb_per_cpu_s'))} |")
+    return out + [""]
 
 
 def footprint_table(fp):

@@ -1,7 +1,6 @@
 """Timing that survives a noisy machine: repeated blocks, interleaved, summarised as median/min/max."""
 
 import statistics
-import time
 
 
 def summary(samples):
@@ -30,14 +29,6 @@ def interleaved(cases, repeats, block_seconds=0.2):
             seconds, units = fn(sizes[name])
             per_unit[name].append(seconds / units)
     return {name: summary(values) for name, values in per_unit.items()}
-
-
-def timed_loop(body, n):
-    """A block of n calls of body(); returns (seconds, n)."""
-    t0 = time.perf_counter()
-    for _ in range(n):
-        body()
-    return time.perf_counter() - t0, n
 
 
 def scaled(s, factor):

@@ -20,7 +20,7 @@ from . import footprint, processes, report
 from .generation import RUNTIME_CASES
 from .models import CACHE, REPO, default_corpus, prepare, vocabulary
 
-SECTIONS = ("generation", "processes", "training", "footprint")
+SECTIONS = ("generation", "serving", "processes", "training", "prepare", "footprint")
 PACKAGES = ("numpy", "tensorflow-cpu", "keras", "ai-edge-litert", "onnxruntime", "onnx", "tf2onnx")
 
 
@@ -30,16 +30,23 @@ class Settings:
         self.repeats = 3 if quick else 9
         self.block_seconds = 0.05 if quick else 0.2
         self.batches = "1,8,32"
+        # `estella serve` under 1..64 streaming clients, each sending `requests` of `chars` characters in turn.
+        self.serving = {"clients": "1,8,32,64", "requests": 2 if quick else 4, "chars": 128 if quick else 256,
+                        "repeats": 2 if quick else 5}
         self.probe_repeats = 1 if quick else 3
         self.probe_chars = 50 if quick else 300
         # (preset, cases, steps per round, rounds): a few dozen steps per case; a seed step takes ~3x a default one.
         self.training = [("default", None, 3, 1) if quick else ("default", None, 6, 3),
-                         ("seed", "original recipe,estella", 2 if quick else 8, 1 if quick else 3)]
+                         ("seed", "original recipe,estella,estella + bf16", 2 if quick else 8, 1 if quick else 3)]
+        # `estella prepare`: (copies of the book, MB of synthetic text, rounds).
+        self.prepare = (5, 20, 1) if quick else (20, 100, 3)
 
     def as_dict(self, threads):
         return {"quick": self.quick, "repeats": self.repeats, "block_seconds": self.block_seconds,
                 "threads": threads, "probe_repeats": self.probe_repeats, "probe_chars": self.probe_chars,
-                "training": [{"preset": p, "steps_per_round": s, "rounds": r} for p, _, s, r in self.training]}
+                "serving": self.serving,
+                "training": [{"preset": p, "steps_per_round": s, "rounds": r} for p, _, s, r in self.training],
+                "prepare": dict(zip(("book_copies", "synthetic_mb", "rounds"), self.prepare))}
 
 
 def preset_shapes():
@@ -124,11 +131,16 @@ def run(out_dir=None, quick=False, corpus=None, threads=1, sections=SECTIONS, se
             result["errors"][section] = f"{type(e).__name__}: {str(e).strip()[-1500:]}"
             return None
 
-    models = {}
+    # Serving runs on the default preset's shape only: it adds HTTP and scheduling around the same steps.
+    serving_shape = next((n for n in shapes if n.startswith("default")), next(iter(shapes)))
     if {"generation", "processes"} & set(sections):
-        for name, (embedding_dim, units) in shapes.items():
-            models[name] = attempt(f"export {name}", lambda: prepare(name.split()[0], vocab, embedding_dim, units,
-                                                                     cache, log))
+        wanted = shapes
+    else:
+        wanted = {serving_shape: shapes[serving_shape]} if "serving" in sections else {}
+    models = {}
+    for name, (embedding_dim, units) in wanted.items():
+        models[name] = attempt(f"export {name}", lambda: prepare(name.split()[0], vocab, embedding_dim, units,
+                                                                 cache, log))
     ready = {name: m for name, m in models.items() if m}
 
     if "generation" in sections:
@@ -140,6 +152,16 @@ def run(out_dir=None, quick=False, corpus=None, threads=1, sections=SECTIONS, se
             g = attempt(f"generation {name}", lambda: run_child("generation", [run_dir, export_dir], flags, env))
             if g:
                 result["generation"][name] = g
+
+    if "serving" in sections and serving_shape in ready:
+        name = serving_shape
+        log(f"serving, {name}")
+        sv = settings.serving
+        flags = ["--clients", sv["clients"], "--requests", str(sv["requests"]), "--chars", str(sv["chars"]),
+                 "--repeats", str(sv["repeats"]), "--threads", str(threads)]
+        served = attempt(f"serving {name}", lambda: run_child("serving", [ready[name][1]], flags, env))
+        if served:
+            result["serving"] = {name: served}
 
     if "processes" in sections:
         result["processes"] = {}
@@ -172,6 +194,14 @@ def run(out_dir=None, quick=False, corpus=None, threads=1, sections=SECTIONS, se
                     t["cases"]["estella, JAX backend"] = case
             if t:
                 result["training"][preset_name] = t
+
+    if "prepare" in sections:
+        log("prepare")
+        copies, synthetic_mb, rounds = settings.prepare
+        p = attempt("prepare", lambda: run_child("preparing", [corpus], [
+            "--copies", str(copies), "--synthetic-mb", str(synthetic_mb), "--rounds", str(rounds)], env))
+        if p:
+            result["prepare"] = p
 
     if "footprint" in sections:
         log("footprint")

@@ -15,7 +15,7 @@ import numpy as np
 
 from estella.build.config import preset
 from estella.build.corpus import load
-from estella.build.data import CharWindows
+from estella.build.data import CharWindows, split
 from estella.build.model import build_model
 from estella.build.train import compile_model
 from estella.build.vocab import Vocab
@@ -27,7 +27,10 @@ CASES = {
     "estella": "build_model + PyDataset (CharWindows), fit: what `estella train` runs",
     "estella + XLA": "the same, compiled with jit_compile=True (Keras' 'auto' leaves XLA off on CPU)",
     "estella + tf.data": "estella's model fed by the original tf.data pipeline",
+    "estella + bf16": "estella under --mixed-precision bfloat16 (Keras' mixed_bfloat16 policy, float32 weights)",
 }
+# Cases trained under a Keras dtype policy other than float32.
+POLICIES = {"estella + bf16": "mixed_bfloat16"}
 
 
 def original_dataset(ids, seq_length, batch_size):
@@ -55,8 +58,10 @@ def make_case(name, ids, vocab_size, hp):
     """(model, data) for one case."""
     if name == "original recipe":
         return original_model(vocab_size, hp), original_dataset(ids, hp.seq_length, hp.batch_size)
+    keras.config.set_dtype_policy(POLICIES.get(name, "float32"))
     model = build_model(vocab_size, hp.embedding_dim, hp.units)
     compile_model(model, hp)
+    keras.config.set_dtype_policy("float32")
     if name == "estella + XLA":
         model.jit_compile = True
     if name == "estella + tf.data":
@@ -76,7 +81,8 @@ def measure(corpus, preset_name, cases, steps, rounds, log=print):
     hp = preset(preset_name)
     text = load(corpus).text
     vocab = Vocab.from_text(text)
-    ids = vocab.encode(text)
+    # Every case trains on the first 90% and is scored on the rest after the same number of steps.
+    ids, val_ids = split(vocab.encode(text), hp.validation_fraction)
     keras.utils.set_random_seed(hp.seed)
     built = {name: make_case(name, ids, len(vocab), hp) for name in cases}
     clock = StepClock()
@@ -91,6 +97,8 @@ def measure(corpus, preset_name, cases, steps, rounds, log=print):
                 log(f"  {preset_name} / {name}: first step {first[name]:.1f} s")
             else:  # step times between batch ends; a fit's first step also starts its pipeline
                 step_seconds[name] += list(np.diff(clock.ends))
+    val_data = CharWindows(val_ids, hp.seq_length, hp.batch_size, shuffle=False)
+    val_loss = {name: float(built[name][0].evaluate(val_data, verbose=0)) for name in cases}
     chars_per_step = hp.batch_size * hp.seq_length
     seconds = {name: summary(step_seconds[name]) for name in cases}
     return {
@@ -103,6 +111,9 @@ def measure(corpus, preset_name, cases, steps, rounds, log=print):
             "ms_per_step": scaled(seconds[name], 1000),
             "chars_per_s": inverted(seconds[name], chars_per_step),
             "jit_compile": bool(built[name][0].jit_compile),
+            "dtype_policy": POLICIES.get(name, "float32"),
+            "steps_trained": (rounds + 1) * steps,
+            "val_loss_after_steps": val_loss[name],
         } for name in cases},
     }
 

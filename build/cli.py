@@ -1,8 +1,10 @@
 """`estella train` and `estella sample`."""
 
 import os
+import sys
 
 from .config import PRESETS, HParams, preset
+from .scale_cli import add_scale_arguments, scale_options
 
 DEFAULT_RUNS = "runs"
 
@@ -13,9 +15,12 @@ def add_parser(subparsers):
     p.add_argument("run_dir", nargs="?", help=f"the run directory (default: {DEFAULT_RUNS}/<preset>)")
     p.add_argument("--corpus", default=None, help="URL or local path of a UTF-8 text (default: Great "
                    "Expectations from Project Gutenberg, cached)")
-    p.add_argument("--preset", default="default", choices=sorted(PRESETS), help="hyper-parameter preset")
+    p.add_argument("--preset", default=None, choices=sorted(PRESETS),
+                   help="hyper-parameter preset (default: default; on resume, the run's own)")
     p.add_argument("--cache-dir", default=None, help="where downloaded corpora are kept (default ~/.cache/estella)")
-    p.add_argument("--quiet", action="store_true", help="one line per epoch instead of a progress bar")
+    p.add_argument("--quiet", action="store_true", help="one line per epoch instead of a progress bar "
+                   "(always so when stdout is not a terminal)")
+    add_scale_arguments(p)
     for field in HParams.__dataclass_fields__.values():
         kind = float if field.type is float else int
         p.add_argument("--" + field.name.replace("_", "-"), type=kind, default=None, metavar="N",
@@ -26,7 +31,7 @@ def add_parser(subparsers):
     s.add_argument("run_dir", help="a run directory written by `estella train`")
     s.add_argument("--prime", default="Pip", help="text to start from (default: %(default)s)")
     s.add_argument("--chars", type=int, default=500, help="characters to generate (default: %(default)s)")
-    s.add_argument("--temperature", type=float, default=0.5, help="> 0; lower is more conservative")
+    s.add_argument("--temperature", type=float, default=0.5, help=">= 0; lower is more conservative, 0 is greedy")
     s.add_argument("--seed", type=int, default=None, help="seed for reproducible samples")
     s.set_defaults(handler=run_sample)
 
@@ -35,23 +40,25 @@ def run_train(args):
     from .corpus import DEFAULT_CORPUS
 
     overrides = {name: getattr(args, name) for name in HParams.__dataclass_fields__}
-    run_dir = args.run_dir or os.path.join(DEFAULT_RUNS, args.preset)
+    run_dir = args.run_dir or os.path.join(DEFAULT_RUNS, args.preset or "default")
     try:
-        preset(args.preset, **overrides)  # check the flags before the slow TensorFlow import
+        preset(args.preset or "default", **overrides)  # check the flags before the slow TensorFlow import
     except ValueError as e:  # hyper-parameter checks name their flag
         raise _usage_error(e) from None
     from .train import train
     train(run_dir, args.corpus or DEFAULT_CORPUS, args.preset, cache_dir=args.cache_dir,
-          verbose=2 if args.quiet else "auto", **overrides)
+          verbose=2 if args.quiet or not sys.stdout.isatty() else 1,  # 2: a line per epoch
+          **scale_options(args), **overrides)
 
 
 def run_sample(args):
+    from estella.runtime.sampling import check_settings
+
     from .sample import generate_text, load_reference
 
     if args.chars < 0:
         raise _usage_error(f"--chars must be >= 0, got {args.chars}")
-    if not args.temperature > 0:
-        raise _usage_error(f"--temperature must be > 0, got {args.temperature}")
+    check_settings(args.temperature)  # the runtime's rules, before the slow load
     if not args.prime:
         raise _usage_error("--prime must have at least one character")
     model, vocab, _ = load_reference(args.run_dir, batch_size=1)

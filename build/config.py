@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import math
 import os
 import platform
 
@@ -21,20 +22,22 @@ class HParams:
     validation_fraction: float = 0.1
     seed: int = 42
     steps_per_epoch: int | None = None  # None: one pass over the training text
+    validation_steps: int | None = None  # None: every window of the validation text; N: N batches spread over it
 
     def check(self):
         """Raise ValueError naming the flag and what is allowed."""
         for name in ("embedding_dim", "units", "seq_length", "batch_size", "epochs"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{_flag(name)} must be >= 1, got {getattr(self, name)}")
-        if not self.learning_rate > 0:
-            raise ValueError(f"--learning-rate must be > 0, got {self.learning_rate}")
+        if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
+            raise ValueError(f"--learning-rate must be a finite number > 0, got {self.learning_rate}")
         if self.patience < 0:
             raise ValueError(f"--patience must be >= 0, got {self.patience}")
         if not 0 < self.validation_fraction < 0.5:
             raise ValueError(f"--validation-fraction must be in (0, 0.5), got {self.validation_fraction}")
-        if self.steps_per_epoch is not None and self.steps_per_epoch < 1:
-            raise ValueError(f"--steps-per-epoch must be >= 1, got {self.steps_per_epoch}")
+        for name in ("steps_per_epoch", "validation_steps"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ValueError(f"--{_flag(name)} must be >= 1, got {getattr(self, name)}")
 
 
 PRESETS = {
@@ -81,10 +84,10 @@ def versions() -> dict:
     return out
 
 
-def save_config(path, preset_name, hp: HParams, vocab_size: int, corpus: dict):
+def save_config(path, preset_name, hp: HParams, vocab_size: int, corpus: dict, mixed_precision="off"):
     """`corpus`: source, path, sha256, and the character counts of the text and its two parts."""
     write_json(path, {"preset": preset_name, "hparams": dataclasses.asdict(hp), "vocab_size": vocab_size,
-                      "corpus": corpus, "versions": versions()})
+                      "corpus": corpus, "mixed_precision": mixed_precision, "versions": versions()})
 
 
 def load_config(run_dir) -> dict:

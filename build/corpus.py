@@ -33,7 +33,9 @@ def fetch(url: str, cache_dir: str | None = None) -> str:
     """Download `url` once into the cache (keras.utils.get_file, as the original did); return the path."""
     import keras  # only the download path needs Keras
 
-    name = os.path.basename(urllib.parse.urlparse(url).path) or "corpus.txt"
+    # The whole URL picks the cache entry: two books named book.txt on two hosts are two files.
+    name = (hashlib.sha256(url.encode()).hexdigest()[:16] + "-"
+            + (os.path.basename(urllib.parse.urlparse(url).path) or "corpus.txt"))
     cache_dir = os.path.abspath(cache_dir or os.environ.get("ESTELLA_CACHE", os.path.expanduser("~/.cache/estella")))
     os.makedirs(cache_dir, exist_ok=True)  # get_file silently falls back to /tmp/.keras otherwise
     try:
@@ -70,6 +72,9 @@ def load(source: str = DEFAULT_CORPUS, min_chars: int = 0, cache_dir: str | None
     text = strip_gutenberg(text.replace("\r\n", "\n"))
     if not text.strip():
         raise CorpusError(f"corpus {path} is empty")
+    if len(set(text)) < 2:
+        raise CorpusError(f"corpus {path} has only one distinct character ({text[0]!r}); a model needs at least two "
+                          "to choose between")
     if len(text) < min_chars:
         raise CorpusError(f"corpus {path} has {len(text)} characters; this setup needs at least {min_chars} "
                           "(a few sequences for training and validation): use a longer text or a smaller --seq-length")

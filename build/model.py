@@ -14,7 +14,8 @@ def build_model(vocab_size: int, embedding_dim: int, units: int, batch_size=None
     ids = keras.Input(batch_shape=(batch_size, seq_length), dtype="int32", name="ids")
     x = keras.layers.Embedding(vocab_size, embedding_dim, name="embedding")(ids)
     x = _gru(units)(x)
-    logits = keras.layers.Dense(vocab_size, name="logits")(x)
+    # float32 logits even under a mixed-precision policy: the softmax needs their full precision.
+    logits = keras.layers.Dense(vocab_size, name="logits", dtype="float32")(x)
     return keras.Model(ids, logits, name="estella")
 
 

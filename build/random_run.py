@@ -12,7 +12,7 @@ import numpy as np
 from .config import HParams, save_config
 from .fileio import atomic_path, write_json
 from .model import build_model
-from .train import new_state
+from .train import new_progress
 from .vocab import Vocab
 
 
@@ -39,5 +39,5 @@ def make_random_run(run_dir, vocab_chars, embedding_dim=256, units=1024, seed=0)
         "chars": 0, "train_chars": 0, "validation_chars": 0})
     with atomic_path(os.path.join(run_dir, "best.weights.h5")) as tmp:
         model.save_weights(tmp)
-    write_json(os.path.join(run_dir, "state.json"), new_state())
+    write_json(os.path.join(run_dir, "state.json"), new_progress())
     return run_dir

@@ -1,13 +1,17 @@
 """The Keras reference generator: rebuild a batch-1 model from a run's best weights and sample.
 
-It samples like the original chapter's generate_text (logits / temperature -> categorical),
-and it is the reference that the export stage checks every artifact against.
+It feeds the prime and then one character at a time like the original chapter's generate_text,
+and draws each character with the runtime's Sampler (the one sampler), so `estella sample` and
+`estella generate` write the same text for the same seed. The step model is the reference that
+the export stage checks every artifact against.
 """
 
 import os
 
 import keras
 import numpy as np
+
+from estella.runtime.sampling import Sampler
 
 from .config import load_config
 from .errors import RunError
@@ -28,18 +32,31 @@ def load_reference(run_dir, batch_size=None, weights="best.weights.h5"):
         trained.load_weights(path)
     except Exception as e:  # Keras raises ValueError or OSError by cause; both mean the same to a user
         raise RunError(f"cannot load {path} into a model of V={len(vocab)} E={hp.embedding_dim} "
-                       f"U={hp.units}: {e}") from None
+                       f"U={hp.units}: {e}{_fallback_hint(run_dir, path)}") from None
     step = build_step_model(len(vocab), hp.embedding_dim, hp.units, batch_size=batch_size)
     copy_weights(trained, step)
     return step, vocab, cfg
+
+
+def _fallback_hint(run_dir, path):
+    """Where best.weights.h5 is damaged, name the intact checkpoint it was copied from."""
+    from .train import CHECKPOINTS, read_progress, sha256_file
+
+    progress = read_progress(run_dir) or {}
+    name = progress.get("best_checkpoint")
+    source = os.path.join(run_dir, CHECKPOINTS, name) if name else None
+    if not source or os.path.abspath(source) == os.path.abspath(path) or not os.path.isfile(source):
+        return ""
+    if sha256_file(source) != progress.get("best_sha256"):
+        return ""
+    return f". The file is damaged; the best epoch's checkpoint {source} is intact: copy it over {path}"
 
 
 def generate_text(step_model, vocab, prime, n_chars=500, temperature=1.0, seed=None):
     """Feed the prime, then sample one character at a time from logits / temperature."""
     if not prime:
         raise ValueError("--prime must have at least one character")
-    if not temperature > 0:
-        raise ValueError(f"--temperature must be > 0, got {temperature}")
+    sampler = Sampler(temperature)  # checks the temperature: 0 is greedy, as in `estella generate`
     rng = np.random.default_rng(seed)
     units = step_model.get_layer("gru").units
     state = np.zeros((1, units), np.float32)
@@ -47,9 +64,7 @@ def generate_text(step_model, vocab, prime, n_chars=500, temperature=1.0, seed=N
     out = []
     for _ in range(n_chars):
         logits, state = (keras.ops.convert_to_numpy(t) for t in step_model([ids, state], training=False))
-        scaled = logits[0, -1].astype(np.float64) / temperature
-        p = np.exp(scaled - scaled.max())
-        next_id = rng.choice(len(p), p=p / p.sum())
+        next_id = sampler(logits[0, -1], rng)
         out.append(vocab.chars[next_id])
         ids = np.array([[next_id]], np.int32)
     return prime + "".join(out)

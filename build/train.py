@@ -1,17 +1,19 @@
-"""Training: Keras fit with Adam, a checkpoint per epoch, best weights, early stopping, resume.
+"""Training: Keras fit with Adam, a checkpoint per epoch, best weights, early stopping, exact resume.
 
 Run directory (runs/<name>/):
     config.json                        every hyper-parameter, the corpus and its sha256, versions
     vocab.json                         the vocabulary
-    checkpoints/epoch-003-val1.4321.weights.h5   one per epoch
-    best.weights.h5                    the weights with the lowest validation loss so far
-    last.keras                         model + optimizer after the last finished epoch (resume)
-    state.json                         epochs done, best epoch and loss, the history
+    checkpoints/epoch-003-val1.4321.weights.h5   weights and optimizer after each epoch
+    best.weights.h5                    a copy of the checkpoint with the lowest validation loss
+    state.json                         the run's progress: epochs done, best, what resume needs, history
     history.csv, history.png           loss per epoch, training and validation
+    .lock                              held by the one trainer (see runlock.py)
 Every file is written to a temp name and renamed, so a killed run loses at most the current epoch.
+state.json is written last each epoch: it is the one commit point, naming the checkpoint to resume from.
 """
 
 import csv
+import hashlib
 import io
 import json
 import math
@@ -22,52 +24,101 @@ import time
 import keras
 
 from . import config as config_mod
+from . import distribute as distribute_mod
+from . import precision
+from . import runlock
 from .corpus import load as load_corpus
 from .data import CharWindows, split, windows_needed
 from .errors import RunError
 from .fileio import atomic_path, write_atomic, write_json
+from .memmap_data import DiskWindows, open_prepared
 from .model import build_model
 from .vocab import Vocab
 
 NATS_TO_BITS = 1 / math.log(2)
+PROGRESS = "state.json"
+CHECKPOINTS = "checkpoints"
+# What a resumed run needs from Keras' callbacks: fit() resets them in on_train_begin.
+CARRIED = {"reduce_lr": ("wait", "best", "cooldown_counter"),
+           "early_stopping": ("wait", "best", "best_epoch", "stopped_epoch")}
 
 
 def bits_per_char(loss_nats: float) -> float:
     return loss_nats * NATS_TO_BITS
 
 
-class RunCheckpoint(keras.callbacks.Callback):
-    """Per epoch: the epoch's weights, the best weights, the resumable model, history and plot.
+def sha256_file(path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
-    Keras' ModelCheckpoint and BackupAndRestore write in place (a kill mid-write leaves a
-    broken file) and BackupAndRestore drops the optimizer state; this writes atomically.
+
+class RunCheckpoint(keras.callbacks.Callback):
+    """Per epoch: the epoch's checkpoint, the best weights, history and plot, then state.json.
+
+    Why not Keras' own: ModelCheckpoint writes in place, so a kill mid-write leaves a truncated
+    file under the final name; BackupAndRestore writes its weights and its epoch counter as two
+    files in place (a kill between them pairs one epoch's weights with another's counter) and
+    carries neither the data order nor the other callbacks' state; CSVLogger appends in place, so
+    an epoch redone after a kill is logged twice. Here each file goes to a temp name and is renamed,
+    and state.json, written last, names the checkpoint (weights + optimizer: Keras' save_weights
+    includes the optimizer) that resume loads, with its sha256. It also carries the state of
+    ReduceLROnPlateau and EarlyStopping (`carried`), restored in on_train_begin, so it must come
+    after them in the callback list.
+
+    An epoch whose loss is not finite (TerminateOnNaN stopped it) is not written: the last good
+    epoch stays the run's last and best, and `diverged` tells train() to fail.
     """
 
-    def __init__(self, run_dir, state):
+    def __init__(self, run_dir, progress, carried):
         super().__init__()
-        self.run_dir, self.state = run_dir, state
+        self.run_dir, self.progress, self.carried = run_dir, progress, carried
+        self.diverged = None
+
+    def on_train_begin(self, logs=None):
+        for name, callback in self.carried.items():
+            for attr, value in self.progress.get("callbacks", {}).get(name, {}).items():
+                setattr(callback, attr, value)
 
     def on_epoch_end(self, epoch, logs=None):
         logs = dict(logs or {})
-        val = float(logs["val_loss"])
-        row = {"epoch": epoch + 1, "loss": float(logs["loss"]), "val_loss": val,
-               "val_bpc": bits_per_char(val), "seconds": logs.get("seconds")}
+        loss, val = float(logs.get("loss", math.nan)), float(logs.get("val_loss", math.nan))
+        if not (math.isfinite(loss) and math.isfinite(val)):
+            self.diverged = {"epoch": epoch + 1, "loss": loss, "val_loss": val}
+            self.model.stop_training = True
+            return
+        progress = self.progress
         name = f"epoch-{epoch + 1:03d}-val{val:.4f}.weights.h5"
-        checkpoint = os.path.join(self.run_dir, "checkpoints", name)
+        checkpoint = os.path.join(self.run_dir, CHECKPOINTS, name)
         with atomic_path(checkpoint) as tmp:
             self.model.save_weights(tmp)
-        if self.state.get("best_val_loss") is None or val < self.state["best_val_loss"]:
+        digest = sha256_file(checkpoint)
+        if progress.get("best_val_loss") is None or val < progress["best_val_loss"]:
             with atomic_path(os.path.join(self.run_dir, "best.weights.h5")) as tmp:
                 shutil.copyfile(checkpoint, tmp)  # the same bytes: no second serialisation
-            self.state.update(best_val_loss=val, best_val_bpc=bits_per_char(val), best_epoch=epoch + 1,
-                              best_checkpoint=name)
-        with atomic_path(os.path.join(self.run_dir, "last.keras")) as tmp:
-            self.model.save(tmp)
-        self.state["history"].append(row)
-        self.state["epochs_done"] = epoch + 1
-        # state.json last: it is what resume trusts, and everything it names is on disk by now.
-        write_history(self.run_dir, self.state["history"])
-        write_json(os.path.join(self.run_dir, "state.json"), self.state)
+            progress.update(best_val_loss=val, best_val_bpc=bits_per_char(val), best_epoch=epoch + 1,
+                            best_checkpoint=name, best_sha256=digest)
+        optimizer = self.model.optimizer
+        progress.update(
+            epochs_done=epoch + 1, last_checkpoint=name, last_sha256=digest,
+            iterations=int(keras.ops.convert_to_numpy(optimizer.iterations)),
+            learning_rate=float(keras.ops.convert_to_numpy(optimizer.learning_rate)),
+            callbacks={key: {attr: _plain(getattr(cb, attr)) for attr in CARRIED[key]}
+                       for key, cb in self.carried.items()})
+        progress["history"].append({"epoch": epoch + 1, "loss": loss, "val_loss": val, "val_bpc": bits_per_char(val),
+                                    "learning_rate": logs.get("learning_rate"), "seconds": logs.get("seconds"),
+                                    "checkpoint": name, "sha256": digest})
+        write_history(self.run_dir, progress["history"])
+        write_json(os.path.join(self.run_dir, PROGRESS), progress)  # last: the commit point
+
+
+def _plain(value):
+    """Callback attributes are numpy or Python numbers (or None); JSON wants Python ones."""
+    if value is None or isinstance(value, (bool, int)):
+        return value
+    return float(value)
 
 
 class EpochTimer(keras.callbacks.Callback):
@@ -80,7 +131,8 @@ class EpochTimer(keras.callbacks.Callback):
 
 def write_history(run_dir, history):
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=["epoch", "loss", "val_loss", "val_bpc", "seconds"])
+    writer = csv.DictWriter(buf, fieldnames=["epoch", "loss", "val_loss", "val_bpc", "learning_rate", "seconds"],
+                            extrasaction="ignore")  # the checkpoint's name and hash stay in state.json
     writer.writeheader()
     writer.writerows(history)
     write_atomic(os.path.join(run_dir, "history.csv"), buf.getvalue().encode())
@@ -108,7 +160,7 @@ def plot_history(path, history):
 
 def clear_stale_temp_files(run_dir):
     """A killed run can leave the temp file of a write that never finished; it is never read."""
-    for folder in (run_dir, os.path.join(run_dir, "checkpoints")):
+    for folder in (run_dir, os.path.join(run_dir, CHECKPOINTS)):
         for name in os.listdir(folder) if os.path.isdir(folder) else []:
             if name.startswith(".tmp-"):
                 os.unlink(os.path.join(folder, name))
@@ -119,39 +171,122 @@ def compile_model(model, hp):
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
 
 
-def new_state():
+def new_progress():
     """state.json of a run with no finished epoch."""
     return {"epochs_done": 0, "best_val_loss": None, "history": []}
 
 
-def read_state(run_dir):
-    path = os.path.join(run_dir, "state.json")
-    if not os.path.exists(path):
+def read_progress(run_dir):
+    """The run's progress (state.json), or None if it has none. A damaged file is a RunError."""
+    path = os.path.join(run_dir, PROGRESS)
+    try:
+        with open(path, encoding="utf-8") as f:
+            progress = json.load(f)
+        if not (isinstance(progress, dict) and isinstance(progress.get("epochs_done"), int)
+                and isinstance(progress.get("history"), list)):
+            raise ValueError("it lacks epochs_done or history")
+        return progress
+    except FileNotFoundError:
         return None
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+    except (ValueError, UnicodeDecodeError) as e:
+        last = last_checkpoint_on_disk(run_dir)
+        raise RunError(f"{path} is damaged ({e}). It is written atomically, so something else changed it: restore "
+                       "it from a backup, or train a new run directory"
+                       + (f"; the last epoch's weights are intact in {last}" if last else "")) from None
 
 
-def train(run_dir, corpus_source, preset_name="default", cache_dir=None, verbose="auto", **overrides):
-    """Train a run, or continue it from its last finished epoch. Returns the run's state dict."""
-    state = read_state(run_dir)
-    resuming = state is not None and os.path.exists(os.path.join(run_dir, "last.keras"))
+def last_checkpoint_on_disk(run_dir):
+    folder = os.path.join(run_dir, CHECKPOINTS)
+    names = sorted(n for n in os.listdir(folder) if n.startswith("epoch-")) if os.path.isdir(folder) else []
+    return os.path.join(folder, names[-1]) if names else None
+
+
+def restore_model(run_dir, progress, hp, vocab_size):
+    """The model and optimizer as they were after the last finished epoch, checked against state.json."""
+    name = progress.get("last_checkpoint")
+    if not name:
+        raise RunError(f"{os.path.join(run_dir, PROGRESS)} names no checkpoint to resume from (a run made by an "
+                       "older estella): train a new run directory")
+    path = os.path.join(run_dir, CHECKPOINTS, name)
+    if not _intact(run_dir, name, progress.get("last_sha256")):
+        good = [row["checkpoint"] for row in progress["history"][:-1] if _intact(run_dir, row.get("checkpoint"), row.get("sha256"))]
+        fallback = (f"; the last good epoch checkpoint is {os.path.join(run_dir, CHECKPOINTS, good[-1])}: copy the "
+                    "run's files up to that epoch into a new run directory, or train a new one") if good else \
+            "; no earlier intact checkpoint is left: train a new run directory"
+        state = "damaged (its sha256 is not the one training recorded)" if os.path.isfile(path) else "missing"
+        raise RunError(f"cannot resume {run_dir}: {path} is {state}{fallback}")
+    model = build_model(vocab_size, hp.embedding_dim, hp.units)
+    compile_model(model, hp)
+    model.optimizer.build(model.trainable_variables)  # so that load_weights fills its slots too
+    model.load_weights(path)
+    # Verify that the optimizer came back with the model: its step count and learning rate.
+    iterations = int(keras.ops.convert_to_numpy(model.optimizer.iterations))
+    lr = float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))
+    if iterations != progress.get("iterations") or not math.isclose(lr, progress.get("learning_rate", -1), rel_tol=1e-6):
+        raise RunError(f"cannot resume {run_dir}: {path} holds an optimizer at step {iterations} with learning rate "
+                       f"{lr:g}, but state.json says step {progress.get('iterations')}, rate {progress.get('learning_rate')}")
+    return model
+
+
+def _intact(run_dir, name, sha256):
+    path = os.path.join(run_dir, CHECKPOINTS, name or "")
+    return bool(name) and os.path.isfile(path) and sha256_file(path) == sha256
+
+
+def train(run_dir, corpus_source, preset_name=None, cache_dir=None, verbose="auto", data_dir=None,
+          mixed_precision=None, distribute="none", **overrides):
+    """Train a run, or continue it exactly from its last finished epoch. Returns the run's progress dict.
+
+    preset_name None means the run's own preset on resume, "default" for a new run.
+    data_dir: a folder from `estella prepare`, read from disk instead of corpus_source.
+    mixed_precision: auto|off|bfloat16|float16 (build/precision.py); None: off, or a resumed run's own.
+    distribute: none|mirrored|multi-worker (build/distribute.py).
+    The chief holds the run's exclusive lock throughout: a second trainer on the same directory fails
+    at once (RunLocked). Other workers of a multi-worker run write nothing there, so take no lock."""
+    dist = distribute_mod.setup(distribute)  # first: a multi-worker strategy must start before TensorFlow runs
+    if not dist.is_chief:
+        return _train(run_dir, corpus_source, preset_name, cache_dir, verbose, data_dir, mixed_precision, dist, overrides)
+    with runlock.exclusive(run_dir):
+        return _train(run_dir, corpus_source, preset_name, cache_dir, verbose, data_dir, mixed_precision, dist, overrides)
+
+
+def _train(run_dir, corpus_source, preset_name, cache_dir, verbose, data_dir, mixed_precision, dist, overrides):
+    progress = read_progress(run_dir)
+    resuming = progress is not None and progress["epochs_done"] > 0
     if resuming:
         cfg = config_mod.load_config(run_dir)
         hp = cfg["hparams"]
         # Only the epoch count may change on resume; anything else would be another run.
         changed = {k: v for k, v in overrides.items() if v is not None and k != "epochs" and getattr(hp, k) != v}
+        if preset_name is not None and preset_name != cfg["preset"]:
+            changed["preset"] = preset_name
         if changed:
             raise RunError(f"{run_dir} was trained with other settings; cannot change {sorted(changed)} on resume "
                            "(train a new run directory instead)")
         if overrides.get("epochs"):
             hp.epochs = overrides["epochs"]
             hp.check()
+        preset_name = cfg["preset"]
+        saved_precision = cfg.get("mixed_precision", "off")
+        if mixed_precision not in (None, saved_precision):
+            raise RunError(f"{run_dir} was trained with --mixed-precision {saved_precision}; cannot change it to "
+                           f"{mixed_precision} on resume")
+        mixed_precision = saved_precision
     else:
+        preset_name = preset_name or "default"
         hp = config_mod.preset(preset_name, **overrides)
+    mixed_precision = precision.resolve(mixed_precision or "off")
 
-    corpus = load_corpus(corpus_source, min_chars=4 * windows_needed(hp.seq_length, 1), cache_dir=cache_dir)
-    vocab = Vocab.from_text(corpus.text)
+    if data_dir:
+        prepared = open_prepared(data_dir)
+        corpus_source, vocab, corpus_entry = data_dir, prepared.vocab, prepared.corpus_entry()
+        train_ids, val_ids = prepared.train, prepared.val
+    else:
+        corpus = load_corpus(corpus_source, min_chars=4 * windows_needed(hp.seq_length, 1), cache_dir=cache_dir)
+        vocab = Vocab.from_text(corpus.text)
+        train_ids, val_ids = split(vocab.encode(corpus.text), hp.validation_fraction)
+        corpus_entry = {"source": corpus.source, "path": corpus.path, "sha256": corpus.sha256,
+                        "chars": len(corpus.text), "train_chars": len(train_ids), "validation_chars": len(val_ids)}
     if resuming:
         saved = Vocab.load(os.path.join(run_dir, "vocab.json"))
         if saved != vocab:
@@ -159,11 +294,10 @@ def train(run_dir, corpus_source, preset_name="default", cache_dir=None, verbose
             raise RunError(f"corpus {corpus_source} does not match the vocabulary of {run_dir} "
                            f"(new characters: {extra!r}, characters it lacks: {missing!r}); "
                            "train a new run for another corpus")
-        if cfg["corpus"]["sha256"] != corpus.sha256:
+        if cfg["corpus"]["sha256"] != corpus_entry["sha256"]:
             print(f"warning: corpus {corpus_source} differs from the one {run_dir} started with "
                   "(same vocabulary, so training continues)")
 
-    train_ids, val_ids = split(vocab.encode(corpus.text), hp.validation_fraction)
     need = windows_needed(hp.seq_length, hp.batch_size)
     for part, ids, flag in (("training", train_ids, "--batch-size"), ("validation", val_ids, "--validation-fraction")):
         if len(ids) < need + hp.seq_length:
@@ -171,40 +305,71 @@ def train(run_dir, corpus_source, preset_name="default", cache_dir=None, verbose
                            f"({need + hp.seq_length} at --seq-length {hp.seq_length}, --batch-size "
                            f"{hp.batch_size}): use a longer corpus or a smaller {flag} / --seq-length")
     keras.utils.set_random_seed(hp.seed)
-    train_data = CharWindows(train_ids, hp.seq_length, hp.batch_size, shuffle=True, seed=hp.seed,
+    window_kind = DiskWindows if data_dir else CharWindows  # a prepared corpus stays on disk
+    train_data = window_kind(train_ids, hp.seq_length, hp.batch_size, shuffle=True, seed=hp.seed,
                              steps_per_epoch=hp.steps_per_epoch, workers=1)
-    val_data = CharWindows(val_ids, hp.seq_length, hp.batch_size, shuffle=False)
+    val_data = DiskWindows(val_ids, hp.seq_length, hp.batch_size, shuffle=False, steps_per_epoch=hp.validation_steps)
 
-    os.makedirs(run_dir, exist_ok=True)
-    if resuming:
+    if dist.is_chief:  # other workers of a multi-worker run write nothing
+        os.makedirs(run_dir, exist_ok=True)
         clear_stale_temp_files(run_dir)
-        model = keras.models.load_model(os.path.join(run_dir, "last.keras"))
-        initial_epoch = state["epochs_done"]
-        print(f"resuming {run_dir} after epoch {initial_epoch} (best val_loss {state['best_val_loss']:.4f})")
-    else:
-        config_mod.save_config(os.path.join(run_dir, "config.json"), preset_name, hp, len(vocab), corpus={
-            "source": corpus.source, "path": corpus.path, "sha256": corpus.sha256, "chars": len(corpus.text),
-            "train_chars": len(train_ids), "validation_chars": len(val_ids)})
-        vocab.save(os.path.join(run_dir, "vocab.json"))
-        model = build_model(len(vocab), hp.embedding_dim, hp.units)
-        compile_model(model, hp)
-        state = new_state()
-        initial_epoch = 0
+    with dist.scope(), precision.policy(mixed_precision):
+        if resuming:
+            model = restore_model(run_dir, progress, hp, len(vocab))
+            initial_epoch = progress["epochs_done"]
+            print(f"resuming {run_dir} after epoch {initial_epoch} (best val_loss {progress['best_val_loss']:.4f})")
+        else:
+            if dist.is_chief:
+                config_mod.save_config(os.path.join(run_dir, "config.json"), preset_name, hp, len(vocab),
+                                       corpus=corpus_entry, mixed_precision=mixed_precision)
+                vocab.save(os.path.join(run_dir, "vocab.json"))
+            model = build_model(len(vocab), hp.embedding_dim, hp.units)
+            compile_model(model, hp)
+            progress = new_progress()
+            initial_epoch = 0
     if initial_epoch >= hp.epochs:
         print(f"{run_dir} already has {initial_epoch} epochs (--epochs {hp.epochs}); nothing to do")
-        return state
+        return progress
 
     print(f"training {run_dir}: V={len(vocab)} E={hp.embedding_dim} U={hp.units} "
           f"params={model.count_params():,} train={len(train_ids):,} chars val={len(val_ids):,} chars "
-          f"steps/epoch={len(train_data)} backend={keras.backend.backend()}", flush=True)
-    callbacks = [EpochTimer(),
-                 # Halve the step size when validation stalls: cheaper than stopping early.
-                 keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=1,
-                                                   min_lr=hp.learning_rate / 16, verbose=1),
-                 RunCheckpoint(run_dir, state),
-                 keras.callbacks.EarlyStopping(monitor="val_loss", patience=hp.patience)]
-    model.fit(train_data, validation_data=val_data, epochs=hp.epochs, initial_epoch=initial_epoch,
-              callbacks=callbacks, verbose=verbose)
-    print(f"best: epoch {state['best_epoch']}, val_loss {state['best_val_loss']:.4f} nats "
-          f"= {state['best_val_bpc']:.3f} bits/char -> {os.path.join(run_dir, 'best.weights.h5')}")
-    return state
+          f"steps/epoch={len(train_data)} backend={keras.backend.backend()} precision={mixed_precision} "
+          f"distribute={dist.describe()}", flush=True)
+    # Halve the step size when validation stalls: cheaper than stopping early.
+    reduce_lr = keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=1,
+                                                  min_lr=hp.learning_rate / 16, verbose=1)
+    early_stopping = keras.callbacks.EarlyStopping(monitor="val_loss", patience=hp.patience)
+    checkpoint = RunCheckpoint(dist.checkpoint_dir(run_dir), progress, {"reduce_lr": reduce_lr, "early_stopping": early_stopping})
+    callbacks = [keras.callbacks.LambdaCallback(on_epoch_begin=lambda epoch, logs=None: train_data.set_epoch(epoch)),
+                 keras.callbacks.TerminateOnNaN(), EpochTimer(), reduce_lr, early_stopping, checkpoint]
+    try:
+        # shuffle=False: the data shuffles itself by epoch; Keras would reorder its batches with Python's
+        # global random, which a resumed run cannot replay.
+        with dist.fitting(model):
+            model.fit(train_data, validation_data=val_data, epochs=hp.epochs, initial_epoch=initial_epoch,
+                      callbacks=callbacks, verbose=verbose, shuffle=False)
+    finally:
+        dist.close()
+        if progress["epochs_done"] == 0 and dist.is_chief:
+            forget_unfinished_run(run_dir)
+    if not dist.is_chief:
+        return progress
+    if checkpoint.diverged:
+        d = checkpoint.diverged
+        kept = (f"{run_dir} keeps epoch {progress['epochs_done']} as its last and epoch {progress['best_epoch']} "
+                f"(val_loss {progress['best_val_loss']:.4f}) as its best" if progress["epochs_done"]
+                else "no epoch finished, so nothing was kept")
+        raise RunError(f"training diverged in epoch {d['epoch']}: the loss became {d['loss']} (val_loss "
+                       f"{d['val_loss']}); {kept}. Train a new run with a lower --learning-rate")
+    print(f"best: epoch {progress['best_epoch']}, val_loss {progress['best_val_loss']:.4f} nats "
+          f"= {progress['best_val_bpc']:.3f} bits/char -> {os.path.join(run_dir, 'best.weights.h5')}")
+    return progress
+
+
+def forget_unfinished_run(run_dir):
+    """A run that ends before its first epoch keeps nothing: a rerun then starts clean, with any corpus."""
+    for name in ("config.json", "vocab.json", PROGRESS):
+        path = os.path.join(run_dir, name)
+        if os.path.exists(path):
+            os.unlink(path)
+    clear_stale_temp_files(run_dir)

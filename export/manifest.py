@@ -16,6 +16,12 @@ def model_section(vocab, V, E, U) -> dict:
         "layers": ["embedding", "gru", "dense"],
         "gru": {"gate_order": ["z", "r", "h"], "reset_after": True,
                 "activation": "tanh", "recurrent_activation": "sigmoid"},
+        # The step graphs gather one row of this table per character (export/stepgraph.py);
+        # weights.npz keeps the unfolded arrays.
+        "input_table": {"folded": True, "shape": [V, 3 * U],
+                        "value": "embedding @ gru_kernel + gru_bias[0], computed in float64, stored float32",
+                        "int8": {"tflite": "int8, per tensor (the converter quantizes the gather)",
+                                 "onnx": "float32 (quantize_dynamic on MatMul only)"}},
     }
 
 
@@ -50,7 +56,8 @@ def list_files(export_dir, path) -> list:
              "sha256": file_sha256(os.path.join(export_dir, p))} for p in found]
 
 
-def provenance(run_dir, cfg, run_state) -> dict:
+def provenance(run_dir, cfg, run_state, validation_text=None) -> dict:
+    """validation_text: where the run's validation text lies in the corpus file (export/validation.py), or None."""
     best = (run_state or {}).get("best_val_loss")
     return {
         "run": os.path.abspath(run_dir),
@@ -61,6 +68,7 @@ def provenance(run_dir, cfg, run_state) -> dict:
         "best_epoch": (run_state or {}).get("best_epoch"),
         "validation_loss": best,
         "validation_bpc": (run_state or {}).get("best_val_bpc"),
+        "validation_text": validation_text,
         "versions": versions(),
         "created": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }

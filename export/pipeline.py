@@ -2,22 +2,28 @@
 
 A failure at any point removes the temp folder and leaves the target as it was: no half export
 is ever visible, and an old export is only replaced (with --force) once the new one has passed.
+The temp folder (.export-tmp-PID-*) holds a file named INCOMPLETE until just before the rename and
+gets its manifest.json last, so a folder left by a killed export is never loadable; the next export
+into the same parent removes such folders once their process is gone.
 """
 
+import math
 import os
 import shutil
 import tempfile
 
+from estella.build import runlock
 from estella.build.sample import load_reference
-from estella.build.train import read_state
+from estella.build.train import read_progress
 from estella.runtime.manifest import MANIFEST
 
 from . import manifest as manifest_mod
 from .errors import ExportError
 from .onnx import write_onnx, write_onnx_int8
-from .parity import PRIME_STEPS, Reference, check_export, prime_ids
+from .parity import PRIME_STEPS, KerasReference, bpc_section, check_export, prime_ids
 from .savedmodel import SAVED_MODEL_DIR, write_saved_model
 from .tflite import write_tflite
+from .validation import validation_text
 from .weights import dims, save_weights_npz, weights_from_model
 
 # name, format, precision, path, batch, time (None: dynamic) -- the table in FORMAT.md.
@@ -29,6 +35,8 @@ ARTIFACTS = (
     ("onnx-int8", "onnx", "int8", "model.int8.onnx", None, 1),
     ("numpy-float32", "numpy", "float32", "weights.npz", None, None),
 )
+TMP_PREFIX = ".export-tmp-"
+INCOMPLETE = "INCOMPLETE"  # the runtime refuses a folder holding this file
 
 
 def default_out(run_dir):
@@ -39,17 +47,18 @@ def export_run(run_dir, out_dir=None, force=False, prime_steps=PRIME_STEPS, log=
     """Write the export folder for a run; return its manifest. Raises EstellaError for bad input."""
     out_dir = os.path.abspath(out_dir or default_out(run_dir))
     check_target(out_dir, force)
-    step_model, vocab, cfg = load_reference(run_dir)
+    check_writable(out_dir)  # before the model loads, which takes a while
+    with runlock.shared(run_dir):  # a trainer holds it exclusively: the run is never read mid-epoch
+        progress = read_progress(run_dir)
+        check_finite_best(run_dir, progress)
+        step_model, vocab, cfg = load_reference(run_dir)
     weights = weights_from_model(step_model)
     V, E, U = dims(weights)
     if V != len(vocab) or cfg.get("vocab_size", V) != V:
         raise ExportError(f"{run_dir}: vocab.json has {len(vocab)} characters, config.json says "
                           f"{cfg.get('vocab_size')}, the weights have {V}: the run is inconsistent")
 
-    parent = os.path.dirname(out_dir)
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=".export-tmp-", dir=parent)
-    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private; the export is an ordinary folder
+    tmp = make_temp_dir(out_dir)
     try:
         log(f"exporting {run_dir} (V={V} E={E} U={U}) into {out_dir}")
         save_weights_npz(os.path.join(tmp, "weights.npz"), weights)
@@ -60,32 +69,93 @@ def export_run(run_dir, out_dir=None, force=False, prime_steps=PRIME_STEPS, log=
         write_onnx_int8(os.path.join(tmp, "model.onnx"), os.path.join(tmp, "model.int8.onnx"))
 
         artifacts = [manifest_mod.artifact_entry(tmp, *row, V=V, U=U) for row in ARTIFACTS]
+        val_ids, val_named = validation_text(cfg, vocab)
         manifest = manifest_mod.new_manifest(vocab, V, E, U, artifacts,
-                                             manifest_mod.provenance(run_dir, cfg, read_state(run_dir)))
-        manifest_mod.write_manifest(tmp, manifest)  # the runtime's loaders read it during the check
+                                             manifest_mod.provenance(run_dir, cfg, progress, val_named))
 
         log(f"checking parity against the Keras reference ({prime_steps} fed-back steps)")
-        reference = Reference(step_model)
-        prime, prime_source = prime_ids(reference, cfg, vocab, prime_steps)
+        reference = KerasReference(step_model, vocab.chars)
+        prime, prime_source = prime_ids(reference, val_ids, cfg["corpus"].get("path"), prime_steps)
         manifest["parity"] = check_export(tmp, manifest, reference, prime, prime_source)
-        manifest_mod.write_manifest(tmp, manifest)
+        if val_ids is not None:
+            log(f"measuring bits per character on {len(val_ids)} characters of the validation text")
+        manifest["parity"]["bpc"] = bpc_section(tmp, manifest, val_ids, f"validation text of {cfg['corpus'].get('path')}")
+        manifest_mod.write_manifest(tmp, manifest)  # last: a folder without it is not an export
+        os.remove(os.path.join(tmp, INCOMPLETE))
         replace_dir(tmp, out_dir, force)
     finally:
         if os.path.exists(tmp):
             shutil.rmtree(tmp)
+    bpc = (manifest["parity"]["bpc"] or {}).get("artifacts", {})
     for artifact in manifest["artifacts"]:
         numbers = manifest["parity"]["artifacts"][artifact["name"]]
         size = sum(f["bytes"] for f in artifact["files"])
-        log(f"  {artifact['name']:<19} {size / 1e6:8.2f} MB  " + summary(numbers))
+        log(f"  {artifact['name']:<19} {size / 1e6:8.2f} MB  " + summary(numbers, bpc.get(artifact["name"])))
     log(f"wrote {out_dir}")
     return manifest
 
 
-def summary(numbers) -> str:
-    one, prime = numbers["one_step"], numbers["prime"]
-    return (f"one step: dlogits {one['max_abs_logits']:.2e} dstate {one['max_abs_state']:.2e}; "
-            f"{prime['steps']} steps: dlogits {prime['max_abs_logits']:.2e} dstate {prime['max_abs_state']:.2e} "
-            f"top-1 {prime['top1_agreement']:.1%}")
+def check_finite_best(run_dir, progress):
+    best = (progress or {}).get("best_val_loss")
+    if best is not None and not (isinstance(best, (int, float)) and math.isfinite(best)):
+        raise ExportError(f"{run_dir}: its best validation loss is {best!r}, not a finite number, so its weights are "
+                          "not a trained model; train the run again (with a lower --learning-rate)")
+
+
+def check_writable(out_dir):
+    """Exit 2 naming the path if --out lies under a regular file, or where folders cannot be made;
+    then clear what killed exports left in the parent."""
+    parent = os.path.dirname(out_dir)
+    existing = parent
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise ExportError(f"cannot write --out {out_dir}: {existing} is a file, not a folder")
+    try:
+        os.makedirs(parent, exist_ok=True)
+        os.rmdir(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{os.getpid()}-", dir=parent))
+        remove_stale_temps(parent)
+    except OSError as e:
+        raise ExportError(f"cannot write --out {out_dir}: {e.strerror} ({e.filename or parent})") from None
+
+
+def make_temp_dir(out_dir):
+    """The temp folder beside out_dir, marked INCOMPLETE until the export is done."""
+    parent = os.path.dirname(out_dir)
+    tmp = tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{os.getpid()}-", dir=parent)
+    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private; the export is an ordinary folder
+    with open(os.path.join(tmp, INCOMPLETE), "w", encoding="utf-8") as f:
+        f.write("estella export is writing this folder; it is not an export until it is renamed\n")
+    return tmp
+
+
+def remove_stale_temps(parent):
+    """Remove .export-tmp-PID-* folders that an export left behind when it was killed: only folders
+    still marked INCOMPLETE (ours, unfinished) whose process is gone, so a running export keeps its own."""
+    for name in os.listdir(parent):
+        path = os.path.join(parent, name)
+        pid = name[len(TMP_PREFIX):].split("-", 1)[0]
+        if (name.startswith(TMP_PREFIX) and pid.isdigit() and not os.path.islink(path)
+                and os.path.isfile(os.path.join(path, INCOMPLETE)) and not _running(int(pid))):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _running(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def summary(numbers, bpc=None) -> str:
+    one_logits = max(numbers["zero_dlogits"], numbers["random_dlogits"])
+    one_state = max(numbers["zero_dstate"], numbers["random_dstate"])
+    return (f"one step: dlogits {one_logits:.2e} dstate {one_state:.2e}; "
+            f"{numbers['steps']} steps: dlogits {numbers['text_dlogits']:.2e} dstate {numbers['text_dstate']:.2e} "
+            f"top-1 {numbers['top1']:.1%}" + (f"; {bpc:.4f} bpc" if bpc is not None else ""))
 
 
 def check_target(out_dir, force):

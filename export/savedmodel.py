@@ -7,6 +7,9 @@ Signatures:
 tutorial's OneStep did, so that a TF Serving client can generate without numpy. It is stateless:
 the same seed gives the same draw, so a client passes a new seed (say base + step) each call.
 
+Both run the folded input table (stepgraph.py): its variables are input_table, gru_recurrent_kernel,
+gru_recurrent_bias, dense_kernel and dense_bias.
+
 A plain tf.Module rather than keras.export.ExportArchive, which stores every weight twice
 (keras-team/keras#23553: twice the file size, and twice the memory in TF Serving).
 """
@@ -15,15 +18,15 @@ import os
 
 import tensorflow as tf
 
-from .stepgraph import gru_sequence
+from .stepgraph import graph_weights, gru_sequence
 
 SAVED_MODEL_DIR = os.path.join("saved_model", "1")  # TF Serving loads <model>/<version>/
 
 
 class StepModule(tf.Module):
-    def __init__(self, weights):
+    def __init__(self, weights, fold=True):
         super().__init__(name="estella_step")
-        self.weights = {k: tf.Variable(v, trainable=False, name=k) for k, v in weights.items()}
+        self.weights = {k: tf.Variable(v, trainable=False, name=k) for k, v in graph_weights(weights, fold).items()}
         units = weights["gru_recurrent_kernel"].shape[0]
         ids = tf.TensorSpec([None, None], tf.int32, name="ids")
         state = tf.TensorSpec([None, units], tf.float32, name="state")
@@ -42,6 +45,6 @@ class StepModule(tf.Module):
         return {"next_ids": next_ids, "new_state": new_state}
 
 
-def write_saved_model(weights, path):
-    module = StepModule(weights)
+def write_saved_model(weights, path, fold=True):
+    module = StepModule(weights, fold)
     tf.saved_model.save(module, path, signatures={"serving_default": module.step, "sample": module.sample})

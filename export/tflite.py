@@ -18,9 +18,9 @@ _OP_NAMES = {code: name for name, code in vars(schema.BuiltinOperator).items() i
 _BUILTIN_NAMES = set(_OP_NAMES.values()) - {"CUSTOM"}
 
 
-def convert_step(weights, int8=False) -> bytes:
+def convert_step(weights, int8=False, fold=True) -> bytes:
     # Batch dynamic in the graph (the runtime resizes it for several streams); the file's shape is 1.
-    step = step_function(weights, batch_size=None).get_concrete_function()
+    step = step_function(weights, batch_size=None, fold=fold).get_concrete_function()
     converter = tf.lite.TFLiteConverter.from_concrete_functions([step], tf.Module())
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     if int8:
@@ -50,8 +50,9 @@ def check_builtin_only(model_bytes, label):
                           f"(all ops: {sorted(set(names))})")
 
 
-def write_tflite(weights, path, int8=False):
-    model_bytes = convert_step(weights, int8=int8)
+def write_tflite(weights, path, int8=False, fold=True):
+    """fold=False: the unfolded graph, for the bench's baseline only."""
+    model_bytes = convert_step(weights, int8=int8, fold=fold)
     check_builtin_only(model_bytes, path)
     with open(path, "wb") as f:
         f.write(model_bytes)

@@ -4,6 +4,7 @@ stages; `estella --help` still lists every command from the table below."""
 
 import argparse
 import importlib
+import importlib.util
 import os
 import sys
 
@@ -12,7 +13,7 @@ from .errors import EstellaError
 # command -> (module whose add_parser(subparsers) defines it, one line of help, pip extra it needs)
 COMMANDS = {
     "train": ("estella.build.cli", "train a model on a corpus (or resume a run)", "train"),
-    "prepare": ("estella.build.cli", "turn text files into a prepared corpus for training at scale", "train"),
+    "prepare": ("estella.build.prepare_cli", "turn text files into a prepared corpus for training at scale", "train"),
     "sample": ("estella.build.cli", "sample text from a run with the Keras reference model", "train"),
     "export": ("estella.export.cli", "write SavedModel, TFLite, ONNX and numpy artifacts of a run", "train"),
     "generate": ("estella.runtime.commands", "write text with an exported model (no TensorFlow needed)", None),
@@ -24,6 +25,10 @@ COMMANDS = {
 # Libraries whose absence means "install the extra", not a bug.
 EXTRA_LIBRARIES = ("tensorflow", "keras", "tf2onnx", "onnx", "matplotlib", "fastapi", "uvicorn",
                    "starlette", "prometheus_client", "jax")
+# What an extra must bring for its commands to run at all; checked before the command starts, so
+# that a runtime-only install refuses `estella bench` at once rather than running part of it.
+EXTRA_NEEDS = {"train": ("tensorflow", "keras"), "serve": ("fastapi", "uvicorn")}
+SIGPIPE_EXIT = 141  # 128 + SIGPIPE: what a shell reports for `cat` when the reader of its pipe went away
 
 
 def make_parser(command=None):
@@ -39,6 +44,17 @@ def make_parser(command=None):
     return parser
 
 
+def missing_library(extra):
+    """The first library the extra brings that is not installed, or None."""
+    for name in EXTRA_NEEDS.get(extra, ()):
+        try:
+            if importlib.util.find_spec(name) is None:
+                return name
+        except (ImportError, ValueError):  # ValueError: hidden (sys.modules[name] is None)
+            return name
+    return None
+
+
 def main(argv=None):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter hides our output
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -48,8 +64,19 @@ def main(argv=None):
         args = parser.parse_args(argv)
         if not hasattr(args, "handler"):  # a command this install lacks (its module defines no parser)
             raise ModuleNotFoundError(name=COMMANDS[args.command][0])
+        missing = missing_library(COMMANDS[args.command][2])
+        if missing:
+            raise ModuleNotFoundError(name=missing)
         return args.handler(args) or 0
+    except BrokenPipeError:
+        # The reader went away (`estella generate ... | head`): stop quietly, as Unix tools do. Point
+        # stdout at /dev/null so that Python's own flush at exit does not fail again (Python docs,
+        # "Note on SIGPIPE").
+        discard_stdout()
+        return SIGPIPE_EXIT
     except EstellaError as e:
+        if getattr(e, "discard_stdout", False):
+            discard_stdout()
         print(f"estella {command}: error: {e}", file=sys.stderr)
         return 2
     except ModuleNotFoundError as e:
@@ -63,6 +90,15 @@ def main(argv=None):
     except KeyboardInterrupt:
         print(f"estella {command}: interrupted", file=sys.stderr)
         return 130
+
+
+def discard_stdout():
+    """Send what is left in stdout's buffer, and anything later, to /dev/null."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # no real file descriptor (a test's captured stdout)
+        pass
 
 
 if __name__ == "__main__":

@@ -1,8 +1,19 @@
-"""`estella generate` and `estella inspect`: the runtime's commands. Neither imports TensorFlow
-(except --backend savedmodel, which needs it)."""
+"""`estella generate` and `estella inspect`: the runtime's commands. Neither imports TensorFlow,
+except to load a SavedModel: `generate --backend savedmodel`, and `inspect` where TensorFlow is installed."""
 
 import sys
 import time
+
+from .backends import BACKENDS, PRECISIONS
+from .errors import EstellaError
+
+
+class OutputError(EstellaError):
+    """Standard output cannot take the text: a full disk, a closed file, or an encoding without its characters."""
+
+    def __init__(self, message, discard_stdout=False):
+        super().__init__(message)
+        self.discard_stdout = discard_stdout  # what is left in the buffer cannot be written either
 
 
 def add_parser(subparsers):
@@ -17,17 +28,20 @@ def add_parser(subparsers):
     p.add_argument("--top-p", type=float, default=None, help="sample among the likeliest characters whose "
                                                              "probability adds up to P (nucleus)")
     p.add_argument("--seed", type=int, default=None, help="seed for the sampler: the same seed gives the same text")
-    p.add_argument("--backend", default="auto", help="auto (the fastest installed), tflite, onnx, numpy, savedmodel")
-    p.add_argument("--precision", default="float32", help="float32 (or float), int8")
-    p.add_argument("--stream", action="store_true", help="print characters as they are produced")
-    p.add_argument("--num-samples", type=int, default=1, help="texts to write, as one batch (seeds S, S+1, ...)")
+    p.add_argument("--backend", default="auto", choices=["auto", *BACKENDS],
+                   help="auto (the fastest installed: tflite, onnx, then numpy), or one backend")
+    p.add_argument("--precision", default="float32", choices=list(PRECISIONS), help="float32 (or float), int8")
+    p.add_argument("--stream", action="store_true", help="print characters as they are produced (one text only)")
+    p.add_argument("--num-samples", type=int, default=1,
+                   help="texts to write, as one batch (seeds S, S+1, ...; at most 4096)")
     p.add_argument("--stop", action="append", default=None, metavar="STR",
                    help="stop a text once it ends with STR (kept in the output); may be given more than once")
     p.add_argument("--stats", action="store_true", help="print chars/s and µs per character to stderr")
     p.add_argument("--verbose", action="store_true", help="say which backend and artifact run")
     p.add_argument("--no-echo", dest="echo", action="store_false", help="do not print the prime")
     p.add_argument("--skip-unknown", action="store_true", help="drop prime characters outside the vocabulary")
-    p.add_argument("--threads", type=int, default=None, help="interpreter threads (tflite, onnx; default: one per core)")
+    p.add_argument("--threads", type=int, default=None, help="threads per step, at most the number of cores "
+                   "(default: one per core for tflite and onnx, one for numpy's BLAS)")
     p.set_defaults(handler=generate)
 
     p = subparsers.add_parser("inspect", help="print an export's manifest: vocabulary, shapes, artifacts, parity",
@@ -38,15 +52,14 @@ def add_parser(subparsers):
 
 
 def generate(args):
-    from .errors import EstellaError
     from .generator import Generator
 
     if args.num_samples < 1:
         raise EstellaError(f"--num-samples must be >= 1, got {args.num_samples}")
-    if args.threads is not None and args.threads < 1:
-        raise EstellaError(f"--threads must be >= 1, got {args.threads}")
-    options = {"num_threads": args.threads} if args.threads else {}
-    gen = Generator.load(args.export_dir, backend=args.backend, precision=args.precision, **options)
+    if args.stream and args.num_samples > 1:
+        raise EstellaError(f"--stream writes one text as it is made; with --num-samples {args.num_samples} leave "
+                           "out --stream (the texts are written when they are done)")
+    gen = Generator.load(args.export_dir, backend=args.backend, precision=args.precision, num_threads=args.threads)
     if args.verbose:
         b = gen.backend
         print(f"backend: {b.name} {b.precision} ({'chosen by auto: ' if args.backend == 'auto' else ''}"
@@ -55,27 +68,27 @@ def generate(args):
                     stop=args.stop, echo=args.echo, skip_unknown=args.skip_unknown)
     primes = [args.prime] * args.num_samples
     steps = gen.stream_many(primes, args.chars, **settings)  # checks every setting before any work
-    out = sys.stdout
+    out = Output(sys.stdout)
     start, produced = time.perf_counter(), 0
     texts = [[] for _ in primes]
     prime_len = len(gen.encode(args.prime, args.skip_unknown)[0]) if args.echo else 0
     for n, chars in enumerate(steps):
         if n >= prime_len:
             produced += sum(1 for c in chars if c)
-        if args.stream and args.num_samples == 1:
-            out.write(chars[0])
-            out.flush()
+        if args.stream:
+            out.write(chars[0], flush=True)
         else:
             for text, ch in zip(texts, chars):
                 text.append(ch)
     elapsed = time.perf_counter() - start
-    if not (args.stream and args.num_samples == 1):
+    if not args.stream:
         for i, text in enumerate(texts):
             if args.num_samples > 1:
                 out.write(f"--- sample {i + 1} (seed {args.seed + i if args.seed is not None else 'random'}) ---\n")
             out.write("".join(text) + "\n")
     else:
         out.write("\n")
+    out.flush()
     if args.stats:
         per_char = elapsed / max(produced, 1)
         print(f"{gen.backend.name} {gen.backend.precision}: {produced} chars in {elapsed:.3f} s, "
@@ -83,41 +96,98 @@ def generate(args):
               f"(batch {args.num_samples}, prime {len(args.prime)} chars included in the time)", file=sys.stderr)
 
 
+class Output:
+    """stdout for the text, with its failures as OutputError (exit 2 with a message): a full disk
+    (/dev/full) or an encoding that cannot show a character. A closed pipe stays BrokenPipeError,
+    which the CLI turns into a quiet exit."""
+
+    def __init__(self, stream):
+        self.stream = stream
+
+    def write(self, text, flush=False):
+        try:
+            self.stream.write(text)
+            if flush:
+                self.stream.flush()
+        except UnicodeEncodeError as e:
+            raise OutputError(f"standard output's encoding ({e.encoding}) cannot show {e.object[e.start:e.end]!r}: "
+                              "use a UTF-8 locale or set PYTHONIOENCODING=utf-8") from None
+        except BrokenPipeError:
+            raise
+        except OSError as e:
+            raise OutputError(f"cannot write the text to standard output: {e.strerror or e}",
+                              discard_stdout=True) from None
+
+    def flush(self):
+        self.write("", flush=True)
+
+
 def inspect(args):
+    """Print the manifest; exit 2 on anything generate would refuse. With verification (the default),
+    every file's size and sha256 is checked, and each step artifact whose interpreter is installed is
+    loaded and its shapes checked against the manifest; the output says which were, and which not."""
     import os
 
+    from .backends import open_backend
+    from .errors import MissingDependency
     from .manifest import load_manifest
 
-    m = load_manifest(args.export_dir, verify=args.verify)
+    m = load_manifest(args.export_dir, verify=args.verify)  # structure and paths always; sha256 with verify
     model = m["model"]
-    print(f"export: {os.path.abspath(args.export_dir)} (schema {m['schema_version']}, {m.get('kind', '?')})"
-          + (", files verified" if args.verify else ""))
-    vocab = "".join(model.get("vocab", []))
-    print(f"model: vocab_size={model.get('vocab_size')} embedding_dim={model.get('embedding_dim')} "
-          f"units={model.get('units')} layers={'/'.join(model.get('layers', []))}")
-    print(f"vocab: {vocab!r}")
-    if "state" in m:
-        print(f"state: {m['state'].get('name')} {m['state'].get('shape')} {m['state'].get('dtype')} "
-              f"initial={m['state'].get('initial')}")
+    print(f"export: {os.path.abspath(args.export_dir)} (schema {m['schema_version']}, {m.get('kind', '?')})")
+    print(f"model: vocab_size={model['vocab_size']} embedding_dim={model.get('embedding_dim')} "
+          f"units={model['units']} layers={'/'.join(map(str, model.get('layers', [])))}")
+    print(f"vocab: {''.join(model['vocab'])!r}")
+    state = m.get("state")
+    if isinstance(state, dict):
+        print(f"state: {state.get('name')} {state.get('shape')} {state.get('dtype')} initial={state.get('initial')}")
     print("artifacts:")
+    backend_of_format = {fmt: name for name, (_, _, fmt) in BACKENDS.items()}
+    loaded, not_loaded, refused = [], [], []
     for a in m["artifacts"]:
-        size = sum(f["bytes"] for f in a.get("files", []))
-        shapes = lambda specs: ", ".join(f"{s['name']} {s['shape']} {s['dtype']}" for s in specs)
+        size = sum(f["bytes"] for f in a["files"])
         print(f"  {a['name']:<18} {a['format']:<10} {a['precision']:<8} {a.get('role', 'step'):<7} "
               f"{_size(size):>9}  {a['path']}")
-        if a.get("inputs"):
-            print(f"      in:  {shapes(a['inputs'])}")
-            print(f"      out: {shapes(a['outputs'])}")
+        if a.get("inputs") and a.get("outputs"):
+            print(f"      in:  {_specs(a['inputs'])}")
+            print(f"      out: {_specs(a['outputs'])}")
+        if not args.verify:
+            continue
+        backend = backend_of_format.get(a["format"])
+        if backend is None or a.get("role", "step") != "step" or a["precision"] not in PRECISIONS:
+            not_loaded.append(f"{a['name']} (not a step artifact this runtime runs)")
+            continue
+        try:
+            open_backend(args.export_dir, backend, a["precision"], manifest=m)
+            loaded.append(a["name"])
+        except MissingDependency as e:
+            not_loaded.append(f"{a['name']} ({e})")
+        except EstellaError as e:
+            refused.append(f"{a['name']}: {e}")
+            print(f"      REFUSED: {e}")
     parity = m.get("parity")
-    if parity:
+    if isinstance(parity, dict):
         print(f"parity (tolerance {parity.get('tolerance')}):")
-        for name, numbers in parity.get("artifacts", {}).items():
+        for name, numbers in (parity.get("artifacts") or {}).items():
             print(f"  {name:<18} {_flat(numbers)}")
     prov = m.get("provenance")
-    if prov:
+    if isinstance(prov, dict):
         print("provenance:")
         for key, value in prov.items():
             print(f"  {key}: {_flat(value)}")
+    if not args.verify:
+        print("not verified (--no-verify): neither the files' sha256 nor the artifacts' shapes were checked")
+        return
+    print(f"files verified: the size and sha256 of all {sum(len(a['files']) for a in m['artifacts'])} files")
+    print(f"loaded, shapes agree with the manifest: {', '.join(loaded) or 'none'}")
+    if not_loaded:
+        print(f"not loaded, shapes not checked: {', '.join(not_loaded)}")
+    if refused:
+        raise EstellaError(f"{args.export_dir}: {len(refused)} artifact(s) refused: " + "; ".join(refused))
+
+
+def _specs(specs):
+    return ", ".join(f"{s['name']} {s['shape']} {s['dtype']}" for s in specs)
 
 
 def _size(n):

@@ -13,6 +13,7 @@ Stop strings end a stream once its generated text ends with one of them; the sto
 (a stream has already yielded it).
 """
 
+import dataclasses
 import numbers
 
 import numpy as np
@@ -23,6 +24,31 @@ from .manifest import load_manifest
 from .sampling import BatchSampler
 
 EMPTY_PRIME = "\n"
+# Streams in one batch: each holds a state and a row of logits; 100,000 took 3 GB for no use.
+MAX_STREAMS = 4096
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """How a text is sampled, shared by generate, stream, generate_many and stream_many."""
+    temperature: float = 1.0
+    top_k: int | None = None
+    top_p: float | None = None
+    seed: int | None = None
+    stop: str | list | None = None
+    echo: bool = True
+    skip_unknown: bool = False
+
+    @classmethod
+    def of(cls, *settings, **named):
+        """One Settings from a Settings, or from its fields by position and name."""
+        if len(settings) == 1 and isinstance(settings[0], Settings) and not named:
+            return settings[0]
+        try:
+            return cls(*settings, **named)
+        except TypeError as e:  # an unknown keyword: name the ones there are
+            fields = ", ".join(f.name for f in dataclasses.fields(cls))
+            raise EstellaError(f"{e}; the settings are: {fields}") from None
 
 
 class PrimeError(EstellaError):
@@ -61,43 +87,46 @@ class Generator:
             return kept, np.array([self.char_to_id[EMPTY_PRIME]], np.int32)
         return kept, np.array([self.char_to_id[c] for c in kept], np.int32)
 
-    def generate(self, prime, n_chars, temperature=1.0, top_k=None, top_p=None, seed=None, stop=None,
-                 echo=True, skip_unknown=False) -> str:
-        return "".join(self.stream(prime, n_chars, temperature, top_k, top_p, seed, stop, echo, skip_unknown))
+    def generate(self, prime, n_chars, *settings, **named) -> str:
+        """The text: the prime (if echoed) and n_chars sampled characters. settings: the fields of
+        Settings (temperature=1.0, top_k=None, top_p=None, seed=None, stop=None, echo=True,
+        skip_unknown=False), by name or in that order, or one Settings."""
+        return "".join(self.stream(prime, n_chars, *settings, **named))
 
-    def stream(self, prime, n_chars, temperature=1.0, top_k=None, top_p=None, seed=None, stop=None,
-               echo=True, skip_unknown=False):
+    def stream(self, prime, n_chars, *settings, **named):
         """Yield the text one character at a time as it is produced (the prime first, if echoed).
 
         Bad settings raise here, at the call, not at the first character."""
-        steps = self.stream_many([prime], n_chars, temperature, top_k, top_p, seed, stop, echo, skip_unknown)
+        steps = self.stream_many([prime], n_chars, *settings, **named)
         return (chars[0] for chars in steps if chars[0])
 
-    def generate_many(self, primes, n_chars, temperature=1.0, top_k=None, top_p=None, seed=None, stop=None,
-                      echo=True, skip_unknown=False) -> list:
+    def generate_many(self, primes, n_chars, *settings, **named) -> list:
         """One text per prime, generated as one batch. Stream i uses seed + i, so it equals
         generate(primes[i], ..., seed=seed + i) on a backend whose batched step is the same math."""
         texts = [[] for _ in primes]
-        for chars in self.stream_many(primes, n_chars, temperature, top_k, top_p, seed, stop, echo, skip_unknown):
+        for chars in self.stream_many(primes, n_chars, *settings, **named):
             for text, ch in zip(texts, chars):
                 text.append(ch)
         return ["".join(t) for t in texts]
 
-    def stream_many(self, primes, n_chars, temperature=1.0, top_k=None, top_p=None, seed=None, stop=None,
-                    echo=True, skip_unknown=False):
+    def stream_many(self, primes, n_chars, *settings, **named):
         """An iterator of lists with one character per stream ("" where a stream has stopped or its prime ended)."""
-        sampler = BatchSampler([(temperature, top_k, top_p)] * len(primes))  # checks the settings first
+        s = Settings.of(*settings, **named)
+        if not primes:
+            raise EstellaError("give at least one prime")
+        if len(primes) > MAX_STREAMS:
+            raise EstellaError(f"--num-samples must be at most {MAX_STREAMS} (streams in one batch), got {len(primes)}")
+        sampler = BatchSampler([(s.temperature, s.top_k, s.top_p)] * len(primes))  # checks the settings first
         if isinstance(n_chars, bool) or not isinstance(n_chars, numbers.Integral) or n_chars < 0:
             raise EstellaError(f"--chars must be an integer >= 0, got {n_chars!r}")
-        stops = _stop_list(stop)
-        encoded = [self.encode(p, skip_unknown) for p in primes]  # all primes checked before any work
+        stops = _stop_list(s.stop)
+        encoded = [self.encode(p, s.skip_unknown) for p in primes]  # all primes checked before any work
+        seed = s.seed
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0):
             raise EstellaError(f"--seed must be an integer >= 0, got {seed!r}")
-        if not encoded:
-            raise EstellaError("give at least one prime")
         seeds = [None] * len(primes) if seed is None else [seed + i for i in range(len(primes))]
-        rngs = [np.random.default_rng(s) for s in seeds]
-        return self._run(encoded, n_chars, sampler, rngs, stops, echo)
+        rngs = [np.random.default_rng(one) for one in seeds]
+        return self._run(encoded, n_chars, sampler, rngs, stops, s.echo)
 
     def _run(self, encoded, n_chars, sampler, rngs, stops, echo):
         if echo:
@@ -118,16 +147,17 @@ class Generator:
 
     def _decode(self, logits, state, n_chars, sampler, rngs, stops):
         """The hot loop: sample every stream in one call, feed back. Inputs are known good, so it
-        calls the backend's _step directly."""
+        runs the backend's decode step, whose outputs are consumed before the next call."""
         batch = len(rngs)
-        step, vocab = self.backend._step, self.vocab
+        step, vocab = self.backend.decoder(batch), self.vocab
         ids = np.zeros((batch, 1), np.int32)
         tails = [""] * batch  # the last characters of each stream, for stop strings
         done = [False] * batch
         keep = max((len(s) for s in stops), default=0)
+        last = n_chars - 1
         for n in range(n_chars):
-            ids[:, 0] = sampler(logits, rngs)
-            chars = [vocab[i] for i in ids[:, 0].tolist()]
+            next_ids = sampler(logits, rngs)
+            chars = [vocab[i] for i in next_ids.tolist()]
             if keep:
                 for b in range(batch):
                     if done[b]:
@@ -136,8 +166,9 @@ class Generator:
                     tails[b] = (tails[b] + chars[b])[-keep:]
                     done[b] = any(tails[b].endswith(s) for s in stops)
             yield chars
-            if n == n_chars - 1 or (keep and all(done)):
+            if n == last or (keep and all(done)):
                 return
+            ids[:, 0] = next_ids
             step_logits, state = step(ids, state)
             logits = step_logits[:, -1]
 

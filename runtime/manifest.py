@@ -1,65 +1,258 @@
-"""Read an export directory's manifest.json and verify its files (see export/FORMAT.md)."""
+"""Read an export directory's manifest.json, check it, and verify its files (see export/FORMAT.md).
+
+The manifest is untrusted input: an export folder may come from anywhere. Before any file is
+opened, its structure is checked (one error naming the field), and every path in it must be
+relative, resolve (symlinks followed) inside the export folder and name a regular file. A refusal
+never says anything about a file outside the folder beyond the path the manifest itself gives.
+"""
 
 import hashlib
 import json
 import os
+import re
+import stat
 
 from .errors import EstellaError
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
+# `estella export` builds its folder under this prefix and renames it when done; a marker file of
+# this name means the same. Either way the folder is unfinished (a killed export) and never loaded.
+UNFINISHED_PREFIX = ".export-tmp-"
+UNFINISHED_MARKER = "INCOMPLETE"
+MAX_MANIFEST_BYTES = 32 << 20  # a real one is a few KB; this only stops reading a huge file into memory
+SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 class ManifestError(EstellaError):
-    """The export directory or its manifest is missing, unreadable, or of an unknown schema."""
+    """The export directory or its manifest is missing, unreadable, malformed, or of an unknown schema."""
 
 
 class ChecksumError(EstellaError):
     """A file listed in the manifest is missing, truncated, or has other bytes than were exported."""
 
 
+class UnsafePathError(ManifestError):
+    """A path in the manifest leaves the export folder, or names something that is not a regular file."""
+
+
 def load_manifest(export_dir, verify=True) -> dict:
-    """Return the manifest as a dict; with verify, check the size and sha256 of every listed file."""
-    if not os.path.isdir(export_dir):
-        raise ManifestError(f"export directory {export_dir} does not exist (write one with `estella export RUN --out DIR`)")
+    """Return the checked manifest as a dict; with verify, also the size and sha256 of every listed file."""
+    check_finished(export_dir)
     path = os.path.join(export_dir, MANIFEST)
-    if not os.path.isfile(path):
+    if not os.path.lexists(path):
         hint = (f" but a training run: export it with `estella export {export_dir} --out DIR`"
                 if os.path.isfile(os.path.join(export_dir, "config.json")) else "")
         raise ManifestError(f"{path} is missing: {export_dir} is not an estella export directory{hint}")
+    check_path(export_dir, MANIFEST, "the manifest")
     try:
-        with open(path, encoding="utf-8") as f:
-            manifest = json.load(f)
-    except (OSError, ValueError) as e:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        with os.fdopen(fd, "rb") as f:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_MANIFEST_BYTES:
+                raise ManifestError(f"{path} is not a regular file of at most {MAX_MANIFEST_BYTES >> 20} MB: "
+                                    "not an estella manifest")
+            manifest = json.loads(f.read().decode("utf-8"))
+    except (OSError, ValueError, RecursionError) as e:
         raise ManifestError(f"cannot read {path}: {e}") from None
-    version = manifest.get("schema_version") if isinstance(manifest, dict) else None
-    if version != SCHEMA_VERSION:
-        raise ManifestError(f"{path} has schema_version {version!r}; this runtime reads version {SCHEMA_VERSION} "
-                            "(upgrade estella, or re-export with this version)")
-    for key in ("model", "artifacts"):
-        if key not in manifest:
-            raise ManifestError(f"{path} has no {key!r} section")
-    if not isinstance(manifest["model"].get("vocab"), list):
-        raise ManifestError(f"{path} has no model.vocab list")
+    check_manifest(manifest, path)
+    for artifact in manifest["artifacts"]:
+        check_artifact_paths(export_dir, artifact)
     if verify:
         for artifact in manifest["artifacts"]:
             verify_files(export_dir, artifact)
     return manifest
 
 
-def verify_files(export_dir, artifact):
-    """Raise ChecksumError unless every file of the artifact has the size and sha256 the manifest lists."""
-    for entry in artifact.get("files", []):
+def check_finished(export_dir):
+    """Refuse a folder that does not exist, or that a killed `estella export` left unfinished."""
+    if not os.path.isdir(export_dir):
+        raise ManifestError(f"export directory {export_dir} does not exist (write one with `estella export RUN --out DIR`)")
+    names = {os.path.basename(os.path.abspath(export_dir)), os.path.basename(os.path.realpath(export_dir))}
+    if any(n.startswith(UNFINISHED_PREFIX) for n in names) or os.path.lexists(os.path.join(export_dir, UNFINISHED_MARKER)):
+        raise ManifestError(f"{export_dir} is an unfinished export (the temporary folder of an `estella export` that "
+                            "was killed or failed): it is never loaded; run `estella export` again")
+
+
+# --- structure: every field the runtime reads has the type it expects ----------------------------
+
+def check_manifest(manifest, where=MANIFEST):
+    """Raise ManifestError naming the first field that is missing or has the wrong type or value."""
+    def fail(field, what):
+        raise ManifestError(f"{where}: {field} {what}")
+
+    if not isinstance(manifest, dict):
+        raise ManifestError(f"{where}: the manifest must be a JSON object, got {type(manifest).__name__}")
+    version = manifest.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise ManifestError(f"{where} has schema_version {version!r}; this runtime reads version {SCHEMA_VERSION} "
+                            "(upgrade estella, or re-export with this version)")
+    for key, kind in (("model", dict), ("artifacts", list)):
+        if key not in manifest:
+            raise ManifestError(f"{where} has no {key!r} section")
+        if not isinstance(manifest[key], kind):
+            fail(key, f"must be a JSON {'object' if kind is dict else 'list'}, got {type(manifest[key]).__name__}")
+    model = manifest["model"]
+    vocab = model.get("vocab")
+    if not isinstance(vocab, list):
+        raise ManifestError(f"{where} has no model.vocab list")
+    bad = [v for v in vocab if not (isinstance(v, str) and len(v) == 1)]
+    if bad:
+        fail("model.vocab", f"must hold single characters, got {bad[0]!r}")
+    if len(set(vocab)) != len(vocab):
+        dupes = sorted({v for v in vocab if vocab.count(v) > 1})
+        fail("model.vocab", f"has characters more than once: {dupes!r}")
+    for key in ("vocab_size", "units"):
+        if not _positive_int(model.get(key)):
+            fail(f"model.{key}", f"must be an integer >= 1, got {model.get(key)!r}")
+    if "embedding_dim" in model and not _positive_int(model["embedding_dim"]):
+        fail("model.embedding_dim", f"must be an integer >= 1, got {model['embedding_dim']!r}")
+    if model["vocab_size"] != len(vocab):
+        fail("model.vocab_size", f"is {model['vocab_size']} but model.vocab has {len(vocab)} characters")
+    for i, artifact in enumerate(manifest["artifacts"]):
+        _check_artifact(artifact, f"artifacts[{i}]", fail)
+
+
+def _check_artifact(artifact, field, fail):
+    if not isinstance(artifact, dict):
+        fail(field, f"must be a JSON object, got {type(artifact).__name__}")
+    for key in ("name", "format", "precision", "path"):
+        if not isinstance(artifact.get(key), str) or not artifact[key]:
+            fail(f"{field}.{key}", f"must be a non-empty string, got {artifact.get(key)!r}")
+    field = f"{field} ({artifact['name']})"
+    if not isinstance(artifact.get("role", "step"), str):
+        fail(f"{field}.role", f"must be a string, got {artifact['role']!r}")
+    for key in ("batch", "time"):
+        value = artifact.get(key)
+        if value is not None and not _positive_int(value):
+            fail(f"{field}.{key}", f"must be an integer >= 1 or null, got {value!r}")
+    check_relative(artifact["path"], f"{field}.path")
+    files = artifact.get("files")
+    if not isinstance(files, list) or not files:
+        fail(f"{field}.files", f"must be a non-empty list of files, got {files!r}")
+    for j, entry in enumerate(files):
+        where = f"{field}.files[{j}]"
+        if not isinstance(entry, dict):
+            fail(where, f"must be a JSON object, got {type(entry).__name__}")
+        if not isinstance(entry.get("path"), str):
+            fail(f"{where}.path", f"must be a string, got {entry.get('path')!r}")
+        check_relative(entry["path"], f"{where}.path")
+        size = entry.get("bytes")
+        if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+            fail(f"{where}.bytes", f"must be an integer >= 0, got {size!r}")
+        if not isinstance(entry.get("sha256"), str) or not SHA256.fullmatch(entry["sha256"]):
+            fail(f"{where}.sha256", f"must be 64 lowercase hex digits, got {entry.get('sha256')!r}")
+    for key in ("inputs", "outputs"):  # optional: what inspect prints
+        specs = artifact.get(key)
+        if specs is None:
+            continue
+        if not isinstance(specs, list) or not all(
+                isinstance(s, dict) and isinstance(s.get("name"), str) and isinstance(s.get("dtype"), str)
+                and isinstance(s.get("shape"), list) for s in specs):
+            fail(f"{field}.{key}", "must be a list of {name, shape, dtype} objects")
+
+
+def _positive_int(value):
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+# --- paths: confined to the export folder, regular files, each one listed ------------------------
+
+def check_relative(path, field):
+    """A manifest path is relative and, taken as written, stays inside the folder (no "..", no "/x")."""
+    parts = path.replace("\\", "/").split("/")
+    if (os.path.isabs(path) or path.startswith(("/", "\\")) or ":" in parts[0] or ".." in parts
+            or "\0" in path or path in ("", ".")):
+        raise UnsafePathError(f"{MANIFEST}: {field} {path!r} must be a relative path inside the export folder")
+
+
+def check_path(export_dir, path, what):
+    """Refuse a path that resolves (symlinks followed) outside export_dir, or that exists and is not a
+    regular file (a FIFO would hang the reader, a device never ends). Nothing is opened here."""
+    root = os.path.realpath(export_dir)
+    full = os.path.realpath(os.path.join(export_dir, path))
+    if os.path.commonpath([root, full]) != root:
+        raise UnsafePathError(f"{what} {path!r} points outside the export folder {export_dir}: refused")
+    if os.path.lexists(os.path.join(export_dir, path)):
+        try:
+            mode = os.stat(full).st_mode
+        except OSError:
+            return  # a dangling link inside the folder: reported as missing when it is verified
+        if not stat.S_ISREG(mode):
+            raise UnsafePathError(f"{what} {path!r} in {export_dir} is not a regular file: refused")
+
+
+def check_artifact_paths(export_dir, artifact):
+    """Every listed file confined and regular; the artifact's `path` among them (a file) or holding
+    exactly the listed files under it (a folder, such as a SavedModel), so that nothing it loads is unverified."""
+    name = artifact["name"]
+    listed = {os.path.normpath(entry["path"]) for entry in artifact["files"]}
+    for entry in artifact["files"]:
+        check_path(export_dir, entry["path"], f"artifact {name!r}: file")
+    path = artifact["path"]
+    root = os.path.realpath(export_dir)
+    full = os.path.realpath(os.path.join(export_dir, path))
+    if os.path.commonpath([root, full]) != root:
+        raise UnsafePathError(f"artifact {name!r}: path {path!r} points outside the export folder {export_dir}: refused")
+    if os.path.isdir(full):
+        found = set()
+        for folder, dirs, files in os.walk(full):
+            for d in dirs:
+                if os.path.islink(os.path.join(folder, d)):
+                    raise UnsafePathError(f"artifact {name!r}: {os.path.relpath(os.path.join(folder, d), export_dir)!r} "
+                                          "is a link to a folder; a folder artifact holds plain files only")
+            found |= {os.path.normpath(os.path.relpath(os.path.join(folder, f), root)) for f in files}
+        unlisted = sorted(found - listed)
+        if unlisted:
+            raise ChecksumError(f"artifact {name!r}: {path}/ holds files that the manifest does not list "
+                                f"({', '.join(unlisted[:5])}); they would be loaded unverified: re-export it")
+    elif os.path.normpath(path) not in listed:
+        raise ChecksumError(f"artifact {name!r}: its path {path!r} is not in its files list, so it cannot be "
+                            "verified: the manifest was edited; re-export it")
+    else:
+        check_path(export_dir, path, f"artifact {name!r}: path")
+
+
+def verify_files(export_dir, artifact, keep=()) -> dict:
+    """Raise unless every file of the artifact is confined, regular, and has the size and sha256 the
+    manifest lists. Returns {path: bytes} for the paths in `keep`, read once: what was hashed is what
+    the caller loads, with no window for the file to change in between."""
+    check_artifact_paths(export_dir, artifact)
+    kept, keep = {}, {os.path.normpath(k) for k in keep}
+    for entry in artifact["files"]:
         path = os.path.join(export_dir, entry["path"])
-        if not os.path.isfile(path):
-            raise ChecksumError(f"{path} is missing (listed in the manifest for artifact {artifact['name']!r})")
-        size = os.path.getsize(path)
-        if size != entry["bytes"]:
-            raise ChecksumError(f"{path} is {size} bytes but the manifest lists {entry['bytes']}: "
-                                "the file is truncated or was replaced; re-export it")
-        if file_sha256(path) != entry["sha256"]:
+        keep_it = os.path.normpath(entry["path"]) in keep
+        digest, data = _read_regular(path, entry["bytes"], keep_it, artifact["name"])
+        if digest != entry["sha256"]:
             raise ChecksumError(f"{path} does not match its sha256 in the manifest: the file is corrupt "
                                 "or was changed after export; re-export it")
+        if keep_it:
+            kept[os.path.normpath(entry["path"])] = data
+    return kept
+
+
+def _read_regular(path, size, keep, artifact_name):
+    """(sha256, bytes if keep) of a file checked on its open descriptor: opened without blocking (a FIFO
+    swapped in after check_path cannot hang us), then refused unless regular and of the listed size."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except FileNotFoundError:
+        raise ChecksumError(f"{path} is missing (listed in the manifest for artifact {artifact_name!r})") from None
+    except OSError as e:
+        raise ChecksumError(f"cannot open {path}: {e.strerror}") from None
+    with os.fdopen(fd, "rb") as f:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise UnsafePathError(f"{path} is not a regular file: refused")
+        if info.st_size != size:
+            raise ChecksumError(f"{path} is {info.st_size} bytes but the manifest lists {size}: "
+                                "the file is truncated or was replaced; re-export it")
+        digest, blocks = hashlib.sha256(), []
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+            if keep:
+                blocks.append(block)
+    return digest.hexdigest(), b"".join(blocks) if keep else None
 
 
 def file_sha256(path):

@@ -20,6 +20,7 @@ import numpy as np
 from .errors import EstellaError
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)
+SAFE_MAGNITUDE = FLOAT32_MAX / 2  # scaled logits below this cannot overflow float32
 
 
 class SamplingError(EstellaError):
@@ -50,27 +51,43 @@ def sample_batch(logits, inv_temperature, top_k, top_p, uniforms):
 
     inv_temperature [B]: float32 1/T, 0 for greedy. top_k [B]: 0 keeps all. top_p [B]: 1 keeps all.
     uniforms [B]: one draw in [0, 1) per row (ignored for greedy rows).
+    It runs once per character for a whole batch, so the common case (every row sampled, no cut)
+    takes a handful of numpy calls on the full arrays, with no gathers.
     """
-    ids = logits.argmax(axis=1)
-    rows = np.flatnonzero(inv_temperature > 0)
-    if not len(rows):
-        return ids
-    with np.errstate(over="ignore"):  # an overflow to -inf below is a probability of 0, as it should be
-        x = logits[rows] * inv_temperature[rows, None]
-        # A row whose scaled logits overflow has a one-hot softmax: its argmax, already in ids.
-        finite = np.isfinite(x).all(axis=1)
-        if not finite.all():
-            rows, x = rows[finite], x[finite]
-        x -= x.max(axis=1, keepdims=True)
-    u = uniforms[rows].astype(np.float32)  # float32 targets, as the cdf is float32
-    k, p = top_k[rows], top_p[rows].astype(np.float32)
+    rows = None if inv_temperature.all() else np.flatnonzero(inv_temperature)  # None: every row
+    if rows is not None and not len(rows):
+        return logits.argmax(axis=1)
+    x = logits if rows is None else logits[rows]
+    with np.errstate(over="ignore", invalid="ignore"):  # overflows are handled just below
+        x = x * (inv_temperature if rows is None else inv_temperature[rows])[:, None]
+        top = x.max(axis=1)
+        x -= top[:, None]  # an overflow to -inf here is a probability of 0, as it should be
+    # A row whose scaled logits overflow has a one-hot softmax: it takes its argmax.
+    finite = np.isfinite(top)
+    if not finite.all():
+        kept = np.flatnonzero(finite)
+        rows = kept if rows is None else rows[kept]
+        x = x[kept]
+    pick = (lambda a: a) if rows is None else (lambda a: a[rows])
+    u = pick(uniforms).astype(np.float32)  # float32 targets, as the cdf is float32
+    k, p = pick(top_k), pick(top_p).astype(np.float32)
     plain = (k == 0) & (p >= 1)
-    if plain.any():  # softmax over the whole vocabulary: no sort needed
-        cdf = np.exp(x[plain]).cumsum(axis=1)
-        ids[rows[plain]] = _draw(cdf, u[plain] * cdf[:, -1])
-    if not plain.all():
+    if plain.all():  # softmax over the whole vocabulary: no sort needed
+        cdf = np.exp(x, out=x).cumsum(axis=1)
+        picked = _draw(cdf, u * cdf[:, -1])
+    elif not plain.any():
+        picked = _draw_nucleus(x, k, p, u)
+    else:
+        picked = np.empty(len(x), np.int64)
+        if plain.any():
+            cdf = np.exp(x[plain]).cumsum(axis=1)
+            picked[plain] = _draw(cdf, u[plain] * cdf[:, -1])
         cut = ~plain
-        ids[rows[cut]] = _draw_nucleus(x[cut], k[cut], p[cut], u[cut])
+        picked[cut] = _draw_nucleus(x[cut], k[cut], p[cut], u[cut])
+    if rows is None:
+        return picked
+    ids = logits.argmax(axis=1)
+    ids[rows] = picked
     return ids
 
 
@@ -109,14 +126,37 @@ class BatchSampler:
         self.top_k = np.array([k or 0 for _, k, _ in settings], np.int64)
         self.top_p = np.array([1.0 if p is None else p for _, _, p in settings], np.float64)
         self.greedy = [bool(s == 0) for s in self.inv_temperature]
-        self._uniforms = np.zeros(len(settings))
+        self._sampled = [b for b, greedy in enumerate(self.greedy) if not greedy]
+        # float32: sample_batch rounds the uniforms to float32 anyway, so the ids are the same.
+        self._uniforms = np.zeros(len(settings), np.float32)
+        # One stream with no top-k/top-p cut (generate, stream): 1/T (float32, as the batch code
+        # multiplies) and the largest |logit| that 1/T cannot scale past SAFE_MAGNITUDE (float64).
+        plain = len(settings) == 1 and self.inv_temperature[0] > 0 and self.top_k[0] == 0 and self.top_p[0] >= 1
+        self._one = (self.inv_temperature[0], SAFE_MAGNITUDE / float(self.inv_temperature[0])) if plain else None
 
     def __call__(self, logits, rngs):
         uniforms = self._uniforms
-        for b, rng in enumerate(rngs):
-            if not self.greedy[b]:
-                uniforms[b] = rng.random()
+        for b in self._sampled:
+            uniforms[b] = rngs[b].random()
+        if self._one is not None:  # sample_batch's plain branch on the one row, in fewer numpy calls
+            drawn = self._draw_one(logits[0], uniforms[0])
+            if drawn is not None:
+                return np.array([drawn])
         return sample_batch(logits, self.inv_temperature, self.top_k, self.top_p, uniforms)
+
+    def _draw_one(self, row, u):
+        """One stream's plain draw on its row [V] as a 1-d array (numpy calls on [V] cost about half
+        of those on [1, V]), or None where row * 1/T could overflow or is not finite (NaN fails both
+        comparisons): sample_batch then draws it, with the same uniform."""
+        inv_temperature, bound = self._one
+        low, high = row.min(), row.max()
+        if not (-bound < float(low) and float(high) < bound):
+            return None
+        x = row * inv_temperature
+        x -= high * inv_temperature  # == x.max(): float32 rounding is monotone and 1/T > 0
+        cdf = np.exp(x, out=x).cumsum()
+        # searchsorted(side="right") counts the cdf values <= the target, as _draw does.
+        return min(int(cdf.searchsorted(u * cdf[-1], side="right")), len(cdf) - 1)
 
 
 class Sampler:

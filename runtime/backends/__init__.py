@@ -4,9 +4,11 @@ Every backend runs the same step (export/FORMAT.md); they differ in the interpre
 """
 
 import importlib
+import numbers
+import os
 
 from ..errors import EstellaError, MissingDependency
-from ..manifest import load_manifest, verify_files
+from ..manifest import check_manifest, load_manifest, verify_files
 
 # name -> (module, class, artifact format). Each module imports its interpreter only when opened.
 BACKENDS = {
@@ -25,30 +27,44 @@ class BackendError(EstellaError):
     """An unknown backend or precision, or no artifact in the export for the one asked for."""
 
 
-def open_backend(export_dir, backend="auto", precision="float32", manifest=None, **options):
-    """Return a Backend for one artifact of the export; its files are verified against the manifest first.
+def open_backend(export_dir, backend="auto", precision="float32", manifest=None, num_threads=None):
+    """Return a Backend for one artifact of the export; its files are verified against the manifest first,
+    and the shapes the artifact itself declares must agree with the manifest's vocab_size and units.
 
-    options (num_threads=N) go to the tflite and onnx interpreters.
+    num_threads (at most the number of cores) goes to the interpreter; the numpy backend pins its BLAS
+    to it (default one thread). A manifest passed in (the export's own check) is checked, not re-read.
     """
     if backend != "auto" and backend not in BACKENDS:
         raise BackendError(f"unknown backend {backend!r}; choose one of auto, {', '.join(BACKENDS)}")
     if precision not in PRECISIONS:
         raise BackendError(f"unknown precision {precision!r}; choose one of float32 (or float), int8")
     precision = PRECISIONS[precision]
+    check_threads(num_threads)
     if manifest is None:
         manifest = load_manifest(export_dir, verify=False)  # only the files used are verified, below
+    else:
+        check_manifest(manifest)
     if backend != "auto":
-        return _open(export_dir, manifest, backend, precision, options)
+        return _open(export_dir, manifest, backend, precision, num_threads)
     tried = []
     for name in AUTO_ORDER:
         if find_artifact(manifest, name, precision) is None:
             tried.append(f"{name}: no {precision} artifact")
             continue
-        try:
-            return _open(export_dir, manifest, name, precision, options)
+        try:  # only a missing interpreter falls through: a tampered or broken artifact is refused
+            return _open(export_dir, manifest, name, precision, num_threads)
         except MissingDependency as e:
             tried.append(f"{name}: {e}")
     raise BackendError(f"no backend can run the {precision} artifacts of {export_dir}: " + "; ".join(tried))
+
+
+def check_threads(num_threads):
+    """None (the backend's default) or 1 .. the number of cores: more threads than cores only slow a step down."""
+    cores = os.cpu_count() or 1
+    if num_threads is None:
+        return
+    if isinstance(num_threads, bool) or not isinstance(num_threads, numbers.Integral) or not 1 <= num_threads <= cores:
+        raise BackendError(f"--threads must be an integer from 1 to {cores} (the number of CPU cores), got {num_threads!r}")
 
 
 def find_artifact(manifest, backend, precision):
@@ -60,15 +76,28 @@ def find_artifact(manifest, backend, precision):
     return None
 
 
-def _open(export_dir, manifest, backend, precision, options):
+def _open(export_dir, manifest, backend, precision, num_threads):
     artifact = find_artifact(manifest, backend, precision)
     if artifact is None:
         have = sorted({f"{a['format']} {a['precision']}" for a in manifest["artifacts"] if a.get("role", "step") == "step"})
         raise BackendError(f"{export_dir} has no {precision} artifact for the {backend} backend; "
                            f"it has: {', '.join(have)}")
-    verify_files(export_dir, artifact)
     module_name, class_name, _ = BACKENDS[backend]
     cls = getattr(importlib.import_module(f"{__name__}.{module_name}"), class_name)
-    if backend in ("tflite", "onnx"):
-        return cls(export_dir, artifact, manifest, **options)
-    return cls(export_dir, artifact, manifest)
+    cls.check_installed()  # a missing interpreter is named before any file is read
+    # A single-file artifact is read once: the bytes that were hashed are the bytes the interpreter loads.
+    single = not os.path.isdir(os.path.join(export_dir, artifact["path"]))
+    content = verify_files(export_dir, artifact, keep=[artifact["path"]] if single else ())
+    opened = cls(export_dir, artifact, manifest, content=next(iter(content.values()), None), num_threads=num_threads)
+    check_shapes(opened, artifact, manifest)
+    return opened
+
+
+def check_shapes(backend, artifact, manifest):
+    """The artifact's own shapes (read by the backend from the graph or arrays) against the manifest."""
+    model = manifest["model"]
+    for what, have, want in (("vocabulary size", backend.vocab_size, model["vocab_size"]),
+                             ("units", backend.units, model["units"])):
+        if have != want:
+            raise BackendError(f"artifact {artifact['name']!r} ({artifact['path']}) has {what} {have} but the "
+                               f"manifest says {want}: the artifact and manifest.json do not belong together; re-export")

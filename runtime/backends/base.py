@@ -9,17 +9,54 @@ class StepInputError(EstellaError):
     """ids or state passed to step() have the wrong shape, dtype or values."""
 
 
+class ArtifactError(EstellaError):
+    """An artifact that the interpreter cannot load, or whose inputs and outputs are not the step's."""
+
+
+def check_signature(artifact, specs):
+    """specs: {tensor name: (shape, dtype)} as the graph declares them (dims None or a name where dynamic).
+    Returns (vocab_size, units, batch, time) or raises ArtifactError naming the artifact and tensor."""
+    def fail(why):
+        raise ArtifactError(f"artifact {artifact['name']!r} ({artifact['path']}) is not an estella step graph: {why}; "
+                            "re-export it")
+
+    ranks = {"ids": 2, "state": 2, "logits": 3, "new_state": 2}
+    dtypes = {"ids": "int32", "state": "float32", "logits": "float32", "new_state": "float32"}
+    for name, rank in ranks.items():
+        if name not in specs:
+            fail(f"it has no tensor {name!r} (it has {sorted(specs)})")
+        shape, dtype = specs[name]
+        if shape is None or len(shape) != rank:
+            fail(f"{name} has shape {shape}, not rank {rank}")
+        if dtype is not None and dtype != dtypes[name]:
+            fail(f"{name} is {dtype}, not {dtypes[name]}")
+    vocab_size, units = specs["logits"][0][-1], specs["state"][0][-1]
+    if not isinstance(vocab_size, int) or not isinstance(units, int):
+        fail(f"logits' last dimension ({vocab_size}) and state's ({units}) must be fixed")
+    if specs["new_state"][0][-1] != units:
+        fail(f"new_state has {specs['new_state'][0][-1]} units but state has {units}")
+    batch, time = (d if isinstance(d, int) and d > 0 else None for d in specs["ids"][0])
+    return int(vocab_size), int(units), batch, time
+
+
 class Backend:
     """One exported step function: (ids int32 [B, T], state float32 [B, U]) -> (logits [B, T, V], new_state [B, U]).
 
     Subclasses set name, precision, vocab_size, units, max_batch, max_time (None where dynamic)
     and implement _step, which trusts its inputs (checked by step) and takes at most max_time steps.
+    open_backend constructs one as cls(export_dir, artifact, manifest, content=verified bytes or None
+    for a folder artifact, num_threads=N or None); the constructor reads the shapes from the artifact
+    itself and refuses one whose inputs and outputs are not the step's (check_signature).
     max_batch and max_time describe one call of the graph; step() itself takes any batch and time.
     """
 
     name = precision = None
     vocab_size = units = 0
     max_batch = max_time = None
+
+    @classmethod
+    def check_installed(cls):
+        """Raise MissingDependency, naming the pip extra, where this backend's interpreter is not installed."""
 
     def step(self, ids, state):
         """Any batch and any time: a graph made for T=1 runs a longer input one character at a time."""
@@ -34,6 +71,13 @@ class Backend:
 
     def _step(self, ids, state):
         raise NotImplementedError
+
+    def decoder(self, batch):
+        """The step of one decode loop over `batch` streams, one character at a time: trusted inputs,
+        like _step, and outputs that may be buffers the next call overwrites (so a caller uses the
+        logits and passes the state back before it calls again). A backend with a cheaper way to
+        step in a loop than _step overrides this."""
+        return self._step
 
     def initial_state(self, batch=1):
         return np.zeros((batch, self.units), np.float32)

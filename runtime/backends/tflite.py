@@ -9,9 +9,10 @@ the weights are read once per step for all streams.
 
 import os
 
+import numpy as np
 
-from ..errors import EstellaError, MissingDependency
-from .base import Backend
+from ..errors import MissingDependency
+from .base import ArtifactError, Backend, check_signature
 
 
 def interpreter_class():
@@ -29,18 +30,28 @@ def interpreter_class():
 class TFLiteBackend(Backend):
     name = "tflite"
 
-    def __init__(self, export_dir, artifact, manifest, num_threads=None):
+    @classmethod
+    def check_installed(cls):
+        interpreter_class()
+
+    def __init__(self, export_dir, artifact, manifest, content=None, num_threads=None):
         Interpreter = interpreter_class()
         self.path = os.path.join(export_dir, artifact["path"])
         # LiteRT runs one thread unless told; one per core measured 1.5-1.9x faster float32 at U=512-1024.
-        self.interpreter = Interpreter(model_path=self.path, num_threads=num_threads or os.cpu_count())
-        self.interpreter.allocate_tensors()
+        # model_content: the verified bytes themselves, never the path again (it could have changed since).
+        try:
+            self.interpreter = Interpreter(model_content=content, num_threads=num_threads or os.cpu_count())
+            self.interpreter.allocate_tensors()
+        except (ValueError, RuntimeError) as e:
+            raise ArtifactError(f"LiteRT cannot load artifact {artifact['name']!r} ({artifact['path']}): {e}") from None
         inputs, outputs = _details_by_name(self.interpreter)
+        specs = {name: ([int(n) for n in d["shape"]], np.dtype(d["dtype"]).name)
+                 for name, d in {**inputs, **outputs}.items()}
+        self.vocab_size, self.units, batch, time = check_signature(artifact, specs)
         self.ids_index, self.state_index = inputs["ids"]["index"], inputs["state"]["index"]
         self.logits_index, self.new_state_index = outputs["logits"]["index"], outputs["new_state"]["index"]
         self.precision = artifact["precision"]
-        self.vocab_size, self.units = int(outputs["logits"]["shape"][-1]), int(inputs["state"]["shape"][-1])
-        self.max_batch, self.max_time = (int(n) for n in inputs["ids"]["shape"])
+        self.max_batch, self.max_time = batch, time
         self.batch = self.max_batch  # the batch the interpreter is allocated for now
 
     def _step(self, ids, state):
@@ -85,6 +96,6 @@ def _match(details, names):
                 found[name] = d
                 break
         else:
-            raise EstellaError(f"the tflite graph has no tensor named {name!r}; "
+            raise ArtifactError(f"the tflite graph has no tensor named {name!r}; "
                                f"it has {[d['name'] for d in details]} (re-export it with `estella export`)")
     return found

@@ -9,14 +9,21 @@ from estella.bench import suite
 from estella.bench.report import LIMITS, RUNTIME_ORDER
 
 pytestmark = pytest.mark.tensorflow  # the TensorFlow baselines and the export need it
+TINY = {"tiny (U=16)": (8, 16)}
 
 
-def test_generation_part_writes_report(corpus_path, tmp_path):
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    """One cache for the module: the tiny export is made once and both parts use it."""
+    return str(tmp_path_factory.mktemp("bench-cache"))
+
+
+def test_generation_part_writes_report(corpus_path, tmp_path, cache):
     settings = suite.Settings(quick=True)
     settings.repeats, settings.block_seconds, settings.batches = 2, 0.002, "1,2"
     out = tmp_path / "out"
     suite.run(out_dir=str(out), corpus=corpus_path, sections=("generation",), settings=settings,
-              shapes={"tiny (U=16)": (8, 16)}, cache=str(tmp_path / "cache"), log=lambda *a: None)
+              shapes=TINY, cache=cache, log=lambda *a: None)
 
     result = json.loads((out / "bench.json").read_text())
     assert result["errors"] == {}
@@ -38,3 +45,26 @@ def test_generation_part_writes_report(corpus_path, tmp_path):
         assert heading in text, heading
     assert "**limit float32**" in text and "**limit int8**" in text
     assert (out / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_serving_part_writes_report(corpus_path, tmp_path, cache):
+    """A real `estella serve` per precision under 1 and 2 streaming clients, against generate_many."""
+    settings = suite.Settings(quick=True)
+    settings.serving = {"clients": "1,2", "requests": 1, "chars": 20, "repeats": 2}
+    out = tmp_path / "out"
+    suite.run(out_dir=str(out), corpus=corpus_path, sections=("serving",), settings=settings, shapes=TINY,
+              cache=cache, log=lambda *a: None)
+
+    result = json.loads((out / "bench.json").read_text())
+    assert result["errors"] == {}
+    sv = result["serving"]["tiny (U=16)"]
+    assert sv["shape"]["units"] == 16 and set(sv["precisions"]) == {"int8", "float32"}
+    for cases in sv["precisions"].values():
+        assert set(cases) == {"1", "2"}
+        for c in cases.values():
+            for rate in (c["served_chars_per_s"], c["generate_many_chars_per_s"]):
+                assert rate["n"] == 2 and 0 < rate["min"] <= rate["median"] <= rate["max"]
+            assert 0 < c["ttft_ms"]["p50"] <= c["ttft_ms"]["p99"] <= c["ttft_ms"]["max"]
+        assert cases["2"]["ttft_ms"]["n"] == 2 * 2 * 1  # 2 rounds x 2 clients x 1 request, each one timed
+    text = (out / "BENCHMARKS.md").read_text()
+    assert "## Serving" in text and "**tflite int8**" in text and "served ÷ generate_many" in text

@@ -218,3 +218,63 @@ def test_saved_model_cli_runs_both_signatures(tiny_export, tmp_path):
     assert next_ids.dtype == np.int32 and next_ids.shape == (1, 1)
     assert next_ids[0, 0] == ref_logits[0, -1].argmax()
     np.testing.assert_allclose(np.load(tmp_path / "sample" / "new_state.npy"), ref_state, atol=1e-4)
+
+
+def test_every_step_graph_gathers_the_folded_input_table(export):
+    """One [V, 3U] table replaces the [V, E] embedding and the [E, 3U] input kernel in every graph."""
+    import onnx
+    from onnx import numpy_helper
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    _, export_dir = export
+    V, E, U = dims(export_dir)
+    with np.load(os.path.join(export_dir, "weights.npz")) as w:
+        table = (w["embedding"].astype(np.float64) @ w["gru_kernel"] + w["gru_bias"][0]).astype(np.float32)
+        assert w["embedding"].shape == (V, E)  # weights.npz keeps the unfolded arrays
+    for name in ("model.tflite", "model.int8.tflite"):
+        shapes = [list(t.shape) for t in flatbuffer_utils.read_model(os.path.join(export_dir, name)).subgraphs[0].tensors]
+        assert [V, 3 * U] in shapes and [V, E] not in shapes and [3 * U, E] not in shapes, (name, shapes)
+    for name in ("model.onnx", "model.int8.onnx"):
+        initializers = {i.name: numpy_helper.to_array(i) for i in onnx.load(os.path.join(export_dir, name)).graph.initializer}
+        shapes = [list(a.shape) for a in initializers.values()]
+        assert [V, E] not in shapes and [E, 3 * U] not in shapes, (name, shapes)
+        # The int8 file keeps the table in float32: only the MatMuls are quantized.
+        (found,) = [a for a in initializers.values() if list(a.shape) == [V, 3 * U]]
+        assert found.dtype == np.float32 and np.array_equal(found, table), name
+    import tensorflow as tf
+
+    loaded = tf.saved_model.load(os.path.join(export_dir, "saved_model", "1"))
+    variables = {name: v.shape.as_list() for name, v in loaded.weights.items()}
+    assert variables == {"input_table": [V, 3 * U], "gru_recurrent_kernel": [U, 3 * U], "gru_recurrent_bias": [3 * U],
+                         "dense_kernel": [U, V], "dense_bias": [V]}
+    assert load_manifest_model(export_dir)["input_table"]["folded"] is True
+
+
+def load_manifest_model(export_dir):
+    from estella.runtime.manifest import load_manifest
+    return load_manifest(export_dir)["model"]
+
+
+def test_the_unfolded_graph_for_the_bench_computes_the_same(tiny_export, tmp_path):
+    """stepgraph.step_function(weights, fold=False): the bench's baseline, the same step as the folded one."""
+    from estella.export.stepgraph import step_function
+    from estella.export.tflite import write_tflite
+    from estella.runtime.backends import open_backend
+
+    _, export_dir = tiny_export
+    with np.load(os.path.join(export_dir, "weights.npz")) as w:
+        weights = {k: w[k] for k in w.files}
+    V, _, U = weights["embedding"].shape[0], None, weights["gru_recurrent_kernel"].shape[0]
+    rng = np.random.default_rng(0)
+    ids = rng.integers(0, V, (3, 1)).astype(np.int32)
+    state = rng.uniform(-1, 1, (3, U)).astype(np.float32)
+    folded = step_function(weights)(ids, state)
+    unfolded = step_function(weights, fold=False)(ids, state)
+    reference = open_backend(export_dir, "numpy").step(ids, state)
+    for out in (folded, unfolded):
+        np.testing.assert_allclose(out["logits"].numpy(), reference[0], atol=1e-5)
+        np.testing.assert_allclose(out["new_state"].numpy(), reference[1], atol=1e-5)
+    write_tflite(weights, str(tmp_path / "unfolded.tflite"), fold=False)
+    from tensorflow.lite.tools import flatbuffer_utils
+    shapes = [list(t.shape) for t in flatbuffer_utils.read_model(str(tmp_path / "unfolded.tflite")).subgraphs[0].tensors]
+    assert [V, 3 * U] not in shapes and [V, weights["embedding"].shape[1]] in shapes

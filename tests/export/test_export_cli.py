@@ -94,3 +94,71 @@ def test_out_that_is_a_file(capsys, tiny_run, tmp_path):
     out.write_text("mine")
     code, err = export_cli(capsys, tiny_run, "--out", out, "--force")
     assert code == 2 and "not a directory" in err and out.read_text() == "mine"
+
+
+def run_without_weights(tiny_run, tmp_path):
+    """A run whose model cannot load: an error about --out proves --out was checked first."""
+    run = copy_run(tiny_run, tmp_path)
+    os.remove(run / "best.weights.h5")
+    return run
+
+
+def test_out_under_a_regular_file_is_refused_before_the_model_loads(capsys, tiny_run, tmp_path):
+    run = run_without_weights(tiny_run, tmp_path)
+    (tmp_path / "file").write_text("mine")
+    out = tmp_path / "file" / "export"
+    code, err = export_cli(capsys, run, "--out", out)
+    assert code == 2 and f"cannot write --out {out}: {tmp_path / 'file'} is a file" in err, err
+    assert "best.weights.h5" not in err and "Traceback" not in err
+    assert (tmp_path / "file").read_text() == "mine"
+
+
+def test_out_where_no_folder_can_be_made_is_refused_before_the_model_loads(capsys, tiny_run, tmp_path):
+    run = run_without_weights(tiny_run, tmp_path)
+    if os.geteuid() == 0:  # root ignores a folder's mode; sysfs refuses new folders to everyone
+        parent = "/sys/estella-no-such-folder"
+    else:
+        parent = tmp_path / "locked"
+        parent.mkdir(mode=0o555)
+    out = os.path.join(parent, "export")
+    code, err = export_cli(capsys, run, "--out", out)
+    assert code == 2 and f"cannot write --out {out}" in err and "best.weights.h5" not in err, err
+
+
+def test_the_next_export_removes_folders_that_killed_exports_left(capsys, tiny_run, tmp_path):
+    import subprocess
+    import sys
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(gone.stdout)  # a process that has exited
+    parent = tmp_path / "exports"
+    stale = parent / f".export-tmp-{dead_pid}-abc"
+    running = parent / f".export-tmp-{os.getpid()}-def"  # an export still at work (this process)
+    unmarked = parent / f".export-tmp-{dead_pid}-ghi"  # not marked INCOMPLETE: not ours to judge
+    for folder in (stale, running, unmarked):
+        (folder / "saved_model").mkdir(parents=True)
+    (stale / "INCOMPLETE").write_text("")
+    (running / "INCOMPLETE").write_text("")
+    run = run_without_weights(tiny_run, tmp_path)
+    code, err = export_cli(capsys, run, "--out", parent / "export")
+    assert code == 2 and "best.weights.h5 is missing" in err  # the export itself fails later, at the model
+    assert sorted(os.listdir(parent)) == sorted([running.name, unmarked.name])
+
+
+def test_an_unfinished_export_folder_is_not_loadable(tiny_export, tmp_path, monkeypatch):
+    """While the export works, its temp folder has INCOMPLETE and no manifest.json: nothing loads it."""
+    from estella.export import pipeline
+    from estella.runtime.manifest import ManifestError, load_manifest
+
+    seen = {}
+
+    def stop_at_the_check(export_dir, *args):
+        seen["files"] = sorted(os.listdir(export_dir))
+        with pytest.raises(ManifestError):
+            load_manifest(export_dir)
+        raise KeyboardInterrupt  # as if killed here
+
+    monkeypatch.setattr(pipeline, "check_export", stop_at_the_check)
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.export_run(tiny_export[0], str(tmp_path / "out"))
+    assert "INCOMPLETE" in seen["files"] and "manifest.json" not in seen["files"] and "model.onnx" in seen["files"]

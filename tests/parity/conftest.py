@@ -75,7 +75,7 @@ class ParityModel:
 
     def __init__(self, key, run_dir, export_dir, text, words):
         self.key, self.run_dir, self.export_dir, self.words = key, run_dir, export_dir, words
-        self.reference = models.KerasReference(run_dir)
+        self.reference = models.keras_reference(run_dir)
         steps = models.MODELS[key][2]
         mapped = models.map_text(text[:2 * probe.BATCH * steps], self.reference.chars)
         self.inputs = probe.make_inputs(mapped[:probe.BATCH * steps], self.reference.chars, steps=steps)

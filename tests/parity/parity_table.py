@@ -5,6 +5,8 @@ Columns, each against the Keras reference on the same inputs:
       and from random states in (-1, 1), 8 cases each;
   N steps: the same, maxed over N fed-back steps along real text (the reference's logits range is in the heading);
   top-1: share of those steps whose argmax agrees;
+  bpc: the row's own teacher-forced loss along those N characters of the book, in bits per character
+      (estella evaluate's measure; the cost of int8 in quality, beside its top-1 agreement);
   greedy: identical prefix of N greedy characters after the same prime, and the share of corpus words in it;
   sampled: identical prefix of N characters sampled at temperature 0.8, top-p 0.95, the same seed;
   B=4 vs 1: max |delta| between 4 streams run as one batch and the same 4 streams run alone (same format);
@@ -30,7 +32,8 @@ def render(results, order, legs=()):
              f"steps, greedy text made of corpus words (>= {probe.WORDS_MIN:.0%}; asked where the reference's own "
              "greedy text is) and not a loop of one character.", "",
              "Deltas: 1 step = max |delta logits| / max |delta state| over 8 single steps; "
-             "N steps = the same over N fed-back steps along the book's text.", ""]
+             "N steps = the same over N fed-back steps along the book's text; bpc = the row's teacher-forced "
+             "loss over those N characters in bits per character.", ""]
     for key in order:
         lines += _model_table(results[key])
     return "\n".join(lines) + "\n"
@@ -45,13 +48,13 @@ def _model_table(result):
            f"{any_row['text_range']:.3f} over them "
            f"(int8 limit {probe.INT8_RANGE_FRACTION * any_row['text_range']:.4f}), "
            f"{any_row['one_step_range']:.3f} over the single steps. " + _greedy_note(any_row), "",
-           "| row | 1 step from 0 | 1 step from random | N steps | top-1 | greedy | sampled | B=4 vs 1 | checks |",
-           "|---|---|---|---|---|---|---|---|---|"]
+           "| row | 1 step from 0 | 1 step from random | N steps | top-1 | bpc | greedy | sampled | B=4 vs 1 | checks |",
+           "|---|---|---|---|---|---|---|---|---|---|"]
     for name, m in rows.items():
         failures = probe.check(m, m["precision"])
         out.append(" | ".join([
             f"| {name}", _pair(m["zero_dlogits"], m["zero_dstate"]), _pair(m["random_dlogits"], m["random_dstate"]),
-            _pair(m["text_dlogits"], m["text_dstate"]), f"{m['top1']:.1%}",
+            _pair(m["text_dlogits"], m["text_dstate"]), f"{m['top1']:.1%}", f"{m['text_bpc']:.4f}",
             f"{m['greedy_prefix']}/{n}, {m['greedy_words']:.0%} words" + (", loop" if m["greedy_loop"] else ""),
             f"{m['sampled_prefix']}/{n}", _pair(m["batch_dlogits"], m["batch_dstate"]),
             "pass" if not failures else "FAIL: " + "; ".join(failures)]) + " |")

@@ -1,5 +1,7 @@
 """`estella generate` and `estella inspect`: output, flags, and exit code 2 with a message for bad input."""
 
+import os
+
 import pytest
 
 from estella.runtime.cli import main
@@ -54,16 +56,33 @@ def test_skip_unknown(numpy_export, capsys):
     (["--top-k", "0"], "--top-k must be an integer >= 1"),
     (["--chars", "-5"], "--chars must be an integer >= 0"),
     (["--num-samples", "0"], "--num-samples must be >= 1"),
-    (["--backend", "gpu"], "unknown backend 'gpu'"),
-    (["--precision", "int4"], "unknown precision 'int4'"),
+    (["--num-samples", "4097"], "--num-samples must be at most 4096"),
     (["--precision", "int8"], "no int8 artifact"),
     (["--prime", "Pip #"], "not in the vocabulary: ['#']"),
-    (["--threads", "0"], "--threads must be >= 1"),
+    (["--threads", "0"], "--threads must be an integer from 1 to"),
+    (["--threads", str((os.cpu_count() or 1) + 1)], f"--threads must be an integer from 1 to {os.cpu_count()} "
+                                                    "(the number of CPU cores)"),
+    (["--stream", "--num-samples", "2"], "--stream writes one text as it is made; with --num-samples 2 leave out --stream"),
 ])
 def test_bad_flags_exit_2_with_a_message(numpy_export, capsys, flags, message):
     code, out, err = run(capsys, "generate", numpy_export, *flags)
     assert code == 2 and out == ""
     assert message in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("flag, value, choices", [
+    ("--backend", "gpu", "'auto', 'tflite', 'onnx', 'numpy', 'savedmodel'"),
+    ("--precision", "int4", "'float32', 'float', 'int8'"),
+])
+def test_backend_and_precision_are_argparse_choices(numpy_export, capsys, flag, value, choices):
+    with pytest.raises(SystemExit) as e:
+        main(["generate", numpy_export, flag, value])
+    out, err = capsys.readouterr()
+    assert e.value.code == 2 and out == ""
+    assert f"invalid choice: '{value}' (choose from {choices})" in err
+    with pytest.raises(SystemExit):
+        main(["generate", "--help"])
+    assert "{auto,tflite,onnx,numpy,savedmodel}" in capsys.readouterr().out
 
 
 def test_missing_export_dir(tmp_path, capsys):
@@ -78,7 +97,8 @@ def test_inspect_prints_the_manifest(real_export, capsys):
     assert code == 0
     gen = Generator.load(real_export, "numpy")
     assert f"vocab_size={len(gen.vocab)}" in out and f"units={gen.backend.units}" in out
-    assert "files verified" in out
+    assert "files verified: the size and sha256 of all" in out
+    assert "loaded, shapes agree with the manifest: " in out and "tflite-float32, tflite-int8, onnx-float32" in out
     for name in ("tflite-float32", "tflite-int8", "onnx-float32", "onnx-int8", "numpy-float32", "savedmodel-float32"):
-        assert out.count(name) == 2  # its artifact line and its parity line
+        assert out.count(f"  {name} ") == 2  # its artifact line and its parity line
     assert "provenance:" in out and "corpus_sha256" in out

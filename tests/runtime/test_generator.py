@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from estella.runtime.errors import EstellaError
-from estella.runtime.generator import Generator, PrimeError
+from estella.runtime.generator import MAX_STREAMS, Generator, PrimeError, Settings
 from estella.runtime.sampling import SamplingError
 
 
@@ -102,3 +102,18 @@ def test_bad_settings_are_refused(gen, kwargs, match):
     args = {"prime": "Pip", "n_chars": 10, **kwargs}
     with pytest.raises(EstellaError, match=match):
         gen.generate(**args)
+
+
+def test_settings_by_name_by_position_or_as_one_object(gen):
+    named = gen.generate("Pip", 30, temperature=0.8, top_k=20, seed=3, echo=False)
+    assert gen.generate("Pip", 30, 0.8, 20, None, 3, None, False) == named
+    assert gen.generate("Pip", 30, Settings(temperature=0.8, top_k=20, seed=3, echo=False)) == named
+    assert gen.generate_many(["Pip"], 30, Settings(temperature=0.8, top_k=20, seed=3, echo=False)) == [named]
+    with pytest.raises(EstellaError, match="unexpected keyword argument 'temprature'.*the settings are: temperature"):
+        gen.generate("Pip", 30, temprature=0.8)
+
+
+def test_at_most_max_streams_in_one_batch(gen):
+    with pytest.raises(EstellaError, match=f"--num-samples must be at most {MAX_STREAMS}"):
+        gen.generate_many(["Pip"] * (MAX_STREAMS + 1), 1)
+    assert len(gen.generate_many(["P"] * MAX_STREAMS, 1, temperature=0)) == MAX_STREAMS

@@ -42,6 +42,41 @@ print(json.dumps({{"texts": texts, "code": code, "heavy": heavy}}))
     assert all(t.startswith("Pip") and len(t) == 23 for t in out["texts"].values())
 
 
+HEAVY = ("tensorflow", "keras", "estella.build", "estella.export", "estella.bench")
+
+
+@pytest.mark.parametrize("argv", [["generate", "--chars", "20", "--seed", "1"],
+                                  ["generate", "--chars", "20", "--stream", "--backend", "onnx", "--precision", "int8"],
+                                  ["inspect"], ["inspect", "--no-verify"]])
+def test_the_runtime_commands_import_no_other_stage(real_export, argv):
+    """`estella generate` / `inspect` alone in a process: no TensorFlow, Keras, nor the build, export and
+    bench stages (the dispatcher imports only the command's module). inspect loads the SavedModel
+    where TensorFlow is installed, so TensorFlow is hidden for it here."""
+    argv = [argv[0], real_export, *argv[1:]]
+    code = f"""
+from estella.runtime.cli import main
+code = main({argv!r})
+loaded = sorted(m for m, mod in sys.modules.items() if mod is not None and any(m == h or m.startswith(h + ".") for h in {HEAVY!r}))
+print("LOADED", code, loaded)
+"""
+    result = run_python(code, ("tensorflow",) if argv[0] == "inspect" else ())
+    assert result.returncode == 0, result.stderr
+    line = result.stdout.strip().splitlines()[-1]
+    assert line == "LOADED 0 []", line
+
+
+@pytest.mark.parametrize("command", [["train", "RUN", "--corpus", "CORPUS"], ["export", "RUN"], ["bench", "--quick"],
+                                     ["sample", "RUN"]])
+def test_training_commands_in_a_runtime_only_install_name_the_extra(tmp_path, command):
+    """As in the runtime-only virtualenv (there nothing is hidden, it is really absent): exit 2 at once."""
+    argv = [str(tmp_path) if a in ("RUN", "CORPUS") else a for a in command]
+    code = f"from estella.runtime.cli import main; sys.exit(main({argv!r}))"
+    result = run_python(code, ("tensorflow", "keras"))
+    assert result.returncode == 2, result.stderr
+    assert "pip install 'estella[train]'" in result.stderr and "Traceback" not in result.stderr
+    assert os.listdir(tmp_path) == []  # nothing started
+
+
 @pytest.mark.parametrize("backend, hide, extra", [
     ("tflite", ("ai_edge_litert", "tflite_runtime"), "pip install 'estella[tflite]'"),
     ("onnx", ("onnxruntime",), "pip install 'estella[onnx]'"),

@@ -3,7 +3,6 @@
 import numpy as np
 import pytest
 
-from conftest import VOCAB
 from estella.runtime.backends import open_backend
 from estella.runtime.backends.base import StepInputError
 
@@ -42,7 +41,7 @@ def test_one_long_call_equals_one_char_at_a_time(numpy_backend):
         np.testing.assert_allclose(step_logits[:, 0], logits[:, t], atol=1e-6)
     np.testing.assert_allclose(s, state, atol=1e-6)
     assert logits.dtype == np.float32 and state.dtype == np.float32
-    assert logits.shape == (1, 5, len(VOCAB)) and state.shape == (1, numpy_backend.units)
+    assert logits.shape == (1, 5, numpy_backend.vocab_size) and state.shape == (1, numpy_backend.units)
 
 
 @pytest.mark.parametrize("ids, state, match", [
@@ -53,9 +52,32 @@ def test_one_long_call_equals_one_char_at_a_time(numpy_backend):
     (np.zeros((1, 1), np.float32), np.zeros((1, 16), np.float32), "integer"),
     (np.zeros((1,), np.int32), np.zeros((1, 16), np.float32), r"\[batch, time\]"),
     (np.zeros((1, 0), np.int32), np.zeros((1, 16), np.float32), r"\[batch, time\]"),
-    (np.full((1, 1), len(VOCAB), np.int32), np.zeros((1, 16), np.float32), rf"ids must be in \[0, {len(VOCAB)}\)"),
     (np.full((1, 1), -1, np.int32), np.zeros((1, 16), np.float32), "ids must be in"),
 ])
 def test_step_refuses_bad_inputs(numpy_backend, ids, state, match):
     with pytest.raises(StepInputError, match=match):
         numpy_backend.step(ids, state)
+
+
+def test_step_refuses_ids_past_the_vocabulary(numpy_backend):
+    V = numpy_backend.vocab_size
+    with pytest.raises(StepInputError, match=rf"ids must be in \[0, {V}\)"):
+        numpy_backend.step(np.full((1, 1), V, np.int32), numpy_backend.initial_state())
+
+
+def blas_threads():
+    from threadpoolctl import threadpool_info
+
+    return sorted({pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"})
+
+
+def test_numpy_backend_pins_its_blas_threads(numpy_export):
+    """One BLAS thread by default (the per-character product is too small to split), or --threads N."""
+    import os
+
+    assert blas_threads(), "numpy's BLAS is not visible to threadpoolctl"
+    if (os.cpu_count() or 1) >= 2:
+        open_backend(numpy_export, "numpy", num_threads=2)
+        assert blas_threads() == [2]
+    open_backend(numpy_export, "numpy")
+    assert blas_threads() == [1]

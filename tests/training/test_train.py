@@ -26,7 +26,7 @@ def test_tiny_run_learns_and_writes_a_complete_run(tiny_run):
     with open(os.path.join(tiny_run, "vocab.json")) as f:
         vocab_size = json.load(f)["size"]
     assert losses[-1] < losses[0] < math.log(vocab_size)  # better than uniform guessing, and improving
-    for name in ("config.json", "vocab.json", "best.weights.h5", "last.keras", "history.csv", "history.png"):
+    for name in ("config.json", "vocab.json", "best.weights.h5", "history.csv", "history.png"):
         assert os.path.getsize(os.path.join(tiny_run, name)) > 0, name
     checkpoints = sorted(os.listdir(os.path.join(tiny_run, "checkpoints")))
     assert checkpoints == [f"epoch-{r['epoch']:03d}-val{r['val_loss']:.4f}.weights.h5" for r in state["history"]]

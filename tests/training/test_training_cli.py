@@ -14,7 +14,10 @@ def estella(*args):
     (["--corpus", "/no/such/file.txt"], "corpus file not found: /no/such/file.txt"),
     (["--epochs", "0"], "--epochs must be >= 1, got 0"),
     (["--validation-fraction", "0.9"], "--validation-fraction must be in (0, 0.5), got 0.9"),
-    (["--learning-rate", "-1"], "--learning-rate must be > 0, got -1.0"),
+    (["--learning-rate", "-1"], "--learning-rate must be a finite number > 0, got -1.0"),
+    (["--learning-rate", "inf"], "--learning-rate must be a finite number > 0, got inf"),
+    (["--learning-rate", "nan"], "--learning-rate must be a finite number > 0, got nan"),
+    (["--validation-fraction", "nan"], "--validation-fraction must be in (0, 0.5), got nan"),
 ])
 def test_train_errors(args, message, tmp_path, corpus_slice):
     argv = ["train", str(tmp_path / "run"), "--preset", "tiny"]
@@ -42,7 +45,7 @@ def test_sample_writes_text_from_the_prime(tiny_run):
 @pytest.mark.parametrize("args, message", [
     (["--prime", "Pip\u20ac"], "not in the vocabulary"),
     (["--prime", ""], "--prime must have at least one character"),
-    (["--temperature", "0"], "--temperature must be > 0"),
+    (["--temperature", "-1"], "--temperature must be a finite number >= 0"),
     (["--chars", "-1"], "--chars must be >= 0"),
 ])
 def test_sample_errors(tiny_run, args, message):
@@ -53,3 +56,23 @@ def test_sample_errors(tiny_run, args, message):
 def test_sample_on_a_folder_that_is_not_a_run(tmp_path):
     result = estella("sample", str(tmp_path))
     assert result.returncode == 2 and "is not a run directory" in result.stderr
+
+
+def test_sample_and_generate_write_the_same_text(tiny_run, tmp_path, capsys):
+    """One sampler: the Keras reference (`estella sample`) and the runtime (`estella generate`) draw
+    the same characters from the same seed."""
+    import shutil
+
+    from estella.export.pipeline import export_run
+    from estella.runtime.cli import main
+
+    run = str(tmp_path / "run")
+    shutil.copytree(tiny_run, run)
+    export_run(run, log=lambda *_: None)
+    capsys.readouterr()
+    settings = ["--prime", "Pip", "--chars", "200", "--temperature", "0.8", "--seed", "3"]
+    assert main(["sample", run, *settings]) == 0
+    sampled = capsys.readouterr().out
+    assert main(["generate", f"{run}/export", "--backend", "numpy", *settings]) == 0
+    generated = capsys.readouterr().out
+    assert sampled == generated and len(sampled) == len("Pip") + 200 + 1

@@ -1,0 +1,141 @@
+"""Serving speed: `estella serve` under C concurrent streaming clients, against the batching limit
+(`Generator.generate_many` at B = C, in this process) and against one request at a time (C = 1).
+
+Run as a child of the suite (`python -m estella.bench.serving EXPORT OUT.json`). For each precision
+one real server runs in its own process on 127.0.0.1 (tflite, --max-batch as large as the most
+clients, so C clients are one batch of C); the clients are httpx async streams in this process,
+each sending its requests one after another and reading the server-sent events as they come.
+Rounds are interleaved as everywhere else: each round runs every C served, then generate_many at B = C.
+"""
+
+import argparse
+import asyncio
+import json
+import os
+import time
+
+import numpy as np
+
+from .generation import PRIME, TEMPERATURE, runtime_generate
+from .stats import summary
+
+CLIENTS = (1, 8, 32, 64)
+PRECISIONS = ("int8", "float32")
+
+
+async def client_requests(client, url, requests, chars, seed, ttft):
+    """One client: `requests` streaming completions one after another; appends each one's time to
+    first character (s) to ttft. Every stream must bring exactly `chars` characters."""
+    for i in range(requests):
+        body = {"prompt": PRIME, "max_tokens": chars, "temperature": TEMPERATURE, "seed": seed + i, "stream": True}
+        t0 = time.perf_counter()
+        first, got = None, 0
+        async with client.stream("POST", url + "/v1/completions", json=body) as response:
+            if response.status_code != 200:
+                raise RuntimeError(f"the server answered {response.status_code}: {(await response.aread())[:500]}")
+            async for line in response.aiter_lines():
+                if not line.startswith("data: "):
+                    continue
+                if line == "data: [DONE]":
+                    break
+                text = json.loads(line[6:])["choices"][0]["text"]
+                if text and first is None:
+                    first = time.perf_counter() - t0
+                got += len(text)
+        if got != chars:
+            raise RuntimeError(f"a stream brought {got} characters, not {chars}")
+        ttft.append(first)
+
+
+def cpu_seconds(pid):
+    """User + system CPU time of a process so far (Linux /proc), to see which side is busy."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def served(url, clients, requests, chars, server_pid=None):
+    """C clients at once; returns (aggregate chars/s over the whole run, [time to first character],
+    {"server": CPU share, "clients": CPU share}: CPU seconds per second of the run, 1.0 = one core)."""
+    import httpx
+
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(timeout=300, limits=limits) as client:
+        # Open every connection first: a real client keeps its connection; TCP setup is not what is measured.
+        await asyncio.gather(*(client_requests(client, url, 1, 1, 0, []) for _ in range(clients)))
+        ttft = []
+        cpu0 = time.process_time(), cpu_seconds(server_pid) if server_pid else 0.0
+        t0 = time.perf_counter()
+        await asyncio.gather(*(client_requests(client, url, requests, chars, 1000 * c, ttft) for c in range(clients)))
+        seconds = time.perf_counter() - t0
+        cpu = {"clients": (time.process_time() - cpu0[0]) / seconds,
+               "server": (cpu_seconds(server_pid) - cpu0[1]) / seconds if server_pid else float("nan")}
+    return clients * requests * chars / seconds, ttft, cpu
+
+
+def percentile_ms(values, q):
+    return float(np.percentile(values, q)) * 1e3
+
+
+def measure_precision(export_dir, precision, clients, requests, chars, repeats, threads, log=print):
+    from estella.runtime.generator import Generator
+    from estella.serve.process import ServerProcess
+
+    generator = Generator.load(export_dir, backend="tflite", precision=precision, num_threads=threads)
+    batched = {c: runtime_generate(generator, c) for c in clients}
+    for c in clients:
+        batched[c](2)  # warm-up: allocation at this batch size
+    rates = {c: [] for c in clients}
+    limit = {c: [] for c in clients}
+    ttfts = {c: [] for c in clients}
+    cpu = {c: {"server": [], "clients": []} for c in clients}
+    flags = ["--backend", "tflite", "--precision", precision, "--threads", threads, "--max-batch", max(clients),
+             "--max-queue", max(clients), "--max-chars", chars]
+    with ServerProcess(export_dir, *flags) as server:
+        for c in clients:
+            asyncio.run(served(server.url, c, 1, min(chars, 16)))  # warm-up: the server's batch sizes
+        for r in range(repeats):
+            for c in clients:
+                rate, ttft, shares = asyncio.run(served(server.url, c, requests, chars, server.process.pid))
+                rates[c].append(rate)
+                ttfts[c] += ttft
+                for side, share in shares.items():
+                    cpu[c][side].append(share)
+                # The same characters per stream, as one generate_many call of B = C streams.
+                seconds, units = batched[c](requests * chars)
+                limit[c].append(units / seconds)
+            log(f"  serving {precision}: round {r + 1}/{repeats}")
+    return {str(c): {"served_chars_per_s": summary(rates[c]), "generate_many_chars_per_s": summary(limit[c]),
+                     "ttft_ms": {"p50": percentile_ms(ttfts[c], 50), "p99": percentile_ms(ttfts[c], 99),
+                                 "max": max(ttfts[c]) * 1e3, "n": len(ttfts[c])},
+                     "cpu_share": {side: summary(v)["median"] for side, v in cpu[c].items()}}
+            for c in clients}
+
+
+def measure(export_dir, clients=CLIENTS, requests=4, chars=256, repeats=5, threads=1, log=print):
+    with np.load(f"{export_dir}/weights.npz") as w:
+        U, V = w["dense_kernel"].shape
+    return {"shape": {"vocab_size": int(V), "units": int(U)}, "backend": "tflite", "threads": threads,
+            "requests_per_client": requests, "chars_per_request": chars, "repeats": repeats,
+            "precisions": {p: measure_precision(export_dir, p, clients, requests, chars, repeats, threads, log)
+                           for p in PRECISIONS}}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("export_dir")
+    parser.add_argument("out")
+    parser.add_argument("--clients", default=",".join(map(str, CLIENTS)))
+    parser.add_argument("--requests", type=int, default=4, help="requests per client, one after another")
+    parser.add_argument("--chars", type=int, default=256, help="characters per request")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args(argv)
+    result = measure(args.export_dir, [int(c) for c in args.clients.split(",") if c], args.requests, args.chars,
+                     args.repeats, args.threads)
+    with open(args.out, "w", encoding="utf-8") as f:
+        json.dump(result, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()

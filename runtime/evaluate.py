@@ -1,0 +1,161 @@
+"""`estella evaluate`: an export's loss on a text, teacher-forced, in nats and bits per character.
+
+The text runs as ONE stream from the zero state with the true character fed at every step, so
+character t+1 is scored on its prediction after all t characters before it, and every artifact
+sees exactly the same inputs. Calls of CHUNK characters carry the state from one to the next, so
+the chunking changes nothing. (Cutting the text into B pieces run as a batch would be B times
+faster, but each piece would start from the zero state without its context: another, larger
+number, and one that would depend on B.)
+
+Without --text, the export's own validation text is used when its manifest names one
+(provenance.validation_text, written by `estella export`: the corpus file, its sha256, and which
+characters of it), so that the numbers match the bpc in the manifest's parity section.
+"""
+
+import hashlib
+import os
+import sys
+import time
+
+import numpy as np
+
+from .errors import EstellaError
+
+CHUNK = 1024  # characters per backend call
+
+
+class EvaluateError(EstellaError):
+    """No text to evaluate on, or a text the model cannot read."""
+
+
+def bits_per_char(logits, targets) -> float:
+    """Mean cross-entropy of logits [N, V] for the next ids targets [N], in bits (float64)."""
+    return nats_per_char(logits, targets) / np.log(2)
+
+
+def nats_per_char(logits, targets) -> float:
+    total, count = _nats(np.asarray(logits, np.float64), np.asarray(targets))
+    return total / count if count else float("nan")
+
+
+def _nats(logits, targets):
+    """(sum of -log softmax(logits)[target], count) over the rows of logits [N, V]."""
+    top = logits.max(axis=-1, keepdims=True)
+    log_norm = top[:, 0] + np.log(np.exp(logits - top).sum(axis=-1))
+    return float(np.sum(log_norm - logits[np.arange(len(targets)), targets])), len(targets)
+
+
+def teacher_forced(backend, ids, chunk=CHUNK) -> dict:
+    """Loss of ids [N] (N >= 2) through a backend: {"chars", "nats", "bpc", "seconds"} over the N - 1 predictions."""
+    ids = np.asarray(ids, np.int32)
+    if len(ids) < 2:
+        raise EvaluateError(f"the text has {len(ids)} characters; at least 2 are needed (one to predict)")
+    start = time.perf_counter()
+    state, total, count = backend.initial_state(1), 0.0, 0
+    for first in range(0, len(ids) - 1, chunk):
+        inputs = ids[first:first + chunk]
+        targets = ids[first + 1:first + 1 + chunk]
+        logits, state = backend.step(inputs[None, :len(targets)], state)
+        part, n = _nats(np.asarray(logits[0], np.float64), targets)
+        total, count = total + part, count + n
+    nats = total / count
+    return {"chars": int(len(ids)), "nats": nats, "bpc": nats / np.log(2), "seconds": time.perf_counter() - start}
+
+
+def encode(text, vocab, label, skip_unknown=False):
+    """ids [N] of text in the vocabulary; characters outside it are refused, or dropped with skip_unknown."""
+    index = {c: i for i, c in enumerate(vocab)}
+    unknown = sorted(set(text) - index.keys())
+    if unknown and not skip_unknown:
+        shown = "".join(unknown[:20])
+        raise EvaluateError(f"{label} has {len(unknown)} characters that are not in the model's vocabulary: "
+                            f"{shown!r}{' ...' if len(unknown) > 20 else ''} (drop them with --skip-unknown)")
+    return np.array([index[c] for c in text if c in index], np.int32)
+
+
+def read_text(path) -> str:
+    """A UTF-8 file as the corpus loader reads it: a BOM dropped, CRLF line ends as LF."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except OSError as e:
+        raise EvaluateError(f"cannot read --text {path}: {e.strerror}") from None
+    try:
+        return raw.decode("utf-8-sig").replace("\r\n", "\n")
+    except UnicodeDecodeError as e:
+        raise EvaluateError(f"--text {path} is not UTF-8 (byte {e.start})") from None
+
+
+def validation_text(manifest, export_dir) -> tuple:
+    """(text, description) of the validation text the manifest names, or raise EvaluateError saying why not."""
+    named = (manifest.get("provenance") or {}).get("validation_text")
+    if not isinstance(named, dict):
+        raise EvaluateError(f"{export_dir}'s manifest names no validation text; give one with --text FILE")
+    path = named.get("path")
+    if not isinstance(path, str) or not os.path.isfile(path):
+        raise EvaluateError(f"the validation text's corpus {path} is not there (it is not copied into the export); "
+                            "give a text with --text FILE")
+    with open(path, "rb") as f:
+        raw = f.read()
+    if hashlib.sha256(raw).hexdigest() != named.get("sha256"):
+        raise EvaluateError(f"{path} is not the corpus the model was trained on (its sha256 differs from the "
+                            "manifest's); give a text with --text FILE")
+    text = raw.decode("utf-8-sig").replace("\r\n", "\n")
+    start, chars = named.get("start"), named.get("chars")
+    if not (isinstance(start, int) and isinstance(chars, int) and 0 <= start and 2 <= chars):
+        raise EvaluateError(f"{export_dir}'s manifest: provenance.validation_text needs integer start >= 0 and "
+                            f"chars >= 2, got {start!r} and {chars!r}")
+    return text[start:start + chars], f"the validation text in {path} (from character {start})"
+
+
+def add_parser(subparsers):
+    from .backends import BACKENDS
+
+    p = subparsers.add_parser(
+        "evaluate", help="loss in bits per character of an export on a text",
+        description="Run a text through an export's artifact, teacher-forced (the true character fed at every "
+                    "step, one stream from the zero state), and print its loss in nats and bits per character.")
+    p.add_argument("export_dir", metavar="EXPORT_DIR", help="an export directory (estella export RUN --out DIR)")
+    p.add_argument("--text", metavar="FILE", default=None,
+                   help="a UTF-8 text file (default: the export's validation text, if its manifest names it)")
+    p.add_argument("--chars", type=int, default=None, metavar="N", help="use only the first N characters of the text")
+    p.add_argument("--backend", default=None, choices=["auto", *BACKENDS], help="the backend (default auto)")
+    p.add_argument("--precision", default=None, choices=["float32", "float", "int8"],
+                   help="the artifact's precision (default float32)")
+    p.add_argument("--all", action="store_true", help="one row per backend and precision the export holds")
+    p.add_argument("--skip-unknown", action="store_true", help="drop characters outside the vocabulary")
+    p.set_defaults(handler=evaluate_command)
+
+
+def evaluate_command(args):
+    from .backends import BACKENDS, find_artifact, open_backend
+    from .errors import MissingDependency
+    from .manifest import load_manifest
+
+    if args.all and (args.backend or args.precision):
+        raise EvaluateError("--all runs every backend and precision; leave out --backend and --precision")
+    if args.chars is not None and args.chars < 2:
+        raise EvaluateError(f"--chars must be >= 2, got {args.chars}")
+    manifest = load_manifest(args.export_dir, verify=False)  # open_backend verifies the files it opens
+    if args.text is not None:
+        text, source = read_text(args.text), f"{args.text}"
+    else:
+        text, source = validation_text(manifest, args.export_dir)
+    ids = encode(text[:args.chars] if args.chars else text, manifest["model"]["vocab"],
+                 args.text or "the validation text", args.skip_unknown)
+    if args.all:
+        rows = [(b, p) for p in ("float32", "int8") for b in BACKENDS if find_artifact(manifest, b, p)]
+    else:
+        rows = [(args.backend or "auto", args.precision or "float32")]
+    print(f"{source}: {len(ids)} characters, {len(ids) - 1} predictions, one stream teacher-forced")
+    print(f"{'backend':<11} {'precision':<9} {'nats/char':>9} {'bits/char':>9} {'seconds':>8}")
+    for backend_name, precision in rows:
+        try:
+            backend = open_backend(args.export_dir, backend_name, precision, manifest=manifest)
+        except MissingDependency as e:
+            print(f"{backend_name:<11} {precision:<9} not run: {e}")
+            continue
+        result = teacher_forced(backend, ids)
+        print(f"{backend.name:<11} {backend.precision:<9} {result['nats']:9.4f} {result['bpc']:9.4f} "
+              f"{result['seconds']:8.1f}")
+        sys.stdout.flush()
