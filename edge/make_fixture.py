@@ -41,7 +41,7 @@ def fixture_key(args):
 def make(folder, args):
     """Write export/ and reference.npz into folder."""
     sys.path.insert(0, os.path.join(REPO, "tests", "parity"))
-    import parity_models as models  # the Keras reference behind the runtime's Backend interface
+    import parity_models as models  # the parity suite's text and Keras reference
 
     from estella.build.random_run import make_random_run
     from estella.export.pipeline import export_run
@@ -53,7 +53,7 @@ def make(folder, args):
     make_random_run(run_dir, chars, embedding_dim=args.embedding_dim, units=args.units)
     export_run(run_dir, os.path.join(folder, "export"), log=lambda *a: None)
     inputs = parity.make_inputs(text[:parity.BATCH * args.steps], chars, steps=args.steps)
-    reference = parity.probe(models.KerasReference(run_dir), inputs)
+    reference = parity.probe(models.keras_reference(run_dir), inputs)
     words = "\n".join(sorted(parity.corpus_words(text)))
     np.savez(os.path.join(folder, "reference.npz"), **inputs, **{"reference_" + k: v for k, v in reference.items()},
              words=np.array(words))

@@ -102,18 +102,20 @@ PIP_FLAGS="-q --disable-pip-version-check --no-index --find-links /mnt/wheelhous
 WHEEL_IN_CHROOT=/mnt/wheelhouse/estella/$(basename "$ESTELLA_WHEEL")
 for venv in tflite onnx tflite-runtime; do
     dir=$ROOTFS/opt/estella/$venv
-    key="$DEPS_KEY $venv"
+    case $venv in
+        # numpy<2 and tflite-runtime, then estella's base dependencies (threadpoolctl), none of its extras.
+        tflite-runtime) spec="$TFLITE_RUNTIME_REQS $WHEEL_IN_CHROOT" ;;
+        *) spec="$WHEEL_IN_CHROOT[$venv]" ;;
+    esac
+    key="$DEPS_KEY $venv $spec"
     if [ "$(cat "$dir/.deps-key" 2>/dev/null)" != "$key" ]; then
-        step "venv $venv: create and install"
+        step "venv $venv: create and install $spec"
         rm -rf "$dir"
         in_chroot python3 -m venv "/opt/estella/$venv"
-        case $venv in
-            # shellcheck disable=SC2086
-            tflite-runtime) in_chroot "/opt/estella/$venv/bin/pip" install $PIP_FLAGS $TFLITE_RUNTIME_REQS ;;
-            # shellcheck disable=SC2086
-            *) in_chroot "/opt/estella/$venv/bin/pip" install $PIP_FLAGS "$WHEEL_IN_CHROOT[$venv]" ;;
-        esac
+        # shellcheck disable=SC2086  # the requirements are words
+        in_chroot "/opt/estella/$venv/bin/pip" install $PIP_FLAGS $spec
         echo "$key" > "$dir/.deps-key"
+        echo "$ESTELLA_KEY" > "$dir/.estella-key"
     fi
     if [ "$(cat "$dir/.estella-key" 2>/dev/null)" != "$ESTELLA_KEY" ]; then
         step "venv $venv: install estella $ESTELLA_KEY"
