@@ -110,14 +110,15 @@ parity: venv $(TFLITE_RUNTIME_VENV)/.installed
 # `make edge`: the runtime on emulated aarch64 (Cortex-A72 and A76, Raspberry Pi 4 and 5 class) in a
 # Debian bookworm arm64 chroot under qemu-user, every device row against the host's Keras reference;
 # writes EDGE.md. Needs root. The root filesystem, wheels, device virtualenvs and fixture are cached
-# in $(EDGE_CACHE) (first time about 5-10 minutes, then about a minute); see edge/prepare.sh.
+# in $(EDGE_CACHE) (preparing took 12 minutes from nothing on a busy machine, then seconds; the run 2-3
+# minutes); see edge/prepare.sh.
 EDGE_CACHE ?= $(HOME)/.cache/estella/edge
 EDGE_CORPUS ?= $(or $(CORPUS),../shared/data/great-expectations.txt)
 EDGE_OUT ?= .cache/edge
 .PHONY: edge
 edge: venv
 	EDGE_CACHE=$(EDGE_CACHE) EDGE_HOST_PYTHON=$(BIN)/python edge/prepare.sh
-	fixture=$$($(BIN)/python edge/make_fixture.py $(EDGE_CACHE)/fixtures --corpus $(EDGE_CORPUS) | tail -n1) && \
+	fixture=$$($(BIN)/python edge/make_fixture.py $(EDGE_CACHE)/fixtures --corpus $(EDGE_CORPUS)) && \
 		EDGE_CACHE=$(EDGE_CACHE) edge/run.sh "$$fixture" $(EDGE_OUT) cortex-a72 cortex-a76
 	$(BIN)/python edge/report.py $(EDGE_OUT) EDGE.md
 

@@ -74,10 +74,14 @@ def main():
     if not os.path.exists(os.path.join(folder, "reference.npz")):
         os.makedirs(args.cache_dir, exist_ok=True)
         tmp = tempfile.mkdtemp(prefix=".fixture-", dir=args.cache_dir)
+        stdout = os.dup(1)
+        os.dup2(2, 1)  # TensorFlow's and the converters' chatter goes to stderr: stdout is the folder alone
         try:
             make(tmp, args)
             os.replace(tmp, folder)
         finally:
+            sys.stdout.flush()
+            os.dup2(stdout, 1)
             shutil.rmtree(tmp, ignore_errors=True)
     print(folder)
 
