@@ -107,6 +107,21 @@ parity: venv $(TFLITE_RUNTIME_VENV)/.installed
 	ESTELLA_TFLITE_RUNTIME_PYTHON=$(TFLITE_RUNTIME_VENV)/bin/python $(BIN)/python -m pytest -q tests/parity \
 		-k "not a-short" --parity-table PARITY.md
 
+# `make edge`: the runtime on emulated aarch64 (Cortex-A72 and A76, Raspberry Pi 4 and 5 class) in a
+# Debian bookworm arm64 chroot under qemu-user, every device row against the host's Keras reference;
+# writes EDGE.md. Needs root. The root filesystem, wheels, device virtualenvs and fixture are cached
+# in $(EDGE_CACHE) (preparing took 12 minutes from nothing on a busy machine, then seconds; the run 2-3
+# minutes); see edge/prepare.sh.
+EDGE_CACHE ?= $(HOME)/.cache/estella/edge
+EDGE_CORPUS ?= $(or $(CORPUS),../shared/data/great-expectations.txt)
+EDGE_OUT ?= .cache/edge
+.PHONY: edge
+edge: venv
+	EDGE_CACHE=$(EDGE_CACHE) EDGE_HOST_PYTHON=$(BIN)/python edge/prepare.sh
+	fixture=$$($(BIN)/python edge/make_fixture.py $(EDGE_CACHE)/fixtures --corpus $(EDGE_CORPUS)) && \
+		EDGE_CACHE=$(EDGE_CACHE) edge/run.sh "$$fixture" $(EDGE_OUT) cortex-a72 cortex-a76
+	$(BIN)/python edge/report.py $(EDGE_OUT) EDGE.md
+
 # `make bench` writes BENCHMARKS.md, bench.json and bench.png (about 15-20 minutes on 2 cores);
 # QUICK=1 runs a few minutes' worth into .cache/bench/quick/ instead.
 .PHONY: bench
