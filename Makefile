@@ -95,7 +95,7 @@ browser:
 tflite-runtime-venv: $(TFLITE_RUNTIME_VENV)/.installed
 $(TFLITE_RUNTIME_VENV)/.installed: pyproject.toml
 	test -x $(TFLITE_RUNTIME_VENV)/bin/python || $(PYTHON) -m venv $(TFLITE_RUNTIME_VENV)
-	$(TFLITE_RUNTIME_VENV)/bin/python -m pip install -q 'numpy>=1.26,<2' 'tflite-runtime==2.14.0'
+	$(TFLITE_RUNTIME_VENV)/bin/python -m pip install -q 'numpy>=1.26,<2' 'tflite-runtime==2.14.0' 'threadpoolctl>=3.5,<4'
 	$(TFLITE_RUNTIME_VENV)/bin/python -m pip install -q --no-deps -e .
 	touch $@
 
