@@ -1,12 +1,15 @@
 """Shared test fixtures. This file must not import TensorFlow: the runtime-only virtualenv loads it too."""
 
+import importlib.util
 import os
+import sys
 
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The corpus lives outside the repo and is never committed (see README).
 CORPUS = os.path.abspath(os.path.join(REPO, "..", "shared", "data", "great-expectations.txt"))
+EXPORT_ENV = "ESTELLA_RUNTIME_EXPORT"
 
 
 @pytest.fixture(scope="session")
@@ -34,3 +37,23 @@ def tiny_run(corpus_slice, tmp_path_factory):
     run_dir = str(tmp_path_factory.mktemp("runs") / "tiny")
     train(run_dir, corpus_slice, "tiny", verbose=0)
     return run_dir
+
+
+@pytest.fixture(scope="session")
+def real_export(request, tmp_path_factory):
+    """A real `estella export` of a tiny trained run (every format). In the TensorFlow-free
+    virtualenvs it is the folder named by ESTELLA_RUNTIME_EXPORT, made beforehand in the main one
+    (tests/runtime/make_fixture_export.py); a name that is set but missing fails, it never skips."""
+    given = os.environ.get(EXPORT_ENV)
+    if given:
+        if not os.path.isfile(os.path.join(given, "manifest.json")):
+            pytest.fail(f"{EXPORT_ENV}={given} has no manifest.json: make it with "
+                        "tests/runtime/make_fixture_export.py (make test does)")
+        return given
+    if importlib.util.find_spec("tensorflow") is None:
+        pytest.fail(f"this virtualenv has no TensorFlow to export a run: set {EXPORT_ENV} to an export "
+                    "made by tests/runtime/make_fixture_export.py (make test does)")
+    sys.path.insert(0, os.path.join(REPO, "tests", "runtime"))
+    from make_fixture_export import export_tiny_run
+
+    return export_tiny_run(request.getfixturevalue("tiny_run"), str(tmp_path_factory.mktemp("export") / "tiny"))

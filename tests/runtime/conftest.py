@@ -3,13 +3,10 @@
 Two kinds of export directory:
 - numpy_export: random weights written with numpy alone (weights.npz + a manifest); the generator,
   sampler and error tests run on it everywhere.
-- real_export: the `estella export` of a tiny trained run, with every format. In the TensorFlow-free
-  virtualenv it is the folder named by ESTELLA_RUNTIME_EXPORT, made beforehand in the main one
-  (tests/runtime/make_fixture_export.py); a name that is set but missing fails, it never skips.
+- real_export (tests/conftest.py): the `estella export` of a tiny trained run, with every format.
 """
 
 import hashlib
-import importlib.util
 import json
 import os
 import string
@@ -17,7 +14,6 @@ import string
 import numpy as np
 import pytest
 
-EXPORT_ENV = "ESTELLA_RUNTIME_EXPORT"
 VOCAB = list("\n !.," + string.ascii_letters)
 
 
@@ -64,21 +60,3 @@ def numpy_weights():
 @pytest.fixture(scope="session")
 def numpy_export(numpy_weights, tmp_path_factory):
     return write_numpy_export(str(tmp_path_factory.mktemp("numpy_export")), numpy_weights, VOCAB)
-
-
-@pytest.fixture(scope="session")
-def real_export(request, tmp_path_factory):
-    """A real `estella export` of a tiny trained run (every format)."""
-    given = os.environ.get(EXPORT_ENV)
-    if given:
-        if not os.path.isfile(os.path.join(given, "manifest.json")):
-            pytest.fail(f"{EXPORT_ENV}={given} has no manifest.json: make it with "
-                        "tests/runtime/make_fixture_export.py (make test does)")
-        return given
-    if importlib.util.find_spec("tensorflow") is None:
-        pytest.fail(f"this virtualenv has no TensorFlow to export a run: set {EXPORT_ENV} to an export "
-                    "made by tests/runtime/make_fixture_export.py (make test does)")
-    from make_fixture_export import export_tiny_run
-
-    tiny_run = request.getfixturevalue("tiny_run")
-    return export_tiny_run(tiny_run, str(tmp_path_factory.mktemp("export") / "tiny"))

@@ -12,7 +12,6 @@ import pytest
 from estella.bench.preparing import synthetic_corpus
 from estella.build.corpus import load
 from estella.build.data import split
-from estella.build.errors import RunError
 from estella.build.memmap_data import DiskWindows, open_prepared
 from estella.build.prepare import prepare
 

@@ -13,7 +13,6 @@ import pytest
 from estella.serve.process import ServerProcess
 
 CHROMIUM = os.environ.get("ESTELLA_CHROMIUM", "/usr/bin/chromium")
-EXPORT_ENV = "ESTELLA_RUNTIME_EXPORT"
 KEY = "page-test-key"
 PRIME = "It was"
 
@@ -26,21 +25,8 @@ WATCH_OUTPUT = """() => {
 
 
 @pytest.fixture(scope="module")
-def export_dir(request, tmp_path_factory):
-    """The runtime tests' real export: ESTELLA_RUNTIME_EXPORT if set, else the tiny trained run exported."""
-    given = os.environ.get(EXPORT_ENV)
-    if given:
-        return given
-    from estella.export.pipeline import export_run  # needs TensorFlow, as tests/runtime's real_export does
-
-    out = str(tmp_path_factory.mktemp("export") / "tiny")
-    export_run(request.getfixturevalue("tiny_run"), out, force=True, log=lambda *a: None)
-    return out
-
-
-@pytest.fixture(scope="module")
-def server(export_dir):
-    with ServerProcess(export_dir, "--api-key", KEY, "--shutdown-timeout", "5") as s:
+def server(real_export):
+    with ServerProcess(real_export, "--api-key", KEY, "--shutdown-timeout", "5") as s:
         yield s
 
 
