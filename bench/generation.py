@@ -276,6 +276,34 @@ def bare_interpreter(backend):
     return run
 
 
+def unfolded_backends(weights, vocab, out_dir, threads):
+    """The previous step graphs (an embedding gather, then the [E, 3U] input kernel on every
+    character; export/stepgraph.py with fold=False), opened through the runtime's own loaders: the
+    baseline that the folded graphs are measured against. They live in the bench only."""
+    from estella.build.vocab import Vocab
+    from estella.export import manifest as manifest_mod
+    from estella.export.onnx import write_onnx, write_onnx_int8
+    from estella.export.tflite import write_tflite
+    from estella.export.weights import dims
+    from estella.runtime.backends import open_backend
+
+    V, E, U = dims(weights)
+    os.makedirs(out_dir, exist_ok=True)
+    write_tflite(weights, os.path.join(out_dir, "model.tflite"), fold=False)
+    write_tflite(weights, os.path.join(out_dir, "model.int8.tflite"), int8=True, fold=False)
+    write_onnx(weights, os.path.join(out_dir, "model.onnx"), fold=False)
+    write_onnx_int8(os.path.join(out_dir, "model.onnx"), os.path.join(out_dir, "model.int8.onnx"))
+    rows = (("tflite-float32", "tflite", "float32", "model.tflite", 1, 1),
+            ("tflite-int8", "tflite", "int8", "model.int8.tflite", 1, 1),
+            ("onnx-float32", "onnx", "float32", "model.onnx", None, 1),
+            ("onnx-int8", "onnx", "int8", "model.int8.onnx", None, 1))
+    artifacts = [manifest_mod.artifact_entry(out_dir, *row, V=V, U=U) for row in rows]
+    manifest = manifest_mod.new_manifest(Vocab(vocab), V, E, U, artifacts, {})
+    manifest["model"]["input_table"] = {"folded": False}
+    return {case_name(fmt, precision): open_backend(out_dir, fmt, precision, manifest=manifest, num_threads=threads)
+            for _, fmt, precision, _, _, _ in rows}
+
+
 def case_name(backend, precision):
     return f"{backend} {precision}"
 
@@ -299,6 +327,11 @@ def measure(run_dir, export_dir, repeats, threads, block_seconds, batches=BATCHE
         per_char[name] = runtime_generate(generator)
         if generator.backend.name in ("tflite", "onnx"):
             per_char[f"bare {name}"] = bare_interpreter(generator.backend)
+    if with_tf:  # the graphs before the input projection was folded into the embedding (needs the export stage)
+        vocab = generators[case_name("numpy", "float32")].vocab
+        for name, backend in unfolded_backends(weights, vocab, os.path.join(os.path.dirname(export_dir),
+                                                                             "unfolded"), threads).items():
+            per_char[f"bare {name} unfolded"] = bare_interpreter(backend)
     log(f"  batch 1: {len(per_char)} cases x {repeats} rounds")
     results = {name: scaled(s, 1e6) for name, s in interleaved(per_char, repeats, block_seconds).items()}
 

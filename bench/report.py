@@ -117,7 +117,8 @@ def generation_tables(gen, plotted):
                    f"({b['float32'] / 2**20:.1f} MiB float32, {b['int8'] / 2**20:.1f} MiB int8 read per character)\n")
         out.append("| path | µs/char | min–max | × limit | × faster than the original |")
         out.append("|---|---:|---:|---:|---:|")
-        order = [*BASELINES, *RUNTIME_ORDER, *[f"bare {n}" for n in RUNTIME_ORDER], *LIMITS.values(),
+        order = [*BASELINES, *RUNTIME_ORDER, *[f"bare {n}" for n in RUNTIME_ORDER],
+                 *[f"bare {n} unfolded" for n in RUNTIME_ORDER], *LIMITS.values(),
                  *[k for k in pc if k.startswith("limit ") and k not in LIMITS.values()], "numpy int8 einsum (not BLAS)"]
         for name in order:
             if name not in pc:
@@ -129,8 +130,28 @@ def generation_tables(gen, plotted):
             label = f"**{name}** = {s['variant'][len(name) + 2:-1]}" if name in LIMITS.values() else name
             out.append(f"| {label} | {fmt(s['median'])} | {span(s)} | {vs_limit} | {vs_orig} |")
         out.append("")
+        out += fold_table(pc)
         out += overhead_table(pc)
         out += throughput_table(g["throughput_chars_per_s"])
+    return out
+
+
+def fold_table(pc):
+    rows = [n for n in RUNTIME_ORDER if f"bare {n}" in pc and f"bare {n} unfolded" in pc]
+    if not rows:
+        return []
+    out = ["The input projection folded into the embedding (one gather from a [V, 3U] table) against the "
+           "previous graphs (an embedding gather, then the [E, 3U] input kernel every character; built from "
+           "the same weights for the bench only), each as a bare interpreter loop:\n",
+           "| graph | folded µs/char | × limit | unfolded µs/char | × limit | unfolded ÷ folded |",
+           "|---|---:|---:|---:|---:|---:|"]
+    for n in rows:
+        folded, unfolded = pc[f"bare {n}"], pc[f"bare {n} unfolded"]
+        limit = pc.get(limit_for(n))
+        x = (lambda s: fmt(ratio(s, limit)) if limit else "–")
+        out.append(f"| {n} | {fmt(folded['median'])} | {x(folded)} | {fmt(unfolded['median'])} | {x(unfolded)} | "
+                   f"{fmt(ratio(unfolded, folded))} |")
+    out.append("")
     return out
 
 
