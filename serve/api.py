@@ -349,8 +349,9 @@ class Watch:
     def _wake(self):  # called on the scheduler thread
         self.loop.call_soon_threadsafe(self._resolve)
 
-    async def news(self, streams, positions=None, when_done=False):
-        """Return once a stream has characters past its position, or has finished."""
+    async def news(self, streams, positions=None, when_done=False, timeout=None):
+        """Return once a stream has characters past its position, or has finished, or (with a
+        timeout) once that many seconds have passed."""
         if self.gone:
             raise ClientGone()
         self.future = self.loop.create_future()
@@ -359,7 +360,12 @@ class Watch:
         for i, s in enumerate(streams):
             if s.done.is_set() or (positions is not None and s.published > positions[i]):
                 return
-        await self.future
+        timer = self.loop.call_later(timeout, self._resolve) if timeout is not None else None
+        try:
+            await self.future
+        finally:
+            if timer is not None:
+                timer.cancel()
         if self.gone:
             raise ClientGone()
 
@@ -387,7 +393,9 @@ async def sse(request, engine, streams, req, head, metrics):
                 prefix[i], positions[i], ended[i] = "", end, reason is not None
                 yield f"data: {json.dumps({**head, 'choices': [choice]})}\n\n"
             if not all(ended):
-                await asyncio.sleep(CHUNK_INTERVAL)  # coalesce: the next chunk carries all that is ready then
+                # Coalesce: the next chunk carries all that is ready CHUNK_INTERVAL from now, or goes at
+                # once when a stream ends, so that a short request is not held back for the interval.
+                await watch.news([s for s, e in zip(streams, ended) if not e], when_done=True, timeout=CHUNK_INTERVAL)
         if req["include_usage"]:
             yield f"data: {json.dumps({**head, 'choices': [], 'usage': usage(streams)})}\n\n"
         yield "data: [DONE]\n\n"
