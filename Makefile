@@ -122,7 +122,7 @@ edge: venv
 		EDGE_CACHE=$(EDGE_CACHE) edge/run.sh "$$fixture" $(EDGE_OUT) cortex-a72 cortex-a76
 	$(BIN)/python edge/report.py $(EDGE_OUT) EDGE.md
 
-# `make bench` writes BENCHMARKS.md, bench.json and bench.png (about 15-20 minutes on 2 cores);
+# `make bench` writes BENCHMARKS.md, bench.json and bench.png (about 7 minutes on a quiet 2-core machine);
 # QUICK=1 runs a few minutes' worth into .cache/bench/quick/ instead.
 .PHONY: bench
 bench: venv
