@@ -13,15 +13,14 @@ from .errors import RunError
 MODES = ("auto", "off", "bfloat16", "float16")
 POLICIES = {"off": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
 
-# What `auto` picks on a CPU with native bfloat16 (AVX512_BF16 or AMX). Measured once on this project's
-# 2-core AMD EPYC (avx512_bf16), TensorFlow 2.21 / Keras 3.15, a shared machine (load ~10), 16 steps
-# per case interleaved (python -m estella.bench.training CORPUS OUT --cases "estella,estella + bf16"
-# --steps 4 --rounds 3), ms/step median (min) and validation loss after the 16 steps:
-#   default preset: float32 491 (472) ms, 2.591 nats; bfloat16 584 (365) ms, 2.815 nats
-#   seed preset:    float32 2736 (1665) ms, 3.180 nats; bfloat16 2181 (1485) ms, 3.244 nats
-# Not clearly faster (the medians disagree between presets) and worse after the same steps, so auto
-# stays off on CPUs; `estella bench` measures it again (the "estella + bf16" rows).
-BF16_FASTER_ON_CPU = False
+# What `auto` picks on a CPU with native bfloat16 (AVX512_BF16 or AMX). Measured by `make bench` on this
+# project's 2-core AMD EPYC (avx512_bf16), TensorFlow 2.21 / Keras 3.15, on a quiet machine, ms/step
+# median and validation loss after the same steps (BENCHMARKS.md, "estella + bf16"):
+#   default preset: float32 268 ms, 2.553 nats; bfloat16 246 ms, 2.498 nats (24 steps)
+#   seed preset:    float32 824 ms, 2.619 nats; bfloat16 580 ms, 2.627 nats (32 steps)
+# Faster (1.09x and 1.42x) at the same loss, so auto takes bfloat16 there. (A first measurement under a
+# load of ~10 had seen no gain: bf16's advantage needs the cores it runs on.)
+BF16_FASTER_ON_CPU = True
 
 
 def cpu_flags():

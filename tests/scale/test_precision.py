@@ -50,10 +50,12 @@ def test_resume_keeps_the_precision_and_refuses_another(corpus_slice, tmp_path):
     assert state["epochs_done"] == 2
 
 
-def test_auto_is_off_on_a_cpu_where_bfloat16_measured_slower_and_bad_modes_are_refused():
+def test_auto_follows_the_hardware_and_bad_modes_are_refused():
     if precision.gpu_visible():
         assert precision.resolve("auto") == "float16"
-    elif not precision.BF16_FASTER_ON_CPU:  # the measured decision for CPUs (see build/precision.py)
+    elif precision.cpu_has_bf16() and precision.BF16_FASTER_ON_CPU:  # measured (see build/precision.py)
+        assert precision.resolve("auto") == "bfloat16"
+    else:
         assert precision.resolve("auto") == "off"
     with pytest.raises(Exception, match="--mixed-precision must be one of"):
         precision.resolve("int8")
