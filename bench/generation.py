@@ -283,6 +283,7 @@ def unfolded_backends(weights, vocab, out_dir, threads):
     from estella.build.vocab import Vocab
     from estella.export import manifest as manifest_mod
     from estella.export.onnx import write_onnx, write_onnx_int8
+    from estella.export.pipeline import ARTIFACTS
     from estella.export.tflite import write_tflite
     from estella.export.weights import dims
     from estella.runtime.backends import open_backend
@@ -293,15 +294,13 @@ def unfolded_backends(weights, vocab, out_dir, threads):
     write_tflite(weights, os.path.join(out_dir, "model.int8.tflite"), int8=True, fold=False)
     write_onnx(weights, os.path.join(out_dir, "model.onnx"), fold=False)
     write_onnx_int8(os.path.join(out_dir, "model.onnx"), os.path.join(out_dir, "model.int8.onnx"))
-    rows = (("tflite-float32", "tflite", "float32", "model.tflite", 1, 1),
-            ("tflite-int8", "tflite", "int8", "model.int8.tflite", 1, 1),
-            ("onnx-float32", "onnx", "float32", "model.onnx", None, 1),
-            ("onnx-int8", "onnx", "int8", "model.int8.onnx", None, 1))
-    artifacts = [manifest_mod.artifact_entry(out_dir, *row, V=V, U=U) for row in rows]
+    specs = [spec for spec in ARTIFACTS if spec.format in ("tflite", "onnx")]
+    artifacts = [manifest_mod.artifact_entry(out_dir, spec, V=V, U=U) for spec in specs]
     manifest = manifest_mod.new_manifest(Vocab(vocab), V, E, U, artifacts, {})
     manifest["model"]["input_table"] = {"folded": False}
-    return {case_name(fmt, precision): open_backend(out_dir, fmt, precision, manifest=manifest, num_threads=threads)
-            for _, fmt, precision, _, _, _ in rows}
+    return {case_name(spec.format, spec.precision): open_backend(out_dir, spec.format, spec.precision,
+                                                                 manifest=manifest, num_threads=threads)
+            for spec in specs}
 
 
 def case_name(backend, precision):

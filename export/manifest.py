@@ -4,7 +4,9 @@ import dataclasses
 import datetime
 import json
 import os
+from dataclasses import dataclass
 from importlib import metadata
+from typing import Optional
 
 from estella.build.fileio import write_json
 from estella.runtime.manifest import MANIFEST, SCHEMA_VERSION, file_sha256
@@ -29,18 +31,29 @@ def state_section(U) -> dict:
     return {"name": "state", "shape": ["batch", U], "dtype": "float32", "initial": "zeros"}
 
 
-def artifact_entry(export_dir, name, fmt, precision, path, batch, time, V, U, role="step") -> dict:
+@dataclass(frozen=True)
+class ArtifactSpec:
+    """One row of the export's artifact table (export/FORMAT.md); batch and time None where dynamic."""
+    name: str
+    format: str
+    precision: str
+    path: str
+    batch: Optional[int] = None
+    time: Optional[int] = None
+
+
+def artifact_entry(export_dir, spec, V, U, role="step") -> dict:
     """One artifact: its step signature with fixed sizes or "batch"/"time", and every file's size and sha256."""
-    b = batch if batch is not None else "batch"
-    t = time if time is not None else "time"
+    b = spec.batch if spec.batch is not None else "batch"
+    t = spec.time if spec.time is not None else "time"
     return {
-        "name": name, "format": fmt, "precision": precision, "role": role, "path": path,
-        "batch": batch, "time": time,
+        "name": spec.name, "format": spec.format, "precision": spec.precision, "role": role, "path": spec.path,
+        "batch": spec.batch, "time": spec.time,
         "inputs": [{"name": "ids", "shape": [b, t], "dtype": "int32"},
                    {"name": "state", "shape": [b, U], "dtype": "float32"}],
         "outputs": [{"name": "logits", "shape": [b, t, V], "dtype": "float32"},
                     {"name": "new_state", "shape": [b, U], "dtype": "float32"}],
-        "files": list_files(export_dir, path),
+        "files": list_files(export_dir, spec.path),
     }
 
 

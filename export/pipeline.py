@@ -18,6 +18,7 @@ from estella.build.train import read_progress
 from estella.runtime.manifest import MANIFEST
 
 from . import manifest as manifest_mod
+from .manifest import ArtifactSpec
 from .errors import ExportError
 from .onnx import write_onnx, write_onnx_int8
 from .parity import PRIME_STEPS, KerasReference, bpc_section, check_export, prime_ids
@@ -26,14 +27,14 @@ from .tflite import write_tflite
 from .validation import validation_text
 from .weights import dims, save_weights_npz, weights_from_model
 
-# name, format, precision, path, batch, time (None: dynamic) -- the table in FORMAT.md.
+# The table in FORMAT.md; batch and time left out where the artifact takes any.
 ARTIFACTS = (
-    ("savedmodel-float32", "savedmodel", "float32", SAVED_MODEL_DIR, None, None),
-    ("tflite-float32", "tflite", "float32", "model.tflite", 1, 1),
-    ("tflite-int8", "tflite", "int8", "model.int8.tflite", 1, 1),
-    ("onnx-float32", "onnx", "float32", "model.onnx", None, 1),
-    ("onnx-int8", "onnx", "int8", "model.int8.onnx", None, 1),
-    ("numpy-float32", "numpy", "float32", "weights.npz", None, None),
+    ArtifactSpec("savedmodel-float32", "savedmodel", "float32", SAVED_MODEL_DIR),
+    ArtifactSpec("tflite-float32", "tflite", "float32", "model.tflite", batch=1, time=1),
+    ArtifactSpec("tflite-int8", "tflite", "int8", "model.int8.tflite", batch=1, time=1),
+    ArtifactSpec("onnx-float32", "onnx", "float32", "model.onnx", time=1),
+    ArtifactSpec("onnx-int8", "onnx", "int8", "model.int8.onnx", time=1),
+    ArtifactSpec("numpy-float32", "numpy", "float32", "weights.npz"),
 )
 TMP_PREFIX = ".export-tmp-"
 INCOMPLETE = "INCOMPLETE"  # the runtime refuses a folder holding this file
@@ -68,7 +69,7 @@ def export_run(run_dir, out_dir=None, force=False, prime_steps=PRIME_STEPS, log=
         write_onnx(weights, os.path.join(tmp, "model.onnx"))
         write_onnx_int8(os.path.join(tmp, "model.onnx"), os.path.join(tmp, "model.int8.onnx"))
 
-        artifacts = [manifest_mod.artifact_entry(tmp, *row, V=V, U=U) for row in ARTIFACTS]
+        artifacts = [manifest_mod.artifact_entry(tmp, spec, V=V, U=U) for spec in ARTIFACTS]
         val_ids, val_named = validation_text(cfg, vocab)
         manifest = manifest_mod.new_manifest(vocab, V, E, U, artifacts,
                                              manifest_mod.provenance(run_dir, cfg, progress, val_named))
