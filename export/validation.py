@@ -2,13 +2,14 @@
 corpus file, so that the runtime (`estella evaluate`, without TensorFlow or the build stage) can
 read them again: manifest provenance.validation_text = {path, sha256, start, chars}.
 
-`start` and `chars` count characters of the file decoded as UTF-8 with CRLF read as LF (how the
-corpus loader reads it before it cuts the Gutenberg header and footer); `sha256` is the file's.
+`start` and `chars` count characters of the file as `estella.runtime.evaluate.decode_text` reads it
+(as the corpus loader does before it cuts the Gutenberg header and footer); `sha256` is the file's.
 """
 
 from estella.build.corpus import load as load_corpus
 from estella.build.data import split
 from estella.runtime.errors import EstellaError
+from estella.runtime.evaluate import decode_text
 
 MAX_CHARS = 100_000  # the manifest's bpc is measured on at most this much of it
 
@@ -27,7 +28,7 @@ def validation_text(cfg, vocab, max_chars=MAX_CHARS):
     if corpus.sha256 != cfg["corpus"].get("sha256") or len(ids) < 2:
         return None, None  # not the text it was trained on: its tail is not the validation text
     with open(corpus.path, "rb") as f:
-        file_text = f.read().decode("utf-8-sig").replace("\r\n", "\n")
+        file_text = decode_text(f.read())
     text = vocab.decode(ids)
     start = file_text.rfind(text)
     if start < 0 and text.endswith("\n"):  # the loader ends a stripped book with a newline of its own

@@ -73,15 +73,20 @@ def encode(text, vocab, label, skip_unknown=False):
     return np.array([index[c] for c in text if c in index], np.int32)
 
 
+def decode_text(raw: bytes) -> str:
+    """UTF-8 bytes as the corpus loader reads them: a BOM dropped, CRLF line ends as LF. The
+    validation text's place in the file (export/validation.py) is counted in this text."""
+    return raw.decode("utf-8-sig").replace("\r\n", "\n")
+
+
 def read_text(path) -> str:
-    """A UTF-8 file as the corpus loader reads it: a BOM dropped, CRLF line ends as LF."""
     try:
         with open(path, "rb") as f:
             raw = f.read()
     except OSError as e:
         raise EvaluateError(f"cannot read --text {path}: {e.strerror}") from None
     try:
-        return raw.decode("utf-8-sig").replace("\r\n", "\n")
+        return decode_text(raw)
     except UnicodeDecodeError as e:
         raise EvaluateError(f"--text {path} is not UTF-8 (byte {e.start})") from None
 
@@ -100,7 +105,7 @@ def validation_text(manifest, export_dir) -> tuple:
     if hashlib.sha256(raw).hexdigest() != named.get("sha256"):
         raise EvaluateError(f"{path} is not the corpus the model was trained on (its sha256 differs from the "
                             "manifest's); give a text with --text FILE")
-    text = raw.decode("utf-8-sig").replace("\r\n", "\n")
+    text = decode_text(raw)
     start, chars = named.get("start"), named.get("chars")
     if not (isinstance(start, int) and isinstance(chars, int) and 0 <= start and 2 <= chars):
         raise EvaluateError(f"{export_dir}'s manifest: provenance.validation_text needs integer start >= 0 and "

@@ -134,8 +134,16 @@ class BatchSampler:
         plain = len(settings) == 1 and self.inv_temperature[0] > 0 and self.top_k[0] == 0 and self.top_p[0] >= 1
         self._one = (self.inv_temperature[0], SAFE_MAGNITUDE / float(self.inv_temperature[0])) if plain else None
 
-    def __call__(self, logits, rngs):
+    def __call__(self, logits, rngs, rows=None):
+        """ids [B]; with rows (indices), only those streams draw and are sampled: ids [len(rows)]
+        (a server's other rows are still reading their prime and take no character)."""
         uniforms = self._uniforms
+        if rows is not None:
+            for b in rows:
+                if not self.greedy[b]:
+                    uniforms[b] = rngs[b].random()
+            return sample_batch(logits[rows], self.inv_temperature[rows], self.top_k[rows], self.top_p[rows],
+                                uniforms[rows])
         for b in self._sampled:
             uniforms[b] = rngs[b].random()
         if self._one is not None:  # sample_batch's plain branch on the one row, in fewer numpy calls

@@ -36,7 +36,7 @@ import numpy as np
 
 from estella.runtime.errors import EstellaError
 from estella.runtime.generator import Generator, _stop_list
-from estella.runtime.sampling import BatchSampler, check_settings, sample_batch
+from estella.runtime.sampling import BatchSampler, check_settings
 
 
 class QueueFull(EstellaError):
@@ -311,7 +311,6 @@ class Engine:
         rows = self._rows
         self._sampler = BatchSampler([(s.temperature, s.top_k, s.top_p) for s in rows])
         self._row_rngs = [s.rng for s in rows]
-        self._uniforms = np.zeros(len(rows))
         self._logprob_rows = any(s.logprobs is not None for s in rows)
         self._prefilling = sum(s.fed < len(s.ids) for s in rows)
 
@@ -327,18 +326,9 @@ class Engine:
         ids = np.zeros((len(rows), 1), np.int32)
         finished = []
         if ready:
-            sampler = self._sampler
-            if all_ready:  # exactly generate_many's call: one draw per non-greedy row, then sample_batch
-                sampled = sampler(self._logits, self._row_rngs)
-                ids[:, 0] = sampled
-            else:  # the same, on the rows whose prime is fed
-                uniforms = self._uniforms
-                for i in ready:
-                    if not sampler.greedy[i]:
-                        uniforms[i] = rows[i].rng.random()
-                sampled = sample_batch(self._logits[ready], sampler.inv_temperature[ready], sampler.top_k[ready],
-                                       sampler.top_p[ready], uniforms[ready])
-                ids[ready, 0] = sampled
+            # generate_many's own call (one draw per non-greedy row), on the rows whose prime is fed
+            sampled = self._sampler(self._logits, self._row_rngs, None if all_ready else ready)
+            ids[ready, 0] = sampled
             logprobs = {}
             if self._logprob_rows:
                 asking = [j for j, i in enumerate(ready) if rows[i].logprobs is not None]
