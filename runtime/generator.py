@@ -119,11 +119,9 @@ class Generator:
         sampler = BatchSampler([(s.temperature, s.top_k, s.top_p)] * len(primes))  # checks the settings first
         if isinstance(n_chars, bool) or not isinstance(n_chars, numbers.Integral) or n_chars < 0:
             raise EstellaError(f"--chars must be an integer >= 0, got {n_chars!r}")
-        stops = _stop_list(s.stop)
+        stops = stop_list(s.stop)
         encoded = [self.encode(p, s.skip_unknown) for p in primes]  # all primes checked before any work
-        seed = s.seed
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0):
-            raise EstellaError(f"--seed must be an integer >= 0, got {seed!r}")
+        seed = check_seed(s.seed)
         seeds = [None] * len(primes) if seed is None else [seed + i for i in range(len(primes))]
         rngs = [np.random.default_rng(one) for one in seeds]
         return self._run(encoded, n_chars, sampler, rngs, stops, s.echo)
@@ -173,7 +171,13 @@ class Generator:
             logits = step_logits[:, -1]
 
 
-def _stop_list(stop):
+def check_seed(seed):
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0):
+        raise EstellaError(f"--seed must be an integer >= 0, got {seed!r}")
+    return seed
+
+
+def stop_list(stop):
     if stop is None:
         return []
     stops = [stop] if isinstance(stop, str) else list(stop)

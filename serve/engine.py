@@ -35,7 +35,7 @@ import traceback
 import numpy as np
 
 from estella.runtime.errors import EstellaError
-from estella.runtime.generator import Generator, _stop_list
+from estella.runtime.generator import Generator, check_seed, stop_list
 from estella.runtime.sampling import BatchSampler, check_settings
 
 
@@ -181,13 +181,12 @@ class Engine:
                 or not 0 <= max_chars <= self.max_chars):
             raise EstellaError(f"--chars must be an integer from 0 to {self.max_chars} (the server's "
                                f"--max-chars), got {max_chars!r}")
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0):
-            raise EstellaError(f"--seed must be an integer >= 0, got {seed!r}")
+        check_seed(seed)
         if logprobs is not None and (isinstance(logprobs, bool) or not isinstance(logprobs, numbers.Integral)
                                      or not 0 <= logprobs <= len(self.vocab)):
             raise EstellaError(f"--logprobs must be an integer from 0 to {len(self.vocab)} (the vocabulary "
                                f"size), got {logprobs!r}")
-        stops = _stop_list(stop)
+        stops = stop_list(stop)
         kept, ids = self.generator.encode(prime, skip_unknown)
         return Stream(kept, ids, int(max_chars), (temperature, top_k, top_p), seed, stops, logprobs)
 
