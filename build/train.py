@@ -12,6 +12,7 @@ Every file is written to a temp name and renamed, so a killed run loses at most 
 state.json is written last each epoch: it is the one commit point, naming the checkpoint to resume from.
 """
 
+import contextlib
 import csv
 import hashlib
 import io
@@ -244,9 +245,7 @@ def train(run_dir, corpus_source, preset_name=None, cache_dir=None, verbose="aut
     The chief holds the run's exclusive lock throughout: a second trainer on the same directory fails
     at once (RunLocked). Other workers of a multi-worker run write nothing there, so take no lock."""
     dist = distribute_mod.setup(distribute)  # first: a multi-worker strategy must start before TensorFlow runs
-    if not dist.is_chief:
-        return _train(run_dir, corpus_source, preset_name, cache_dir, verbose, data_dir, mixed_precision, dist, overrides)
-    with runlock.exclusive(run_dir):
+    with runlock.exclusive(run_dir) if dist.is_chief else contextlib.nullcontext():
         return _train(run_dir, corpus_source, preset_name, cache_dir, verbose, data_dir, mixed_precision, dist, overrides)
 
 
