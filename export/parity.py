@@ -32,10 +32,10 @@ class KerasReference(Backend):
 
     def __init__(self, step_model, chars=None):
         self.chars = chars
-        self.units = step_model.get_layer("gru").units
+        self.state_size = int(step_model.inputs[1].shape[-1])
         self.vocab_size = step_model.get_layer("logits").units
         self._call = tf.function(lambda ids, state: step_model([ids, state], training=False), input_signature=[
-            tf.TensorSpec([None, None], tf.int32), tf.TensorSpec([None, self.units], tf.float32)])
+            tf.TensorSpec([None, None], tf.int32), tf.TensorSpec([None, self.state_size], tf.float32)])
 
     def _step(self, ids, state):
         logits, new_state = self._call(ids, state)

@@ -13,6 +13,7 @@ import shutil
 import tempfile
 
 from estella.build import runlock
+from estella.build.architecture import run_architecture
 from estella.build.sample import load_reference
 from estella.build.train import read_progress
 from estella.runtime.manifest import MANIFEST
@@ -25,7 +26,7 @@ from .parity import PRIME_STEPS, KerasReference, bpc_section, check_export, prim
 from .savedmodel import SAVED_MODEL_DIR, write_saved_model
 from .tflite import write_tflite
 from .validation import validation_text
-from .weights import dims, save_weights_npz, weights_from_model
+from .weights import architecture, save_weights_npz, weights_from_model
 
 # The table in FORMAT.md; batch and time left out where the artifact takes any.
 ARTIFACTS = (
@@ -54,14 +55,16 @@ def export_run(run_dir, out_dir=None, force=False, prime_steps=PRIME_STEPS, log=
         check_finite_best(run_dir, progress)
         step_model, vocab, cfg = load_reference(run_dir)
     weights = weights_from_model(step_model)
-    V, E, U = dims(weights)
+    arch = architecture(weights)
+    V, E, units = arch["vocab_size"], arch["embedding_dim"], arch["units"]
+    S = int(step_model.inputs[1].shape[-1])
     if V != len(vocab) or cfg.get("vocab_size", V) != V:
         raise ExportError(f"{run_dir}: vocab.json has {len(vocab)} characters, config.json says "
                           f"{cfg.get('vocab_size')}, the weights have {V}: the run is inconsistent")
 
     tmp = make_temp_dir(out_dir)
     try:
-        log(f"exporting {run_dir} (V={V} E={E} U={U}) into {out_dir}")
+        log(f"exporting {run_dir} (V={V} E={E} {arch['cell']} units={units} state={S}) into {out_dir}")
         save_weights_npz(os.path.join(tmp, "weights.npz"), weights)
         write_saved_model(weights, os.path.join(tmp, SAVED_MODEL_DIR))
         write_tflite(weights, os.path.join(tmp, "model.tflite"))
@@ -69,10 +72,11 @@ def export_run(run_dir, out_dir=None, force=False, prime_steps=PRIME_STEPS, log=
         write_onnx(weights, os.path.join(tmp, "model.onnx"))
         write_onnx_int8(os.path.join(tmp, "model.onnx"), os.path.join(tmp, "model.int8.onnx"))
 
-        artifacts = [manifest_mod.artifact_entry(tmp, spec, V=V, U=U) for spec in ARTIFACTS]
+        artifacts = [manifest_mod.artifact_entry(tmp, spec, V=V, S=S) for spec in ARTIFACTS]
         val_ids, val_named = validation_text(cfg, vocab)
-        manifest = manifest_mod.new_manifest(vocab, V, E, U, artifacts,
-                                             manifest_mod.provenance(run_dir, cfg, progress, val_named))
+        manifest = manifest_mod.new_manifest(vocab, arch, artifacts,
+                                             manifest_mod.provenance(run_dir, cfg, progress, val_named),
+                                             dropout=run_architecture(cfg)["dropout"])
 
         log(f"checking parity against the Keras reference ({prime_steps} fed-back steps)")
         reference = KerasReference(step_model, vocab.chars)

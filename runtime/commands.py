@@ -63,7 +63,7 @@ def generate(args):
     if args.verbose:
         b = gen.backend
         print(f"backend: {b.name} {b.precision} ({'chosen by auto: ' if args.backend == 'auto' else ''}"
-              f"{type(b).__name__}, V={b.vocab_size} U={b.units})", file=sys.stderr)
+              f"{type(b).__name__}, V={b.vocab_size} S={b.state_size})", file=sys.stderr)
     settings = dict(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed,
                     stop=args.stop, echo=args.echo, skip_unknown=args.skip_unknown)
     primes = [args.prime] * args.num_samples
@@ -135,8 +135,9 @@ def inspect(args):
     m = load_manifest(args.export_dir, verify=args.verify)  # structure and paths always; sha256 with verify
     model = m["model"]
     print(f"export: {os.path.abspath(args.export_dir)} (schema {m['schema_version']}, {m.get('kind', '?')})")
+    units = "/".join(str(layer["units"]) for layer in model["layers"])
     print(f"model: vocab_size={model['vocab_size']} embedding_dim={model.get('embedding_dim')} "
-          f"units={model['units']} layers={'/'.join(map(str, model.get('layers', [])))}")
+          f"cell={model['cell']} layers={len(model['layers'])} units={units} state_size={model['state_size']}")
     print(f"vocab: {''.join(model['vocab'])!r}")
     state = m.get("state")
     if isinstance(state, dict):

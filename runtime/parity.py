@@ -49,14 +49,15 @@ def make_inputs(text, chars, steps=STEPS, seed=0):
     }
 
 
-def random_states(inputs, units):
-    """Uniform in (-1, 1), the range of a GRU state; drawn from the inputs' seed so every row gets the same."""
+def random_states(inputs, state_size):
+    """Uniform in (-1, 1), the range of a GRU state (and of an LSTM's h; its c is in that range for a
+    few steps); drawn from the inputs' seed so every row gets the same."""
     rng = np.random.default_rng(int(inputs["seed"]))
-    return rng.uniform(-1, 1, (ONE_STEP_CASES, units)).astype(np.float32)
+    return rng.uniform(-1, 1, (ONE_STEP_CASES, state_size)).astype(np.float32)
 
 
 def trace(backend, ids, state):
-    """Feed ids [B, N] one character at a time, carrying the state: logits [B, N, V] and states [B, N, U]."""
+    """Feed ids [B, N] one character at a time, carrying the state: logits [B, N, V] and states [B, N, S]."""
     logits, states = [], []
     for t in range(ids.shape[1]):
         step_logits, state = backend.step(ids[:, t:t + 1], state)
@@ -66,7 +67,7 @@ def trace(backend, ids, state):
 
 
 def one_steps(backend, ids, states):
-    """One step for each (id, state) pair, each as a batch of one: logits [K, V], new states [K, U]."""
+    """One step for each (id, state) pair, each as a batch of one: logits [K, V], new states [K, S]."""
     out = [backend.step(ids[k:k + 1, None], states[k:k + 1]) for k in range(len(ids))]
     return np.concatenate([o[0][:, 0] for o in out]), np.concatenate([o[1] for o in out])
 
@@ -74,11 +75,11 @@ def one_steps(backend, ids, states):
 def probe_steps(backend, inputs):
     """The step measures' record: single steps from the zero and random states, and the fed-back text.
     What the export's gate runs for every artifact; probe adds generated text and the batch."""
-    zeros = np.zeros((ONE_STEP_CASES, backend.units), np.float32)
+    zeros = np.zeros((ONE_STEP_CASES, backend.state_size), np.float32)
     record = {}
     record["zero_logits"], record["zero_states"] = one_steps(backend, inputs["one_ids"], zeros)
     record["random_logits"], record["random_states"] = one_steps(
-        backend, inputs["one_ids"], random_states(inputs, backend.units))
+        backend, inputs["one_ids"], random_states(inputs, backend.state_size))
     text_logits, text_states = trace(backend, inputs["text"][None], backend.initial_state(1))
     record["text_logits"], record["text_states"] = text_logits[0], text_states[0]
     record["text_ids"] = np.asarray(inputs["text"], np.int32)

@@ -29,7 +29,7 @@ class BackendError(EstellaError):
 
 def open_backend(export_dir, backend="auto", precision="float32", manifest=None, num_threads=None):
     """Return a Backend for one artifact of the export; its files are verified against the manifest first,
-    and the shapes the artifact itself declares must agree with the manifest's vocab_size and units.
+    and the shapes the artifact itself declares must agree with the manifest's vocab_size and state_size.
 
     num_threads (at most the number of cores) goes to the interpreter; the numpy backend pins its BLAS
     to it (default one thread). A manifest passed in (the export's own check) is checked, not re-read.
@@ -43,7 +43,7 @@ def open_backend(export_dir, backend="auto", precision="float32", manifest=None,
     if manifest is None:
         manifest = load_manifest(export_dir, verify=False)  # only the files used are verified, below
     else:
-        check_manifest(manifest)
+        manifest = check_manifest(manifest)
     if backend != "auto":
         return _open(export_dir, manifest, backend, precision, num_threads)
     tried = []
@@ -97,7 +97,7 @@ def check_shapes(backend, artifact, manifest):
     """The artifact's own shapes (read by the backend from the graph or arrays) against the manifest."""
     model = manifest["model"]
     for what, have, want in (("vocabulary size", backend.vocab_size, model["vocab_size"]),
-                             ("units", backend.units, model["units"])):
+                             ("state size", backend.state_size, model["state_size"])):
         if have != want:
             raise BackendError(f"artifact {artifact['name']!r} ({artifact['path']}) has {what} {have} but the "
                                f"manifest says {want}: the artifact and manifest.json do not belong together; re-export")
