@@ -39,7 +39,7 @@ def main(old_tree, out_dir):
     from estella.export.pipeline import export_run
     from estella.runtime.cli import main as cli
 
-    chars = [chr(c) for c in range(32, 127)][:60] + ["\n"]
+    chars = [chr(c) for c in range(32, 127)] + ["\n"]
     run = make_random_run(os.path.join(out_dir, "run"), chars, embedding_dim=8, units=24, seed=3)
     export_run(run, os.path.join(out_dir, "export"), log=lambda *a: None)
     texts = {}

@@ -97,4 +97,4 @@ def test_backend_reports_its_shapes(real_export, reference):
     assert (tflite.max_batch, tflite.max_time) == (1, 1)
     assert (onnx.max_batch, onnx.max_time) == (None, 1)
     assert (reference.max_batch, reference.max_time) == (None, None)
-    assert tflite.units == onnx.units == reference.state_size and tflite.vocab_size == reference.vocab_size
+    assert tflite.state_size == onnx.state_size == reference.state_size and tflite.vocab_size == reference.vocab_size
