@@ -21,7 +21,9 @@ from .vocab import Vocab
 GATES = {"gru": 3, "lstm": 4}
 
 
-def make_random_run(run_dir, vocab_chars, embedding_dim=256, units=1024, seed=0, cell="gru"):
+def make_random_run(run_dir, vocab_chars, embedding_dim=256, units=1024, seed=0, cell="gru", logit_scale=1.0):
+    """logit_scale multiplies the dense layer: fan-in weights give logits spread over a range of 1-4,
+    a trained model's over 15-25 (PARITY.md); a larger scale gives the sharper distributions of the latter."""
     vocab = Vocab(vocab_chars)
     V, E, units = len(vocab), embedding_dim, units_list(units)
     rng = np.random.default_rng(seed)
@@ -38,7 +40,8 @@ def make_random_run(run_dir, vocab_chars, embedding_dim=256, units=1024, seed=0,
         model.get_layer(name).set_weights([fan_in(fan, G * U), fan_in(U, G * U),
                                            (0.1 * rng.standard_normal(bias_shape)).astype(np.float32)])
         fan = U
-    model.get_layer("logits").set_weights([fan_in(fan, V), (0.1 * rng.standard_normal(V)).astype(np.float32)])
+    model.get_layer("logits").set_weights([logit_scale * fan_in(fan, V),
+                                           (0.1 * logit_scale * rng.standard_normal(V)).astype(np.float32)])
 
     os.makedirs(run_dir, exist_ok=True)
     vocab.save(os.path.join(run_dir, "vocab.json"))
@@ -48,7 +51,7 @@ def make_random_run(run_dir, vocab_chars, embedding_dim=256, units=1024, seed=0,
     family = "cell" in names  # HParams that hold the architecture; else it goes at config.json's top level
     hp = HParams(embedding_dim=E, units=units if family else units[0], epochs=0,
                  **{k: v for k, v in architecture.items() if k in names and k != "units"})
-    source = f"random:seed={seed}"
+    source = f"random:seed={seed}" + (f",logit_scale={logit_scale:g}" if logit_scale != 1 else "")
     save_config(config_path, "random", hp, V, corpus={
         "source": source, "path": None, "sha256": hashlib.sha256(source.encode()).hexdigest(),
         "chars": 0, "train_chars": 0, "validation_chars": 0})
