@@ -1,8 +1,9 @@
 """A run directory with random weights: the seed size for parity and benchmarks without training.
 
-Weights are scaled by fan-in (variance 1/fan_in), so activations and logits have the spread of a
-trained model rather than saturating or vanishing; no training loop is needed to get one. Any cell
-and depth of the model family: units is an int (one layer) or one value per layer.
+Weights are scaled by fan-in (variance 1/fan_in), so activations neither saturate nor vanish; no
+training loop is needed to get one. Their logits are flatter than a trained model's (logit_scale
+sharpens them). Any cell and depth of the model family: units is an int (one layer) or one value
+per layer.
 """
 
 import dataclasses
@@ -12,13 +13,13 @@ import os
 
 import numpy as np
 
+from estella.runtime.weights_format import GATES
+
 from .config import HParams, save_config
 from .fileio import atomic_path, write_json
 from .model import build_model, rnn_layer_names, units_list
 from .train import new_progress
 from .vocab import Vocab
-
-GATES = {"gru": 3, "lstm": 4}
 
 
 def make_random_run(run_dir, vocab_chars, embedding_dim=256, units=1024, seed=0, cell="gru", logit_scale=1.0):
