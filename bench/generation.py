@@ -173,9 +173,9 @@ def original_loop(run_dir):
     model = keras.Sequential([
         keras.Input(batch_shape=(1, None), dtype="int32"),
         keras.layers.Embedding(len(vocab), hp.embedding_dim),
-        keras.layers.GRU(hp.units, return_sequences=True, stateful=True, recurrent_initializer="glorot_uniform"),
+        keras.layers.GRU(hp.units[0], return_sequences=True, stateful=True, recurrent_initializer="glorot_uniform"),
         keras.layers.Dense(len(vocab)),
-    ])
+    ])  # the chapter's model: a run of one GRU layer
     for layer, name in zip(model.layers, ("embedding", "gru", "logits")):
         layer.set_weights(step_model.get_layer(name).get_weights())
     start = vocab.char_to_id[PRIME]
@@ -214,7 +214,7 @@ def tf_function_step(run_dir):
     def run(n):
         t0 = time.perf_counter()
         ids = tf.constant([[vocab.char_to_id[PRIME]]], tf.int32)
-        state = tf.zeros((1, cfg["hparams"].units))
+        state = tf.zeros((1, step_model.inputs[1].shape[-1]))
         out = []
         for _ in range(n):
             ids, state = one_step(ids, state)

@@ -216,7 +216,7 @@ def restore_model(run_dir, progress, hp, vocab_size):
             "; no earlier intact checkpoint is left: train a new run directory"
         state = "damaged (its sha256 is not the one training recorded)" if os.path.isfile(path) else "missing"
         raise RunError(f"cannot resume {run_dir}: {path} is {state}{fallback}")
-    model = build_model(vocab_size, hp.embedding_dim, hp.units)
+    model = build_model(vocab_size, hp.embedding_dim, hp.units, cell=hp.cell, dropout=hp.dropout)
     compile_model(model, hp)
     model.optimizer.build(model.trainable_variables)  # so that load_weights fills its slots too
     model.load_weights(path)
@@ -244,6 +244,7 @@ def train(run_dir, corpus_source, preset_name=None, cache_dir=None, verbose="aut
     distribute: none|mirrored|multi-worker (build/distribute.py).
     The chief holds the run's exclusive lock throughout: a second trainer on the same directory fails
     at once (RunLocked). Other workers of a multi-worker run write nothing there, so take no lock."""
+    config_mod.preset(preset_name or "default", **overrides)  # bad values (ValueError) write nothing, not even the folder
     dist = distribute_mod.setup(distribute)  # first: a multi-worker strategy must start before TensorFlow runs
     with runlock.exclusive(run_dir) if dist.is_chief else contextlib.nullcontext():
         return _train(run_dir, corpus_source, preset_name, cache_dir, verbose, data_dir, mixed_precision, dist, overrides)
@@ -256,12 +257,17 @@ def _train(run_dir, corpus_source, preset_name, cache_dir, verbose, data_dir, mi
         cfg = config_mod.load_config(run_dir)
         hp = cfg["hparams"]
         # Only the epoch count may change on resume; anything else would be another run.
-        changed = {k: v for k, v in overrides.items() if v is not None and k != "epochs" and getattr(hp, k) != v}
+        try:
+            changed = config_mod.changed_on_resume(hp, **overrides)
+        except ValueError as e:
+            raise RunError(f"cannot resume {run_dir}: {e}") from None
         if preset_name is not None and preset_name != cfg["preset"]:
-            changed["preset"] = preset_name
+            changed["preset"] = (cfg["preset"], preset_name)
         if changed:
-            raise RunError(f"{run_dir} was trained with other settings; cannot change {sorted(changed)} on resume "
-                           "(train a new run directory instead)")
+            has = ", ".join(f"--{name.replace('_', '-')} {_flag_value(run)} (asked: {_flag_value(asked)})"
+                            for name, (run, asked) in sorted(changed.items()))
+            raise RunError(f"{run_dir} was trained with other settings; cannot change {sorted(changed)} on resume: "
+                           f"the run has {has} (train a new run directory instead)")
         if overrides.get("epochs"):
             hp.epochs = overrides["epochs"]
             hp.check()
@@ -322,7 +328,7 @@ def _train(run_dir, corpus_source, preset_name, cache_dir, verbose, data_dir, mi
                 config_mod.save_config(os.path.join(run_dir, "config.json"), preset_name, hp, len(vocab),
                                        corpus=corpus_entry, mixed_precision=mixed_precision)
                 vocab.save(os.path.join(run_dir, "vocab.json"))
-            model = build_model(len(vocab), hp.embedding_dim, hp.units)
+            model = build_model(len(vocab), hp.embedding_dim, hp.units, cell=hp.cell, dropout=hp.dropout)
             compile_model(model, hp)
             progress = new_progress()
             initial_epoch = 0
@@ -330,7 +336,7 @@ def _train(run_dir, corpus_source, preset_name, cache_dir, verbose, data_dir, mi
         print(f"{run_dir} already has {initial_epoch} epochs (--epochs {hp.epochs}); nothing to do")
         return progress
 
-    print(f"training {run_dir}: V={len(vocab)} E={hp.embedding_dim} U={hp.units} "
+    print(f"training {run_dir}: V={len(vocab)} E={hp.embedding_dim} {hp.describe()} "
           f"params={model.count_params():,} train={len(train_ids):,} chars val={len(val_ids):,} chars "
           f"steps/epoch={len(train_data)} backend={keras.backend.backend()} precision={mixed_precision} "
           f"distribute={dist.describe()}", flush=True)
@@ -363,6 +369,10 @@ def _train(run_dir, corpus_source, preset_name, cache_dir, verbose, data_dir, mi
     print(f"best: epoch {progress['best_epoch']}, val_loss {progress['best_val_loss']:.4f} nats "
           f"= {progress['best_val_bpc']:.3f} bits/char -> {os.path.join(run_dir, 'best.weights.h5')}")
     return progress
+
+
+def _flag_value(value):
+    return config_mod.format_units(value) if isinstance(value, list) else value
 
 
 def forget_unfinished_run(run_dir):

@@ -33,7 +33,7 @@ def test_manifest_describes_every_file(export):
     assert on_disk - {"manifest.json"} == listed
     V, E, U = dims(export_dir)
     cfg = load_config(run)
-    assert (E, U) == (cfg["hparams"].embedding_dim, cfg["hparams"].units)
+    assert (E, [U]) == (cfg["hparams"].embedding_dim, cfg["hparams"].units)
     assert len(manifest["model"]["vocab"]) == V == cfg["vocab_size"]
     assert manifest["model"]["gru"] == {"gate_order": ["z", "r", "h"], "reset_after": True,
                                         "activation": "tanh", "recurrent_activation": "sigmoid"}

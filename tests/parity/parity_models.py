@@ -108,7 +108,7 @@ def describe(run_dir):
                                                    else "full epochs")
         origin = (f"preset `{cfg['preset']}` trained {epochs}, "
                   f"validation loss {state.get('best_val_loss', float('nan')):.3f}")
-    return {"V": cfg["vocab_size"], "E": hp.embedding_dim, "U": hp.units, "origin": origin}
+    return {"V": cfg["vocab_size"], "E": hp.embedding_dim, "U": ",".join(map(str, hp.units)), "origin": origin}
 
 
 def words_array(words):
