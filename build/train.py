@@ -23,6 +23,7 @@ import shutil
 import time
 
 import keras
+import numpy as np
 
 from . import config as config_mod
 from . import distribute as distribute_mod
@@ -120,6 +121,25 @@ def _plain(value):
     if value is None or isinstance(value, (bool, int)):
         return value
     return float(value)
+
+
+class EpochStart(keras.callbacks.Callback):
+    """At each epoch's start the data order and the dropout masks are set from (seed, epoch) alone, so
+    a run resumed at an epoch sees what the straight run saw there. Keras' checkpoints keep neither:
+    a Dropout layer's random state is not in its weights."""
+
+    def __init__(self, train_data, seed):
+        super().__init__()
+        self.train_data, self.seed = train_data, seed
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.train_data.set_epoch(epoch)
+        dropouts = [layer for layer in self.model.layers if isinstance(layer, keras.layers.Dropout)]
+        for k, layer in enumerate(dropouts):
+            # [key, counter]: each mask drawn adds 1 to the counter; the key is the epoch's and the layer's own.
+            key = np.random.SeedSequence([self.seed, epoch, k]).generate_state(1)[0] % 2**31
+            state = layer.seed_generator.state
+            state.assign(np.array([key, 0], dtype=state.dtype))
 
 
 class EpochTimer(keras.callbacks.Callback):
@@ -345,8 +365,7 @@ def _train(run_dir, corpus_source, preset_name, cache_dir, verbose, data_dir, mi
                                                   min_lr=hp.learning_rate / 16, verbose=1)
     early_stopping = keras.callbacks.EarlyStopping(monitor="val_loss", patience=hp.patience)
     checkpoint = RunCheckpoint(dist.checkpoint_dir(run_dir), progress, {"reduce_lr": reduce_lr, "early_stopping": early_stopping})
-    callbacks = [keras.callbacks.LambdaCallback(on_epoch_begin=lambda epoch, logs=None: train_data.set_epoch(epoch)),
-                 keras.callbacks.TerminateOnNaN(), EpochTimer(), reduce_lr, early_stopping, checkpoint]
+    callbacks = [EpochStart(train_data, hp.seed), keras.callbacks.TerminateOnNaN(), EpochTimer(), reduce_lr, early_stopping, checkpoint]
     try:
         # shuffle=False: the data shuffles itself by epoch; Keras would reorder its batches with Python's
         # global random, which a resumed run cannot replay.
