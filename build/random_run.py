@@ -5,9 +5,7 @@ trained model rather than saturating or vanishing; no training loop is needed to
 and depth of the model family: units is an int (one layer) or one value per layer.
 """
 
-import dataclasses
 import hashlib
-import json
 import os
 
 import numpy as np
@@ -42,19 +40,11 @@ def make_random_run(run_dir, vocab_chars, embedding_dim=256, units=1024, seed=0,
 
     os.makedirs(run_dir, exist_ok=True)
     vocab.save(os.path.join(run_dir, "vocab.json"))
-    config_path = os.path.join(run_dir, "config.json")
-    architecture = {"cell": cell, "layers": len(units), "units": units, "dropout": 0.0}
-    names = {f.name for f in dataclasses.fields(HParams)}
-    family = "cell" in names  # HParams that hold the architecture; else it goes at config.json's top level
-    hp = HParams(embedding_dim=E, units=units if family else units[0], epochs=0,
-                 **{k: v for k, v in architecture.items() if k in names and k != "units"})
+    hp = HParams(embedding_dim=E, units=units, cell=cell, layers=len(units), epochs=0)
     source = f"random:seed={seed}"
-    save_config(config_path, "random", hp, V, corpus={
+    save_config(os.path.join(run_dir, "config.json"), "random", hp, V, corpus={
         "source": source, "path": None, "sha256": hashlib.sha256(source.encode()).hexdigest(),
         "chars": 0, "train_chars": 0, "validation_chars": 0})
-    if not family:
-        with open(config_path, encoding="utf-8") as f:
-            write_json(config_path, {**json.load(f), **architecture})
     with atomic_path(os.path.join(run_dir, "best.weights.h5")) as tmp:
         model.save_weights(tmp)
     write_json(os.path.join(run_dir, "state.json"), new_progress())

@@ -13,7 +13,6 @@ import shutil
 import tempfile
 
 from estella.build import runlock
-from estella.build.architecture import run_architecture
 from estella.build.sample import load_reference
 from estella.build.train import read_progress
 from estella.runtime.manifest import MANIFEST
@@ -76,7 +75,7 @@ def export_run(run_dir, out_dir=None, force=False, prime_steps=PRIME_STEPS, log=
         val_ids, val_named = validation_text(cfg, vocab)
         manifest = manifest_mod.new_manifest(vocab, arch, artifacts,
                                              manifest_mod.provenance(run_dir, cfg, progress, val_named),
-                                             dropout=run_architecture(cfg)["dropout"])
+                                             dropout=cfg["hparams"].dropout)
 
         log(f"checking parity against the Keras reference ({prime_steps} fed-back steps)")
         reference = KerasReference(step_model, vocab.chars)
