@@ -10,7 +10,8 @@ import pytest
 
 pytestmark = pytest.mark.tensorflow
 
-ARTIFACT_NAMES = {"savedmodel-float32", "tflite-float32", "tflite-int8", "onnx-float32", "onnx-int8", "numpy-float32"}
+ARTIFACT_NAMES = {"savedmodel-float32", "tflite-float32", "tflite-int8", "onnx-float32", "onnx-int8", "numpy-float32",
+                  "tflite-int8-full"}
 
 
 def dims(export_dir):
