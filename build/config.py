@@ -120,6 +120,12 @@ PRESETS = {
     # as the vocabulary can learn any input table that one-hot input can.
     "char-rnn": HParams(embedding_dim=128, units=[512, 512], cell="lstm", layers=2, dropout=0.5, seq_length=50,
                         batch_size=50, learning_rate=2e-3, epochs=50, patience=5),
+    # For a microcontroller (an ESP32-S3 or a Cortex-M7): its int8-full file (the input table, recurrent
+    # kernel and output layer at one byte a weight: V x 3U + U x 3U + U x V) stays under 512 KB at
+    # U = 320, and its arena under 64 KB (tests/export/test_micro.py checks both). One GRU layer: per
+    # weight byte it learned more than a stack in the quality runs, and it is the cheapest step to run.
+    "micro": HParams(embedding_dim=64, units=[320], seq_length=100, batch_size=64, learning_rate=2e-3, epochs=25,
+                     patience=4),
 }
 
 
