@@ -14,6 +14,7 @@ state.json is written last each epoch: it is the one commit point, naming the ch
 
 import contextlib
 import csv
+import dataclasses
 import hashlib
 import io
 import json
@@ -252,95 +253,153 @@ def train(run_dir, corpus_source, preset_name=None, cache_dir=None, verbose="aut
 def _train(run_dir, corpus_source, preset_name, cache_dir, verbose, data_dir, mixed_precision, dist, overrides):
     progress = read_progress(run_dir)
     resuming = progress is not None and progress["epochs_done"] > 0
+    cfg, preset_name, hp, mixed_precision = resolve_settings(run_dir, resuming, preset_name, mixed_precision, overrides)
+    text = load_training_text(data_dir, corpus_source, cache_dir, hp)
     if resuming:
-        cfg = config_mod.load_config(run_dir)
-        hp = cfg["hparams"]
-        # Only the epoch count may change on resume; anything else would be another run.
-        changed = {k: v for k, v in overrides.items() if v is not None and k != "epochs" and getattr(hp, k) != v}
-        if preset_name is not None and preset_name != cfg["preset"]:
-            changed["preset"] = preset_name
-        if changed:
-            raise RunError(f"{run_dir} was trained with other settings; cannot change {sorted(changed)} on resume "
-                           "(train a new run directory instead)")
-        if overrides.get("epochs"):
-            hp.epochs = overrides["epochs"]
-            hp.check()
-        preset_name = cfg["preset"]
-        saved_precision = cfg.get("mixed_precision", "off")
-        if mixed_precision not in (None, saved_precision):
-            raise RunError(f"{run_dir} was trained with --mixed-precision {saved_precision}; cannot change it to "
-                           f"{mixed_precision} on resume")
-        mixed_precision = saved_precision
-    else:
-        preset_name = preset_name or "default"
-        hp = config_mod.preset(preset_name, **overrides)
-    mixed_precision = precision.resolve(mixed_precision or "off")
-
-    if data_dir:
-        prepared = open_prepared(data_dir)
-        corpus_source, vocab, corpus_entry = data_dir, prepared.vocab, prepared.corpus_entry()
-        train_ids, val_ids = prepared.train, prepared.val
-    else:
-        corpus = load_corpus(corpus_source, min_chars=4 * windows_needed(hp.seq_length, 1), cache_dir=cache_dir)
-        vocab = Vocab.from_text(corpus.text)
-        train_ids, val_ids = split(vocab.encode(corpus.text), hp.validation_fraction)
-        corpus_entry = {"source": corpus.source, "path": corpus.path, "sha256": corpus.sha256,
-                        "chars": len(corpus.text), "train_chars": len(train_ids), "validation_chars": len(val_ids)}
-    if resuming:
-        saved = Vocab.load(os.path.join(run_dir, "vocab.json"))
-        if saved != vocab:
-            extra, missing = sorted(set(vocab.chars) - set(saved.chars)), sorted(set(saved.chars) - set(vocab.chars))
-            raise RunError(f"corpus {corpus_source} does not match the vocabulary of {run_dir} "
-                           f"(new characters: {extra!r}, characters it lacks: {missing!r}); "
-                           "train a new run for another corpus")
-        if cfg["corpus"]["sha256"] != corpus_entry["sha256"]:
-            print(f"warning: corpus {corpus_source} differs from the one {run_dir} started with "
-                  "(same vocabulary, so training continues)")
-
-    need = windows_needed(hp.seq_length, hp.batch_size)
-    for part, ids, flag in (("training", train_ids, "--batch-size"), ("validation", val_ids, "--validation-fraction")):
-        if len(ids) < need + hp.seq_length:
-            raise RunError(f"the {part} text has {len(ids)} characters, fewer than one batch needs "
-                           f"({need + hp.seq_length} at --seq-length {hp.seq_length}, --batch-size "
-                           f"{hp.batch_size}): use a longer corpus or a smaller {flag} / --seq-length")
+        check_same_corpus(run_dir, cfg, text)
+    check_enough_text(text, hp)
     keras.utils.set_random_seed(hp.seed)
-    window_kind = DiskWindows if data_dir else CharWindows  # a prepared corpus stays on disk
-    train_data = window_kind(train_ids, hp.seq_length, hp.batch_size, shuffle=True, seed=hp.seed,
-                             steps_per_epoch=hp.steps_per_epoch, workers=1)
-    val_data = DiskWindows(val_ids, hp.seq_length, hp.batch_size, shuffle=False, steps_per_epoch=hp.validation_steps)
+    train_data, val_data = make_datasets(text, hp, on_disk=bool(data_dir))
 
     if dist.is_chief:  # other workers of a multi-worker run write nothing
         os.makedirs(run_dir, exist_ok=True)
         clear_stale_temp_files(run_dir)
     with dist.scope(), precision.policy(mixed_precision):
         if resuming:
-            model = restore_model(run_dir, progress, hp, len(vocab))
-            initial_epoch = progress["epochs_done"]
-            print(f"resuming {run_dir} after epoch {initial_epoch} (best val_loss {progress['best_val_loss']:.4f})")
+            model = restore_model(run_dir, progress, hp, len(text.vocab))
+            print(f"resuming {run_dir} after epoch {progress['epochs_done']} "
+                  f"(best val_loss {progress['best_val_loss']:.4f})")
         else:
             if dist.is_chief:
-                config_mod.save_config(os.path.join(run_dir, "config.json"), preset_name, hp, len(vocab),
-                                       corpus=corpus_entry, mixed_precision=mixed_precision)
-                vocab.save(os.path.join(run_dir, "vocab.json"))
-            model = build_model(len(vocab), hp.embedding_dim, hp.units)
-            compile_model(model, hp)
+                write_run_start(run_dir, preset_name, hp, text, mixed_precision)
+            model = new_model(hp, len(text.vocab))
             progress = new_progress()
-            initial_epoch = 0
+    initial_epoch = progress["epochs_done"]
     if initial_epoch >= hp.epochs:
         print(f"{run_dir} already has {initial_epoch} epochs (--epochs {hp.epochs}); nothing to do")
         return progress
 
-    print(f"training {run_dir}: V={len(vocab)} E={hp.embedding_dim} U={hp.units} "
-          f"params={model.count_params():,} train={len(train_ids):,} chars val={len(val_ids):,} chars "
+    print(f"training {run_dir}: V={len(text.vocab)} E={hp.embedding_dim} U={hp.units} "
+          f"params={model.count_params():,} train={len(text.train_ids):,} chars val={len(text.val_ids):,} chars "
           f"steps/epoch={len(train_data)} backend={keras.backend.backend()} precision={mixed_precision} "
           f"distribute={dist.describe()}", flush=True)
+    checkpoint, callbacks = make_callbacks(dist.checkpoint_dir(run_dir), progress, hp, train_data)
+    fit_epochs(model, train_data, val_data, hp, initial_epoch, callbacks, verbose, dist, run_dir, progress)
+    if not dist.is_chief:
+        return progress
+    report_outcome(run_dir, progress, checkpoint.diverged)
+    return progress
+
+
+def resolve_settings(run_dir, resuming, preset_name, mixed_precision, overrides):
+    """(config.json or None, preset name, hyper-parameters, precision): a resumed run's own settings,
+    of which only the epoch count may change; a new run's from its preset and flags."""
+    if not resuming:
+        preset_name = preset_name or "default"
+        return None, preset_name, config_mod.preset(preset_name, **overrides), precision.resolve(mixed_precision or "off")
+    cfg = config_mod.load_config(run_dir)
+    hp = cfg["hparams"]
+    # Only the epoch count may change on resume; anything else would be another run.
+    changed = {k: v for k, v in overrides.items() if v is not None and k != "epochs" and getattr(hp, k) != v}
+    if preset_name is not None and preset_name != cfg["preset"]:
+        changed["preset"] = preset_name
+    if changed:
+        raise RunError(f"{run_dir} was trained with other settings; cannot change {sorted(changed)} on resume "
+                       "(train a new run directory instead)")
+    if overrides.get("epochs"):
+        hp.epochs = overrides["epochs"]
+        hp.check()
+    saved_precision = cfg.get("mixed_precision", "off")
+    if mixed_precision not in (None, saved_precision):
+        raise RunError(f"{run_dir} was trained with --mixed-precision {saved_precision}; cannot change it to "
+                       f"{mixed_precision} on resume")
+    return cfg, cfg["preset"], hp, precision.resolve(saved_precision)
+
+
+@dataclasses.dataclass
+class TrainingText:
+    """What a run trains on: the vocabulary, the two parts' ids, and config.json's "corpus" entry."""
+    source: str  # the corpus source or the prepared folder, as the user named it
+    vocab: Vocab
+    train_ids: object  # np.ndarray, or np.memmap for a prepared folder
+    val_ids: object
+    corpus_entry: dict
+
+
+def load_training_text(data_dir, corpus_source, cache_dir, hp) -> TrainingText:
+    """The prepared folder's ids (left on disk), or the corpus read, encoded and split."""
+    if data_dir:
+        prepared = open_prepared(data_dir)
+        return TrainingText(data_dir, prepared.vocab, prepared.train, prepared.val, prepared.corpus_entry())
+    corpus = load_corpus(corpus_source, min_chars=4 * windows_needed(hp.seq_length, 1), cache_dir=cache_dir)
+    vocab = Vocab.from_text(corpus.text)
+    train_ids, val_ids = split(vocab.encode(corpus.text), hp.validation_fraction)
+    corpus_entry = {"source": corpus.source, "path": corpus.path, "sha256": corpus.sha256,
+                    "chars": len(corpus.text), "train_chars": len(train_ids), "validation_chars": len(val_ids)}
+    return TrainingText(corpus_source, vocab, train_ids, val_ids, corpus_entry)
+
+
+def check_same_corpus(run_dir, cfg, text: TrainingText):
+    """A resumed run must read text of its own vocabulary; another text of it is only warned about."""
+    saved = Vocab.load(os.path.join(run_dir, "vocab.json"))
+    if saved != text.vocab:
+        extra = sorted(set(text.vocab.chars) - set(saved.chars))
+        missing = sorted(set(saved.chars) - set(text.vocab.chars))
+        raise RunError(f"corpus {text.source} does not match the vocabulary of {run_dir} "
+                       f"(new characters: {extra!r}, characters it lacks: {missing!r}); "
+                       "train a new run for another corpus")
+    if cfg["corpus"]["sha256"] != text.corpus_entry["sha256"]:
+        print(f"warning: corpus {text.source} differs from the one {run_dir} started with "
+              "(same vocabulary, so training continues)")
+
+
+def check_enough_text(text: TrainingText, hp):
+    need = windows_needed(hp.seq_length, hp.batch_size)
+    for part, ids, flag in (("training", text.train_ids, "--batch-size"),
+                            ("validation", text.val_ids, "--validation-fraction")):
+        if len(ids) < need + hp.seq_length:
+            raise RunError(f"the {part} text has {len(ids)} characters, fewer than one batch needs "
+                           f"({need + hp.seq_length} at --seq-length {hp.seq_length}, --batch-size "
+                           f"{hp.batch_size}): use a longer corpus or a smaller {flag} / --seq-length")
+
+
+def make_datasets(text: TrainingText, hp, on_disk):
+    """(training, validation) batches; a prepared corpus (on_disk) stays on disk."""
+    window_kind = DiskWindows if on_disk else CharWindows
+    train_data = window_kind(text.train_ids, hp.seq_length, hp.batch_size, shuffle=True, seed=hp.seed,
+                             steps_per_epoch=hp.steps_per_epoch, workers=1)
+    val_data = DiskWindows(text.val_ids, hp.seq_length, hp.batch_size, shuffle=False,
+                           steps_per_epoch=hp.validation_steps)
+    return train_data, val_data
+
+
+def write_run_start(run_dir, preset_name, hp, text: TrainingText, mixed_precision):
+    """config.json and vocab.json of a new run."""
+    config_mod.save_config(os.path.join(run_dir, "config.json"), preset_name, hp, len(text.vocab),
+                           corpus=text.corpus_entry, mixed_precision=mixed_precision)
+    text.vocab.save(os.path.join(run_dir, "vocab.json"))
+
+
+def new_model(hp, vocab_size):
+    model = build_model(vocab_size, hp.embedding_dim, hp.units)
+    compile_model(model, hp)
+    return model
+
+
+def make_callbacks(run_dir, progress, hp, train_data):
+    """(the RunCheckpoint, every callback in the order fit() needs them)."""
     # Halve the step size when validation stalls: cheaper than stopping early.
     reduce_lr = keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=1,
                                                   min_lr=hp.learning_rate / 16, verbose=1)
     early_stopping = keras.callbacks.EarlyStopping(monitor="val_loss", patience=hp.patience)
-    checkpoint = RunCheckpoint(dist.checkpoint_dir(run_dir), progress, {"reduce_lr": reduce_lr, "early_stopping": early_stopping})
+    checkpoint = RunCheckpoint(run_dir, progress, {"reduce_lr": reduce_lr, "early_stopping": early_stopping})
     callbacks = [keras.callbacks.LambdaCallback(on_epoch_begin=lambda epoch, logs=None: train_data.set_epoch(epoch)),
                  keras.callbacks.TerminateOnNaN(), EpochTimer(), reduce_lr, early_stopping, checkpoint]
+    return checkpoint, callbacks
+
+
+def fit_epochs(model, train_data, val_data, hp, initial_epoch, callbacks, verbose, dist, run_dir, progress):
+    """Keras fit from initial_epoch; a run that ends before its first epoch finished keeps nothing."""
     try:
         # shuffle=False: the data shuffles itself by epoch; Keras would reorder its batches with Python's
         # global random, which a resumed run cannot replay.
@@ -351,18 +410,18 @@ def _train(run_dir, corpus_source, preset_name, cache_dir, verbose, data_dir, mi
         dist.close()
         if progress["epochs_done"] == 0 and dist.is_chief:
             forget_unfinished_run(run_dir)
-    if not dist.is_chief:
-        return progress
-    if checkpoint.diverged:
-        d = checkpoint.diverged
+
+
+def report_outcome(run_dir, progress, diverged):
+    """Fail on a diverged run (naming what was kept), else print the best epoch."""
+    if diverged:
         kept = (f"{run_dir} keeps epoch {progress['epochs_done']} as its last and epoch {progress['best_epoch']} "
                 f"(val_loss {progress['best_val_loss']:.4f}) as its best" if progress["epochs_done"]
                 else "no epoch finished, so nothing was kept")
-        raise RunError(f"training diverged in epoch {d['epoch']}: the loss became {d['loss']} (val_loss "
-                       f"{d['val_loss']}); {kept}. Train a new run with a lower --learning-rate")
+        raise RunError(f"training diverged in epoch {diverged['epoch']}: the loss became {diverged['loss']} (val_loss "
+                       f"{diverged['val_loss']}); {kept}. Train a new run with a lower --learning-rate")
     print(f"best: epoch {progress['best_epoch']}, val_loss {progress['best_val_loss']:.4f} nats "
           f"= {progress['best_val_bpc']:.3f} bits/char -> {os.path.join(run_dir, 'best.weights.h5')}")
-    return progress
 
 
 def forget_unfinished_run(run_dir):
