@@ -60,6 +60,19 @@ def preset(name: str, **overrides) -> HParams:
     return hp
 
 
+def check_types(hp: HParams):
+    """TypeError naming a hyper-parameter of the wrong JSON type (config.json is read back, not typed)."""
+    for field in dataclasses.fields(hp):
+        value = getattr(hp, field.name)
+        allowed = {int: (int,), float: (int, float), int | None: (int, type(None))}.get(field.type)
+        if allowed and (isinstance(value, bool) or not isinstance(value, allowed)):
+            raise TypeError(f"{field.name} is {value!r}, not {_type_name(field.type)}")
+
+
+def _type_name(kind):
+    return {int: "an integer", float: "a number"}.get(kind, "an integer or null")
+
+
 def _flag(name):
     return name.replace("_", "-")
 
@@ -96,6 +109,10 @@ def load_config(run_dir) -> dict:
         with open(path, encoding="utf-8") as f:
             cfg = json.load(f)
         cfg["hparams"] = HParams(**cfg["hparams"])
+        check_types(cfg["hparams"])
+        cfg["hparams"].check()
+        if not isinstance(cfg.get("corpus"), dict) or not isinstance(cfg.get("preset"), str):
+            raise TypeError("it lacks its preset or corpus entry")
         return cfg
     except FileNotFoundError:
         raise RunError(f"{run_dir} is not a run directory: {path} is missing (train one with `estella train`)") from None

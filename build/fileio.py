@@ -3,7 +3,13 @@
 import contextlib
 import json
 import os
+import signal
 import tempfile
+
+# Tests only: ESTELLA_TEST_KILL_AT=STAGE[:SIGNAL] makes the process send itself SIGNAL (default
+# SIGKILL) when it reaches kill_point(STAGE), so a test stops a command at an exact point without
+# depending on timing. The stages are the kill_point calls (grep for them).
+KILL_AT = "ESTELLA_TEST_KILL_AT"
 
 
 @contextlib.contextmanager
@@ -34,3 +40,13 @@ def write_atomic(path: str, data: bytes):
 
 def write_json(path: str, obj):
     write_atomic(path, (json.dumps(obj, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
+
+
+def kill_point(stage: str):
+    """Send this process the signal ESTELLA_TEST_KILL_AT names if it names `stage` (tests only)."""
+    wanted = os.environ.get(KILL_AT)
+    if not wanted:
+        return
+    name, _, sig = wanted.partition(":")
+    if name == stage:
+        os.kill(os.getpid(), getattr(signal, sig or "SIGKILL"))

@@ -8,14 +8,16 @@ Run directory (runs/<name>/):
     state.json                         the run's progress: epochs done, best, what resume needs, history
     history.csv, history.png           loss per epoch, training and validation
     .lock                              held by the one trainer (see runlock.py)
+    .estella-run                       says that estella train made the folder (see runfolder.py)
 Every file is written to a temp name and renamed, so a killed run loses at most the current epoch.
-state.json is written last each epoch: it is the one commit point, naming the checkpoint to resume from.
+state.json is written last each epoch: it is the one commit point, naming the checkpoint to resume from
+and recording the sha256 of best.weights.h5, config.json and vocab.json, which export checks.
 """
 
 import contextlib
+import copy
 import csv
 import dataclasses
-import hashlib
 import io
 import json
 import math
@@ -28,18 +30,17 @@ import keras
 from . import config as config_mod
 from . import distribute as distribute_mod
 from . import precision
-from . import runlock
+from . import runfolder, runlock
 from .corpus import load as load_corpus
 from .data import CharWindows, split, windows_needed
 from .errors import RunError
-from .fileio import atomic_path, write_atomic, write_json
+from .fileio import atomic_path, kill_point, write_atomic, write_json
 from .memmap_data import DiskWindows, open_prepared
-from .model import build_model
+from .model import build_model, units_list
+from .runfolder import CHECKPOINTS, PROGRESS, new_progress, read_progress, sha256_file  # noqa: F401 (others import them from here)
 from .vocab import Vocab
 
 NATS_TO_BITS = 1 / math.log(2)
-PROGRESS = "state.json"
-CHECKPOINTS = "checkpoints"
 # What a resumed run needs from Keras' callbacks: fit() resets them in on_train_begin.
 CARRIED = {"reduce_lr": ("wait", "best", "cooldown_counter"),
            "early_stopping": ("wait", "best", "best_epoch", "stopped_epoch")}
@@ -47,14 +48,6 @@ CARRIED = {"reduce_lr": ("wait", "best", "cooldown_counter"),
 
 def bits_per_char(loss_nats: float) -> float:
     return loss_nats * NATS_TO_BITS
-
-
-def sha256_file(path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class RunCheckpoint(keras.callbacks.Callback):
@@ -91,17 +84,16 @@ class RunCheckpoint(keras.callbacks.Callback):
             self.diverged = {"epoch": epoch + 1, "loss": loss, "val_loss": val}
             self.model.stop_training = True
             return
-        progress = self.progress
+        # The epoch's files in an order where a kill anywhere leaves state.json and the files it names
+        # agreeing, except between the best weights' copy and state.json (one small write): export
+        # detects that by best_sha256 and the next `estella train` repairs it (runfolder.py).
+        progress = copy.deepcopy(self.progress)  # self.progress changes only once state.json is written
         name = f"epoch-{epoch + 1:03d}-val{val:.4f}.weights.h5"
         checkpoint = os.path.join(self.run_dir, CHECKPOINTS, name)
         with atomic_path(checkpoint) as tmp:
             self.model.save_weights(tmp)
+        kill_point("checkpoint-written")
         digest = sha256_file(checkpoint)
-        if progress.get("best_val_loss") is None or val < progress["best_val_loss"]:
-            with atomic_path(os.path.join(self.run_dir, "best.weights.h5")) as tmp:
-                shutil.copyfile(checkpoint, tmp)  # the same bytes: no second serialisation
-            progress.update(best_val_loss=val, best_val_bpc=bits_per_char(val), best_epoch=epoch + 1,
-                            best_checkpoint=name, best_sha256=digest)
         optimizer = self.model.optimizer
         progress.update(
             epochs_done=epoch + 1, last_checkpoint=name, last_sha256=digest,
@@ -113,7 +105,16 @@ class RunCheckpoint(keras.callbacks.Callback):
                                     "learning_rate": logs.get("learning_rate"), "seconds": logs.get("seconds"),
                                     "checkpoint": name, "sha256": digest})
         write_history(self.run_dir, progress["history"])
+        kill_point("history-written")
+        if progress.get("best_val_loss") is None or val < progress["best_val_loss"]:
+            with atomic_path(os.path.join(self.run_dir, runfolder.BEST)) as tmp:
+                shutil.copyfile(checkpoint, tmp)  # the same bytes: no second serialisation
+            progress.update(best_val_loss=val, best_val_bpc=bits_per_char(val), best_epoch=epoch + 1,
+                            best_checkpoint=name, best_sha256=digest)
+            kill_point("best-written")
         write_json(os.path.join(self.run_dir, PROGRESS), progress)  # last: the commit point
+        self.progress.clear()
+        self.progress.update(progress)
 
 
 def _plain(value):
@@ -173,36 +174,6 @@ def compile_model(model, hp):
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
 
 
-def new_progress():
-    """state.json of a run with no finished epoch."""
-    return {"epochs_done": 0, "best_val_loss": None, "history": []}
-
-
-def read_progress(run_dir):
-    """The run's progress (state.json), or None if it has none. A damaged file is a RunError."""
-    path = os.path.join(run_dir, PROGRESS)
-    try:
-        with open(path, encoding="utf-8") as f:
-            progress = json.load(f)
-        if not (isinstance(progress, dict) and isinstance(progress.get("epochs_done"), int)
-                and isinstance(progress.get("history"), list)):
-            raise ValueError("it lacks epochs_done or history")
-        return progress
-    except FileNotFoundError:
-        return None
-    except (ValueError, UnicodeDecodeError) as e:
-        last = last_checkpoint_on_disk(run_dir)
-        raise RunError(f"{path} is damaged ({e}). It is written atomically, so something else changed it: restore "
-                       "it from a backup, or train a new run directory"
-                       + (f"; the last epoch's weights are intact in {last}" if last else "")) from None
-
-
-def last_checkpoint_on_disk(run_dir):
-    folder = os.path.join(run_dir, CHECKPOINTS)
-    names = sorted(n for n in os.listdir(folder) if n.startswith("epoch-")) if os.path.isdir(folder) else []
-    return os.path.join(folder, names[-1]) if names else None
-
-
 def restore_model(run_dir, progress, hp, vocab_size):
     """The model and optimizer as they were after the last finished epoch, checked against state.json."""
     name = progress.get("last_checkpoint")
@@ -245,7 +216,8 @@ def train(run_dir, corpus_source, preset_name=None, cache_dir=None, verbose="aut
     distribute: none|mirrored|multi-worker (build/distribute.py).
     The chief holds the run's exclusive lock throughout: a second trainer on the same directory fails
     at once (RunLocked). Other workers of a multi-worker run write nothing there, so take no lock."""
-    dist = distribute_mod.setup(distribute)  # first: a multi-worker strategy must start before TensorFlow runs
+    runfolder.check_ownership(run_dir)  # before the lock file goes into it
+    dist = distribute_mod.setup(distribute)  # a multi-worker strategy must start before TensorFlow runs
     with runlock.exclusive(run_dir) if dist.is_chief else contextlib.nullcontext():
         return _train(run_dir, corpus_source, preset_name, cache_dir, verbose, data_dir, mixed_precision, dist, overrides)
 
@@ -253,27 +225,34 @@ def train(run_dir, corpus_source, preset_name=None, cache_dir=None, verbose="aut
 def _train(run_dir, corpus_source, preset_name, cache_dir, verbose, data_dir, mixed_precision, dist, overrides):
     progress = read_progress(run_dir)
     resuming = progress is not None and progress["epochs_done"] > 0
+    if resuming:
+        runfolder.verify_start_files(run_dir, progress)
     cfg, preset_name, hp, mixed_precision = resolve_settings(run_dir, resuming, preset_name, mixed_precision, overrides)
     text = load_training_text(data_dir, corpus_source, cache_dir, hp)
     if resuming:
         check_same_corpus(run_dir, cfg, text)
     check_enough_text(text, hp)
+    if not resuming:
+        check_model_fits(hp, len(text.vocab))
     keras.utils.set_random_seed(hp.seed)
     train_data, val_data = make_datasets(text, hp, on_disk=bool(data_dir))
 
     if dist.is_chief:  # other workers of a multi-worker run write nothing
         os.makedirs(run_dir, exist_ok=True)
         clear_stale_temp_files(run_dir)
+        if resuming:
+            runfolder.repair_best_weights(run_dir, progress)
+            progress.setdefault("files_sha256", runfolder.start_hashes(run_dir))  # a run of an earlier estella
     with dist.scope(), precision.policy(mixed_precision):
         if resuming:
             model = restore_model(run_dir, progress, hp, len(text.vocab))
             print(f"resuming {run_dir} after epoch {progress['epochs_done']} "
                   f"(best val_loss {progress['best_val_loss']:.4f})")
         else:
-            if dist.is_chief:
-                write_run_start(run_dir, preset_name, hp, text, mixed_precision)
-            model = new_model(hp, len(text.vocab))
+            model = new_model(hp, len(text.vocab))  # first: a model that cannot be built leaves nothing behind
             progress = new_progress()
+            if dist.is_chief:
+                progress["files_sha256"] = write_run_start(run_dir, preset_name, hp, text, mixed_precision)
     initial_epoch = progress["epochs_done"]
     if initial_epoch >= hp.epochs:
         print(f"{run_dir} already has {initial_epoch} epochs (--epochs {hp.epochs}); nothing to do")
@@ -363,6 +342,34 @@ def check_enough_text(text: TrainingText, hp):
                            f"{hp.batch_size}): use a longer corpus or a smaller {flag} / --seq-length")
 
 
+def parameter_count(hp, vocab_size) -> int:
+    """The model's weights, counted from its shape (build/model.py's layers) without building it."""
+    cell = getattr(hp, "cell", "gru")
+    gates = {"gru": 3, "lstm": 4}[cell]
+    units = units_list(hp.units, getattr(hp, "layers", None))
+    count, inputs = vocab_size * hp.embedding_dim, hp.embedding_dim
+    for u in units:
+        count += gates * u * (inputs + u) + gates * u * (2 if cell == "gru" else 1)  # GRU: two bias rows
+        inputs = u
+    return count + inputs * vocab_size + vocab_size
+
+
+def check_model_fits(hp, vocab_size):
+    """Refuse a model whose training state (weights, gradients, Adam's two moments: 4 float32 copies)
+    exceeds this machine's memory, before anything is written or allocated."""
+    params = parameter_count(hp, vocab_size)
+    need = params * 4 * 4
+    try:
+        have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError):  # no such sysconf here: leave it to the allocator
+        return
+    if need > have:
+        raise RunError(f"a model of V={vocab_size} E={hp.embedding_dim} U={hp.units} has {params:,} weights; "
+                       f"training it needs about {need / 2**30:,.0f} GiB (weights, gradients and Adam's two "
+                       f"moments), more than this machine's {have / 2**30:,.0f} GiB: use a smaller --units or "
+                       "--embedding-dim")
+
+
 def make_datasets(text: TrainingText, hp, on_disk):
     """(training, validation) batches; a prepared corpus (on_disk) stays on disk."""
     window_kind = DiskWindows if on_disk else CharWindows
@@ -374,10 +381,12 @@ def make_datasets(text: TrainingText, hp, on_disk):
 
 
 def write_run_start(run_dir, preset_name, hp, text: TrainingText, mixed_precision):
-    """config.json and vocab.json of a new run."""
+    """Mark the folder as ours, then write config.json and vocab.json; return their sha256 for state.json."""
+    runfolder.claim(run_dir)
     config_mod.save_config(os.path.join(run_dir, "config.json"), preset_name, hp, len(text.vocab),
                            corpus=text.corpus_entry, mixed_precision=mixed_precision)
     text.vocab.save(os.path.join(run_dir, "vocab.json"))
+    return runfolder.start_hashes(run_dir)
 
 
 def new_model(hp, vocab_size):
@@ -393,7 +402,11 @@ def make_callbacks(run_dir, progress, hp, train_data):
                                                   min_lr=hp.learning_rate / 16, verbose=1)
     early_stopping = keras.callbacks.EarlyStopping(monitor="val_loss", patience=hp.patience)
     checkpoint = RunCheckpoint(run_dir, progress, {"reduce_lr": reduce_lr, "early_stopping": early_stopping})
-    callbacks = [keras.callbacks.LambdaCallback(on_epoch_begin=lambda epoch, logs=None: train_data.set_epoch(epoch)),
+    def begin_epoch(epoch, logs=None):
+        train_data.set_epoch(epoch)
+        kill_point(f"epoch-{epoch + 1}-begin")
+
+    callbacks = [keras.callbacks.LambdaCallback(on_epoch_begin=begin_epoch),
                  keras.callbacks.TerminateOnNaN(), EpochTimer(), reduce_lr, early_stopping, checkpoint]
     return checkpoint, callbacks
 
@@ -431,3 +444,4 @@ def forget_unfinished_run(run_dir):
         if os.path.exists(path):
             os.unlink(path)
     clear_stale_temp_files(run_dir)
+    runfolder.release(run_dir)

@@ -12,7 +12,7 @@ import os
 import shutil
 import tempfile
 
-from estella.build import runlock
+from estella.build import runfolder, runlock
 from estella.build.sample import load_reference
 from estella.build.train import read_progress
 from estella.runtime.manifest import MANIFEST
@@ -52,6 +52,7 @@ def export_run(run_dir, out_dir=None, force=False, prime_steps=PRIME_STEPS, log=
     with runlock.shared(run_dir):  # a trainer holds it exclusively: the run is never read mid-epoch
         progress = read_progress(run_dir)
         check_finite_best(run_dir, progress)
+        runfolder.verify_run_files(run_dir, progress)  # the weights and vocabulary that state.json vouches for
         step_model, vocab, cfg = load_reference(run_dir)
     weights = weights_from_model(step_model)
     V, E, U = dims(weights)
