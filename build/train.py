@@ -36,6 +36,8 @@ from .data import CharWindows, split, windows_needed
 from .errors import RunError
 from .fileio import atomic_path, kill_point, write_atomic, write_json
 from .memmap_data import DiskWindows, open_prepared
+from .memmap_data import identity as prepared_identity
+from .prepare import reading_lock
 from .model import build_model, units_list
 from .runfolder import CHECKPOINTS, PROGRESS, new_progress, read_progress, sha256_file  # noqa: F401 (others import them from here)
 from .vocab import Vocab
@@ -67,9 +69,9 @@ class RunCheckpoint(keras.callbacks.Callback):
     epoch stays the run's last and best, and `diverged` tells train() to fail.
     """
 
-    def __init__(self, run_dir, progress, carried):
+    def __init__(self, run_dir, progress, carried, check_data=None):
         super().__init__()
-        self.run_dir, self.progress, self.carried = run_dir, progress, carried
+        self.run_dir, self.progress, self.carried, self.check_data = run_dir, progress, carried, check_data
         self.diverged = None
 
     def on_train_begin(self, logs=None):
@@ -84,6 +86,8 @@ class RunCheckpoint(keras.callbacks.Callback):
             self.diverged = {"epoch": epoch + 1, "loss": loss, "val_loss": val}
             self.model.stop_training = True
             return
+        if self.check_data:  # raises if the data changed under the epoch: the epoch is not saved
+            self.check_data(epoch + 1, self.progress["epochs_done"])
         # The epoch's files in an order where a kill anywhere leaves state.json and the files it names
         # agreeing, except between the best weights' copy and state.json (one small write): export
         # detects that by best_sha256 and the next `estella train` repairs it (runfolder.py).
@@ -218,7 +222,8 @@ def train(run_dir, corpus_source, preset_name=None, cache_dir=None, verbose="aut
     at once (RunLocked). Other workers of a multi-worker run write nothing there, so take no lock."""
     runfolder.check_ownership(run_dir)  # before the lock file goes into it
     dist = distribute_mod.setup(distribute)  # a multi-worker strategy must start before TensorFlow runs
-    with runlock.exclusive(run_dir) if dist.is_chief else contextlib.nullcontext():
+    with (runlock.exclusive(run_dir) if dist.is_chief else contextlib.nullcontext(),
+          reading_lock(data_dir) if data_dir else contextlib.nullcontext()):  # prepare --force waits for us
         return _train(run_dir, corpus_source, preset_name, cache_dir, verbose, data_dir, mixed_precision, dist, overrides)
 
 
@@ -262,7 +267,8 @@ def _train(run_dir, corpus_source, preset_name, cache_dir, verbose, data_dir, mi
           f"params={model.count_params():,} train={len(text.train_ids):,} chars val={len(text.val_ids):,} chars "
           f"steps/epoch={len(train_data)} backend={keras.backend.backend()} precision={mixed_precision} "
           f"distribute={dist.describe()}", flush=True)
-    checkpoint, callbacks = make_callbacks(dist.checkpoint_dir(run_dir), progress, hp, train_data)
+    checkpoint, callbacks = make_callbacks(dist.checkpoint_dir(run_dir), progress, hp, train_data,
+                                           text.check_unchanged)
     fit_epochs(model, train_data, val_data, hp, initial_epoch, callbacks, verbose, dist, run_dir, progress)
     if not dist.is_chief:
         return progress
@@ -303,19 +309,34 @@ class TrainingText:
     train_ids: object  # np.ndarray, or np.memmap for a prepared folder
     val_ids: object
     corpus_entry: dict
+    check_unchanged: object = None  # for a prepared folder: (epoch, epochs_done) -> None, raises if it changed
 
 
 def load_training_text(data_dir, corpus_source, cache_dir, hp) -> TrainingText:
     """The prepared folder's ids (left on disk), or the corpus read, encoded and split."""
     if data_dir:
+        before = prepared_identity(data_dir)
         prepared = open_prepared(data_dir)
-        return TrainingText(data_dir, prepared.vocab, prepared.train, prepared.val, prepared.corpus_entry())
+        check = data_guard(data_dir, before)
+        check(0, 0)  # prepared again while it was being opened
+        return TrainingText(data_dir, prepared.vocab, prepared.train, prepared.val, prepared.corpus_entry(), check)
     corpus = load_corpus(corpus_source, min_chars=4 * windows_needed(hp.seq_length, 1), cache_dir=cache_dir)
     vocab = Vocab.from_text(corpus.text)
     train_ids, val_ids = split(vocab.encode(corpus.text), hp.validation_fraction)
     corpus_entry = {"source": corpus.source, "path": corpus.path, "sha256": corpus.sha256,
                     "chars": len(corpus.text), "train_chars": len(train_ids), "validation_chars": len(val_ids)}
     return TrainingText(corpus_source, vocab, train_ids, val_ids, corpus_entry)
+
+
+def data_guard(data_dir, at_start):
+    """A check that the prepared folder is still the one training started on: DiskWindows reads it
+    afresh every batch, so a folder prepared again would feed new ids under the old vocabulary."""
+    def check(epoch, epochs_done):
+        if prepared_identity(data_dir) != at_start:
+            kept = f"the run keeps epoch {epochs_done}" if epochs_done else "no epoch was kept"
+            raise RunError(f"--data {data_dir} changed while training read it (prepared again?): epoch {epoch} "
+                           f"was not saved and {kept}. Train on the new data in a new run directory")
+    return check
 
 
 def check_same_corpus(run_dir, cfg, text: TrainingText):
@@ -395,13 +416,14 @@ def new_model(hp, vocab_size):
     return model
 
 
-def make_callbacks(run_dir, progress, hp, train_data):
+def make_callbacks(run_dir, progress, hp, train_data, check_data=None):
     """(the RunCheckpoint, every callback in the order fit() needs them)."""
     # Halve the step size when validation stalls: cheaper than stopping early.
     reduce_lr = keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=1,
                                                   min_lr=hp.learning_rate / 16, verbose=1)
     early_stopping = keras.callbacks.EarlyStopping(monitor="val_loss", patience=hp.patience)
-    checkpoint = RunCheckpoint(run_dir, progress, {"reduce_lr": reduce_lr, "early_stopping": early_stopping})
+    checkpoint = RunCheckpoint(run_dir, progress, {"reduce_lr": reduce_lr, "early_stopping": early_stopping},
+                               check_data)
     def begin_epoch(epoch, logs=None):
         train_data.set_epoch(epoch)
         kill_point(f"epoch-{epoch + 1}-begin")
