@@ -104,3 +104,17 @@ def process_alive(pid: int) -> bool:
     except PermissionError:  # another user's process
         return True
     return True
+
+
+def check_room(target: str, nbytes: int):
+    """Raise OSError (ENOSPC, or EFBIG under a file-size limit) naming `target` unless `nbytes` fit in
+    its folder now. For writers that do not fail cleanly: h5py, its write failing mid-file, can crash
+    the process in its clean-up instead of raising. The space is taken and given back at once."""
+    fd, probe = tempfile.mkstemp(prefix=".tmp-room-", dir=os.path.dirname(os.path.abspath(target)))
+    try:
+        os.posix_fallocate(fd, 0, max(nbytes, 1))
+    except OSError as e:
+        raise OSError(e.errno, e.strerror, target) from None
+    finally:
+        os.close(fd)
+        os.unlink(probe)

@@ -26,6 +26,7 @@ import shutil
 import time
 
 import keras
+import numpy as np
 
 from . import config as config_mod
 from . import distribute as distribute_mod
@@ -34,7 +35,7 @@ from . import runfolder, runlock
 from .corpus import load as load_corpus
 from .data import CharWindows, split, windows_needed
 from .errors import RunError
-from .fileio import atomic_path, kill_point, write_atomic, write_json
+from .fileio import atomic_path, check_room, describe_os_error, is_no_space, kill_point, write_atomic, write_json
 from .memmap_data import DiskWindows, open_prepared
 from .memmap_data import identity as prepared_identity
 from .prepare import reading_lock
@@ -88,12 +89,25 @@ class RunCheckpoint(keras.callbacks.Callback):
             return
         if self.check_data:  # raises if the data changed under the epoch: the epoch is not saved
             self.check_data(epoch + 1, self.progress["epochs_done"])
+        try:
+            self.save_epoch(epoch, loss, val, logs)
+        except Exception as e:  # h5py and matplotlib report a full disk in their own exception types
+            if not is_no_space(e):
+                raise
+            done = self.progress["epochs_done"]
+            raise RunError(f"{describe_os_error(e, self.run_dir)}: epoch {epoch + 1} was not saved and "
+                           f"{self.run_dir} keeps " + (f"epoch {done}" if done else "nothing") + ". Free some space "
+                           "and run the same command again to " + ("resume" if done else "start")) from None
+
+    def save_epoch(self, epoch, loss, val, logs):
         # The epoch's files in an order where a kill anywhere leaves state.json and the files it names
         # agreeing, except between the best weights' copy and state.json (one small write): export
         # detects that by best_sha256 and the next `estella train` repairs it (runfolder.py).
         progress = copy.deepcopy(self.progress)  # self.progress changes only once state.json is written
         name = f"epoch-{epoch + 1:03d}-val{val:.4f}.weights.h5"
         checkpoint = os.path.join(self.run_dir, CHECKPOINTS, name)
+        os.makedirs(os.path.dirname(checkpoint), exist_ok=True)
+        check_room(checkpoint, checkpoint_bytes(self.model))
         with atomic_path(checkpoint) as tmp:
             self.model.save_weights(tmp)
         kill_point("checkpoint-written")
@@ -119,6 +133,14 @@ class RunCheckpoint(keras.callbacks.Callback):
         write_json(os.path.join(self.run_dir, PROGRESS), progress)  # last: the commit point
         self.progress.clear()
         self.progress.update(progress)
+
+
+def checkpoint_bytes(model) -> int:
+    """At least the size of a checkpoint: the model's and the optimizer's variables, plus room for
+    HDF5's headers (a few kB a variable)."""
+    variables = list(model.weights) + list(model.optimizer.variables)
+    data = sum(int(np.prod(v.shape)) * np.dtype(v.dtype).itemsize for v in variables)
+    return data + 16384 * len(variables) + (1 << 20)
 
 
 def _plain(value):
@@ -257,7 +279,11 @@ def _train(run_dir, corpus_source, preset_name, cache_dir, verbose, data_dir, mi
             model = new_model(hp, len(text.vocab))  # first: a model that cannot be built leaves nothing behind
             progress = new_progress()
             if dist.is_chief:
-                progress["files_sha256"] = write_run_start(run_dir, preset_name, hp, text, mixed_precision)
+                try:
+                    progress["files_sha256"] = write_run_start(run_dir, preset_name, hp, text, mixed_precision)
+                except OSError as e:
+                    forget_unfinished_run(run_dir)
+                    raise RunError(f"cannot start the run: {describe_os_error(e, run_dir)}") from None
     initial_epoch = progress["epochs_done"]
     if initial_epoch >= hp.epochs:
         print(f"{run_dir} already has {initial_epoch} epochs (--epochs {hp.epochs}); nothing to do")

@@ -13,6 +13,7 @@ import shutil
 import tempfile
 
 from estella.build import runfolder, runlock
+from estella.build.fileio import describe_os_error, is_no_space
 from estella.build.sample import load_reference
 from estella.build.train import read_progress
 from estella.runtime.manifest import MANIFEST
@@ -85,6 +86,11 @@ def export_run(run_dir, out_dir=None, force=False, prime_steps=PRIME_STEPS, log=
         manifest_mod.write_manifest(tmp, manifest)  # last: a folder without it is not an export
         os.remove(os.path.join(tmp, INCOMPLETE))
         replace_dir(tmp, out_dir, force)
+    except Exception as e:  # TensorFlow, h5py and ONNX report a full disk in their own exception types
+        if is_no_space(e):
+            raise ExportError(f"cannot write --out {out_dir}: {describe_os_error(e, tmp)}; nothing was "
+                              "replaced: free some space and export again") from None
+        raise
     finally:
         if os.path.exists(tmp):
             shutil.rmtree(tmp)
