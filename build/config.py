@@ -35,6 +35,8 @@ class HParams:
             raise ValueError(f"--patience must be >= 0, got {self.patience}")
         if not 0 < self.validation_fraction < 0.5:
             raise ValueError(f"--validation-fraction must be in (0, 0.5), got {self.validation_fraction}")
+        if not 0 <= self.seed < 2**32:  # what numpy's and TensorFlow's seeding accept
+            raise ValueError(f"--seed must be in [0, 2**32), got {self.seed}")
         for name in ("steps_per_epoch", "validation_steps"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"--{_flag(name)} must be >= 1, got {getattr(self, name)}")
