@@ -206,15 +206,15 @@ def prepare(sources, out_dir, validation_fraction=0.1, force=False, cache_dir=No
     check_target(out_dir, force)
     started = time.perf_counter()
     files = expand_sources(sources, cache_dir, log)
-    entries, vocab = scan(files, validation_fraction)  # before anything is written
     parent = os.path.dirname(os.path.abspath(out_dir))
-    try:
+    try:  # before the long read: an --out under a file or on a read-only disk is answered at once
         os.makedirs(parent, exist_ok=True)
         remove_dead_temps(parent, TMP_PREFIX)  # what killed prepares left here
         tmp = tempfile.mkdtemp(prefix=temp_prefix(TMP_PREFIX), dir=parent)
     except OSError as e:
         raise CorpusError(f"cannot write --out {out_dir}: {describe_os_error(e, parent)}") from None
     try:
+        entries, vocab = scan(files, validation_fraction)
         meta = write_prepared(tmp, entries, vocab, validation_fraction, started)
         kill_point("prepare-written")
         install(tmp, out_dir, force)

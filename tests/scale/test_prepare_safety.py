@@ -173,3 +173,11 @@ def test_damaged_prepared_data_exits_2_from_train(shelf, tmp_path):
     assert result.returncode == 2 and "sources is not a list" in result.stderr and "Traceback" not in result.stderr
     assert sorted(os.listdir(tmp_path / "run")) == [".lock"]
 
+
+
+def test_an_out_that_cannot_be_written_is_named(shelf, tmp_path):
+    (tmp_path / "file").write_text("not a folder\n")
+    result = subprocess.run(_cli("prepare", shelf, "--out", str(tmp_path / "file" / "data")), capture_output=True,
+                            text=True)
+    assert result.returncode == 2 and f"cannot write --out {tmp_path / 'file' / 'data'}" in result.stderr
+    assert "Traceback" not in result.stderr
