@@ -19,7 +19,6 @@ import copy
 import csv
 import dataclasses
 import io
-import json
 import math
 import os
 import shutil
@@ -269,7 +268,8 @@ def _train(run_dir, corpus_source, preset_name, cache_dir, verbose, data_dir, mi
         clear_stale_temp_files(run_dir)
         if resuming:
             runfolder.repair_best_weights(run_dir, progress)
-            progress.setdefault("files_sha256", runfolder.start_hashes(run_dir))  # a run of an earlier estella
+            if "files_sha256" not in progress:  # a run of an earlier estella: its files as they are now
+                progress["files_sha256"] = runfolder.start_hashes(run_dir)
     with dist.scope(), precision.policy(mixed_precision):
         if resuming:
             model = restore_model(run_dir, progress, hp, len(text.vocab))

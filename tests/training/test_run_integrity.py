@@ -12,11 +12,10 @@ import sys
 import pytest
 
 from estella.build import runfolder
-from estella.build.config import load_config
+from estella.build.config import load_config, preset
 from estella.build.errors import RunError
 from estella.build.model import build_model
 from estella.build.train import parameter_count, read_progress, train
-from estella.build.config import preset
 from estella.build.vocab import Vocab
 from estella.export.pipeline import export_run
 
