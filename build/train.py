@@ -38,7 +38,7 @@ from .fileio import atomic_path, check_room, describe_os_error, is_no_space, kil
 from .memmap_data import DiskWindows, open_prepared
 from .memmap_data import identity as prepared_identity
 from .prepare import reading_lock
-from .model import build_model, units_list
+from .model import build_model
 from .runfolder import CHECKPOINTS, PROGRESS, new_progress, read_progress, sha256_file  # noqa: F401 (others import them from here)
 from .vocab import Vocab
 
