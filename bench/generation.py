@@ -176,9 +176,9 @@ def original_loop(run_dir):
     model = keras.Sequential([
         keras.Input(batch_shape=(1, None), dtype="int32"),
         keras.layers.Embedding(len(vocab), hp.embedding_dim),
-        keras.layers.GRU(hp.units, return_sequences=True, stateful=True, recurrent_initializer="glorot_uniform"),
+        keras.layers.GRU(hp.units[0], return_sequences=True, stateful=True, recurrent_initializer="glorot_uniform"),
         keras.layers.Dense(len(vocab)),
-    ])
+    ])  # the chapter's model: a run of one GRU layer
     for layer, name in zip(model.layers, ("embedding", "gru", "logits")):
         layer.set_weights(step_model.get_layer(name).get_weights())
     start = vocab.char_to_id[PRIME]

@@ -6,9 +6,7 @@ sharpens them). Any cell and depth of the model family: units is an int (one lay
 per layer.
 """
 
-import dataclasses
 import hashlib
-import json
 import os
 
 import numpy as np
@@ -18,7 +16,7 @@ from estella.runtime.weights_format import GATES
 from .config import HParams, save_config
 from .fileio import atomic_path, write_json
 from .model import build_model, rnn_layer_names, units_list
-from .train import new_progress
+from .runfolder import BEST, claim, new_progress, sha256_file, start_hashes
 from .vocab import Vocab
 
 
@@ -45,21 +43,16 @@ def make_random_run(run_dir, vocab_chars, embedding_dim=256, units=1024, seed=0,
                                            (0.1 * logit_scale * rng.standard_normal(V)).astype(np.float32)])
 
     os.makedirs(run_dir, exist_ok=True)
+    claim(run_dir)
     vocab.save(os.path.join(run_dir, "vocab.json"))
-    config_path = os.path.join(run_dir, "config.json")
-    architecture = {"cell": cell, "layers": len(units), "units": units, "dropout": 0.0}
-    names = {f.name for f in dataclasses.fields(HParams)}
-    family = "cell" in names  # HParams that hold the architecture; else it goes at config.json's top level
-    hp = HParams(embedding_dim=E, units=units if family else units[0], epochs=0,
-                 **{k: v for k, v in architecture.items() if k in names and k != "units"})
+    hp = HParams(embedding_dim=E, units=units, cell=cell, layers=len(units), epochs=0)
     source = f"random:seed={seed}" + (f",logit_scale={logit_scale:g}" if logit_scale != 1 else "")
-    save_config(config_path, "random", hp, V, corpus={
+    save_config(os.path.join(run_dir, "config.json"), "random", hp, V, corpus={
         "source": source, "path": None, "sha256": hashlib.sha256(source.encode()).hexdigest(),
         "chars": 0, "train_chars": 0, "validation_chars": 0})
-    if not family:
-        with open(config_path, encoding="utf-8") as f:
-            write_json(config_path, {**json.load(f), **architecture})
-    with atomic_path(os.path.join(run_dir, "best.weights.h5")) as tmp:
+    with atomic_path(os.path.join(run_dir, BEST)) as tmp:
         model.save_weights(tmp)
-    write_json(os.path.join(run_dir, "state.json"), new_progress())
+    # No epoch, but the hashes export checks: these weights and files are the run.
+    progress = dict(new_progress(start_hashes(run_dir)), best_sha256=sha256_file(os.path.join(run_dir, BEST)))
+    write_json(os.path.join(run_dir, "state.json"), progress)
     return run_dir

@@ -12,20 +12,23 @@ import os
 import shutil
 import tempfile
 
-from estella.build import runlock
-from estella.build.architecture import run_architecture
+from estella.build import runfolder, runlock
+from estella.build.fileio import describe_os_error, is_no_space
 from estella.build.sample import load_reference
 from estella.build.train import read_progress
+from estella.runtime.backends.tflm import micro_runtime
+from estella.runtime.errors import MissingDependency
 from estella.runtime.manifest import MANIFEST
 
 from . import manifest as manifest_mod
 from .manifest import ArtifactSpec
 from .errors import ExportError
 from .onnx import write_onnx, write_onnx_int8
-from .parity import PRIME_STEPS, KerasReference, bpc_section, check_export, prime_ids
+from .parity import PRIME_STEPS, KerasReference, bpc_section, check_export, prime_ids, sampled_ids
 from .savedmodel import SAVED_MODEL_DIR, write_saved_model
 from .tflite import write_tflite
-from .validation import validation_text
+from .micro import CALIBRATION_FALLBACK_CHARS, write_tflite_int8_full
+from .validation import training_ids, validation_text
 from .weights import architecture, save_weights_npz, weights_from_model
 
 # The table in FORMAT.md; batch and time left out where the artifact takes any.
@@ -36,6 +39,7 @@ ARTIFACTS = (
     ArtifactSpec("onnx-float32", "onnx", "float32", "model.onnx", time=1),
     ArtifactSpec("onnx-int8", "onnx", "int8", "model.int8.onnx", time=1),
     ArtifactSpec("numpy-float32", "numpy", "float32", "weights.npz"),
+    ArtifactSpec("tflite-int8-full", "tflite", "int8-full", "model.int8-full.tflite", batch=1, time=1),
 )
 TMP_PREFIX = ".export-tmp-"
 INCOMPLETE = "INCOMPLETE"  # the runtime refuses a folder holding this file
@@ -53,6 +57,7 @@ def export_run(run_dir, out_dir=None, force=False, prime_steps=PRIME_STEPS, log=
     with runlock.shared(run_dir):  # a trainer holds it exclusively: the run is never read mid-epoch
         progress = read_progress(run_dir)
         check_finite_best(run_dir, progress)
+        runfolder.verify_run_files(run_dir, progress)  # the weights and vocabulary that state.json vouches for
         step_model, vocab, cfg = load_reference(run_dir)
     weights = weights_from_model(step_model)
     arch = architecture(weights)
@@ -71,12 +76,14 @@ def export_run(run_dir, out_dir=None, force=False, prime_steps=PRIME_STEPS, log=
         write_tflite(weights, os.path.join(tmp, "model.int8.tflite"), int8=True)
         write_onnx(weights, os.path.join(tmp, "model.onnx"))
         write_onnx_int8(os.path.join(tmp, "model.onnx"), os.path.join(tmp, "model.int8.onnx"))
+        arenas = write_micro(weights, tmp, cfg, vocab, step_model, log)
 
-        artifacts = [manifest_mod.artifact_entry(tmp, spec, V=V, S=S) for spec in ARTIFACTS]
+        artifacts = [dict(manifest_mod.artifact_entry(tmp, spec, V=V, S=S), **arenas.get(spec.path, {}))
+                     for spec in ARTIFACTS if spec.path not in arenas or arenas[spec.path]]
         val_ids, val_named = validation_text(cfg, vocab)
         manifest = manifest_mod.new_manifest(vocab, arch, artifacts,
                                              manifest_mod.provenance(run_dir, cfg, progress, val_named),
-                                             dropout=run_architecture(cfg)["dropout"])
+                                             dropout=cfg["hparams"].dropout)
 
         log(f"checking parity against the Keras reference ({prime_steps} fed-back steps)")
         reference = KerasReference(step_model, vocab.chars)
@@ -88,6 +95,11 @@ def export_run(run_dir, out_dir=None, force=False, prime_steps=PRIME_STEPS, log=
         manifest_mod.write_manifest(tmp, manifest)  # last: a folder without it is not an export
         os.remove(os.path.join(tmp, INCOMPLETE))
         replace_dir(tmp, out_dir, force)
+    except Exception as e:  # TensorFlow, h5py and ONNX report a full disk in their own exception types
+        if is_no_space(e):
+            raise ExportError(f"cannot write --out {out_dir}: {describe_os_error(e, tmp)}; nothing was "
+                              "replaced: free some space and export again") from None
+        raise
     finally:
         if os.path.exists(tmp):
             shutil.rmtree(tmp)
@@ -98,6 +110,23 @@ def export_run(run_dir, out_dir=None, force=False, prime_steps=PRIME_STEPS, log=
         log(f"  {artifact['name']:<19} {size / 1e6:8.2f} MB  " + summary(numbers, bpc.get(artifact["name"])))
     log(f"wrote {out_dir}")
     return manifest
+
+
+def write_micro(weights, tmp, cfg, vocab, step_model, log) -> dict:
+    """The int8-full file for TFLite Micro, calibrated on the run's training text (or, for a run
+    without its corpus, on text the model samples itself). {path: {"arena_bytes": n}}, or
+    {path: None} where TFLite Micro is not installed (the [micro] extra): the file is then left out."""
+    path = "model.int8-full.tflite"
+    try:
+        micro_runtime()
+    except MissingDependency as e:
+        log(f"not writing {path}: {e}")
+        return {path: None}
+    ids = training_ids(cfg, vocab)
+    if ids is None:
+        ids = sampled_ids(KerasReference(step_model), CALIBRATION_FALLBACK_CHARS)
+    arena = write_tflite_int8_full(weights, os.path.join(tmp, path), ids)
+    return {path: {"arena_bytes": arena}}
 
 
 def check_finite_best(run_dir, progress):

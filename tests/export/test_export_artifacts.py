@@ -10,7 +10,8 @@ import pytest
 
 pytestmark = pytest.mark.tensorflow
 
-ARTIFACT_NAMES = {"savedmodel-float32", "tflite-float32", "tflite-int8", "onnx-float32", "onnx-int8", "numpy-float32"}
+ARTIFACT_NAMES = {"savedmodel-float32", "tflite-float32", "tflite-int8", "onnx-float32", "onnx-int8", "numpy-float32",
+                  "tflite-int8-full"}
 
 
 def dims(export_dir):
@@ -28,7 +29,6 @@ def first_gates(export_dir):
 
 
 def test_manifest_describes_every_file(export):
-    from estella.build.architecture import run_architecture
     from estella.build.config import load_config
     from estella.build.model import rnn_layer_names, state_layout
     from estella.runtime.manifest import load_manifest
@@ -43,11 +43,11 @@ def test_manifest_describes_every_file(export):
     assert on_disk - {"manifest.json"} == listed
     V, E, U = dims(export_dir)
     cfg = load_config(run)
-    arch = run_architecture(cfg)
-    cell, units = arch["cell"], arch["units"]
+    hp = cfg["hparams"]
+    cell, units = hp.cell, hp.units
     model = manifest["model"]
     assert E == cfg["hparams"].embedding_dim and len(model["vocab"]) == V == cfg["vocab_size"]
-    assert model["cell"] == cell and model["dropout"] == arch["dropout"]
+    assert model["cell"] == cell and model["dropout"] == hp.dropout
     assert model["layers"] == [{"name": n, "cell": cell, "units": u}
                                for n, u in zip(rnn_layer_names(cell, len(units)), units)]
     assert U == model["state_size"] == (2 if cell == "lstm" else 1) * sum(units)

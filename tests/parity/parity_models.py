@@ -110,16 +110,14 @@ def export(run_dir, out_dir):
 
 def describe(run_dir):
     """V, E, the recurrent layers and where the weights came from, for the table's heading."""
-    from estella.build.architecture import run_architecture
     from estella.build.config import load_config
 
     cfg = load_config(run_dir)
     hp = cfg["hparams"]
-    arch = run_architecture(cfg)
-    units = arch["units"]
-    layers = (f"U={units[0]}" if arch["cell"] == "gru" and len(units) == 1
-              else f"{arch['cell'].upper()} {'x'.join(map(str, [len(units), units[0]]))}" if len(set(units)) == 1
-              else f"{arch['cell'].upper()} units {'/'.join(map(str, units))}")
+    units = hp.units
+    layers = (f"U={units[0]}" if hp.cell == "gru" and len(units) == 1
+              else f"{hp.cell.upper()} {'x'.join(map(str, [len(units), units[0]]))}" if len(set(units)) == 1
+              else f"{hp.cell.upper()} units {'/'.join(map(str, units))}")
     if cfg["preset"] == "random":
         scale = cfg["corpus"]["source"].partition("logit_scale=")[2]
         origin = "fan-in random weights" + (f", dense layer x{scale}" if scale else "")
