@@ -10,7 +10,7 @@ bias[0], an LSTM's whole bias), instead of gathering an embedding row and multip
 [E, G*U0] kernel on every character. Layers k >= 1 multiply by their kernel. fold=False builds the
 graph as the layers are written (embedding, then the input matmul): the bench's baseline only.
 
-The state is one tensor [B, S], split into each layer's parts (h; h then c for an LSTM) and joined
+The state is one tensor [B, S], sliced into each layer's parts (h; h then c for an LSTM) and joined
 again in the same order, the manifest's state.layout.
 """
 
@@ -59,6 +59,7 @@ class Stack:
         self.w, self.cell, self.units = w, cell, list(units)
         self.parts = len(weights_format.STATE_PARTS[cell])
         self.sizes = [u for u in self.units for _ in range(self.parts)]  # the layout's part sizes, in order
+        self.offsets = [sum(self.sizes[:i]) for i in range(len(self.sizes))]
 
     def first_gates(self, ids):
         """ids int32 [...] -> the first layer's input-gate pre-activations [..., G*U0]."""
@@ -73,7 +74,8 @@ class Stack:
 
     def step(self, gates, state):
         """gates [B, G*U0] (first_gates), state [B, S] -> (the last layer's h [B, U_last], new state [B, S])."""
-        parts = tf.split(state, self.sizes, axis=-1) if len(self.sizes) > 1 else [state]
+        # Slices, not tf.split by sizes: TFLite lowers those to SPLIT_V, which TFLite Micro has no int8 kernel for.
+        parts = [state[:, o:o + size] for o, size in zip(self.offsets, self.sizes)] if len(self.sizes) > 1 else [state]
         new_parts = []
         for k in range(len(self.units)):
             x = gates if k == 0 else self.project(h, k)
