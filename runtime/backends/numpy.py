@@ -10,6 +10,7 @@ import zipfile
 
 import numpy as np
 
+from .artifact_checks import check_finite
 from .base import ArtifactError, Backend
 
 # weights.npz: each array's shape in V (vocabulary), E (embedding), U (units); FORMAT.md.
@@ -23,11 +24,13 @@ class NumpyBackend(Backend):
     def __init__(self, export_dir, artifact, manifest, content=None, num_threads=None):
         pin_blas_threads(num_threads or 1)
         try:
+            check_headers(artifact, content)
             with np.load(io.BytesIO(content), allow_pickle=False) as npz:
                 w = {key: npz[key] for key in ARRAYS if key in npz.files}
         except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
             raise ArtifactError(f"numpy cannot read artifact {artifact['name']!r} ({artifact['path']}): {e}") from None
         V, U = check_arrays(artifact, w)
+        check_finite(artifact, w.items())
         self.input_table = w["embedding"] @ w["gru_kernel"] + w["gru_bias"][0]  # [V, 3U]
         self.recurrent_kernel = w["gru_recurrent_kernel"]  # [U, 3U]
         self.recurrent_bias = w["gru_bias"][1]  # [3U]
@@ -75,6 +78,21 @@ def check_arrays(artifact, w):
         if w[key].shape != want:
             fail(f"{key} has shape {list(w[key].shape)}, expected {list(want)} (V={V} E={E} U={U})")
     return int(V), int(U)
+
+
+def check_headers(artifact, content):
+    """Each array's header read before the array: one that declares more data than its zip member holds
+    (a 4e9-row array in a few bytes) is refused before numpy allocates it."""
+    with zipfile.ZipFile(io.BytesIO(content)) as archive:
+        for info in archive.infolist():
+            with archive.open(info) as f:
+                version = np.lib.format.read_magic(f)
+                read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                               else np.lib.format.read_array_header_2_0)
+                shape, _, dtype = read_header(f)
+            if int(np.prod(shape, dtype=object)) * dtype.itemsize > info.file_size:
+                raise ArtifactError(f"artifact {artifact['name']!r} ({artifact['path']}): array {info.filename!r} "
+                                    f"declares shape {list(shape)}, more data than the file holds; re-export it")
 
 
 def pin_blas_threads(threads):

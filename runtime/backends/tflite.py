@@ -12,6 +12,7 @@ import os
 import numpy as np
 
 from ..errors import MissingDependency
+from .artifact_checks import check_finite, check_precision
 from .base import ArtifactError, Backend, check_signature
 
 
@@ -41,10 +42,11 @@ class TFLiteBackend(Backend):
         # model_content: the verified bytes themselves, never the path again (it could have changed since).
         try:
             self.interpreter = Interpreter(model_content=content, num_threads=num_threads or os.cpu_count())
+            check_tensors(self.interpreter, artifact)  # before allocation: only constants hold data
             self.interpreter.allocate_tensors()
-        except (ValueError, RuntimeError) as e:
+            inputs, outputs = _details_by_name(self.interpreter)
+        except (ValueError, RuntimeError, UnicodeDecodeError) as e:  # a tensor name of invalid UTF-8, too
             raise ArtifactError(f"LiteRT cannot load artifact {artifact['name']!r} ({artifact['path']}): {e}") from None
-        inputs, outputs = _details_by_name(self.interpreter)
         specs = {name: ([int(n) for n in d["shape"]], np.dtype(d["dtype"]).name)
                  for name, d in {**inputs, **outputs}.items()}
         self.vocab_size, self.units, batch, time = check_signature(artifact, specs)
@@ -68,6 +70,21 @@ class TFLiteBackend(Backend):
         self.interpreter.resize_tensor_input(self.state_index, [batch, self.units])
         self.interpreter.allocate_tensors()
         self.batch = batch
+
+
+def check_tensors(interpreter, artifact):
+    """Finite float constants and quantization scales; int8 tensors exactly where the manifest says int8."""
+    floats, quantized = [], False
+    for detail in interpreter.get_tensor_details():
+        quantized = quantized or detail["dtype"] == np.int8
+        floats.append((detail["name"], np.asarray(detail["quantization_parameters"]["scales"])))
+        if detail["dtype"] == np.float32:
+            try:
+                floats.append((detail["name"], interpreter.get_tensor(detail["index"])))
+            except ValueError:  # no data before allocate_tensors: not a constant
+                pass
+    check_finite(artifact, floats)
+    check_precision(artifact, quantized)
 
 
 def _details_by_name(interpreter):
