@@ -88,6 +88,9 @@ def check_manifest(manifest, where=MANIFEST):
             raise ManifestError(f"{where} has no {key!r} section")
         if not isinstance(manifest[key], kind):
             fail(key, f"must be a JSON {'object' if kind is dict else 'list'}, got {type(manifest[key]).__name__}")
+    for key in ("state", "parity", "provenance"):  # optional; what inspect and evaluate read
+        if manifest.get(key) is not None and not isinstance(manifest[key], dict):
+            fail(key, f"must be a JSON object or null, got {type(manifest[key]).__name__}")
     model = manifest["model"]
     vocab = model.get("vocab")
     if not isinstance(vocab, list):

@@ -60,7 +60,9 @@ def test_all_rows_on_the_validation_text_match_the_manifest(capsys, tiny_export)
     named = manifest["provenance"]["validation_text"]
     assert bpc["chars"] == named["chars"] > 1000 and set(bpc["artifacts"]) == {
         "tflite-float32", "tflite-int8", "onnx-int8"}
-    code, out, err = evaluate_cli(capsys, export_dir, "--all")
+    code, out, err = evaluate_cli(capsys, export_dir, "--all")  # the manifest's path is not opened on its word
+    assert code == 2 and f"--text {named['path']}" in err
+    code, out, err = evaluate_cli(capsys, export_dir, "--all", "--text", named["path"])
     assert code == 0, err
     assert f"the validation text in {named['path']}" in out and f"{named['chars']} characters" in out
     table = rows(out)
