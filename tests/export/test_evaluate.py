@@ -105,8 +105,10 @@ def test_without_text_or_a_named_validation_text(capsys, tiny_export, tmp_path):
 
 def test_evaluate_does_not_import_tensorflow(tiny_export):
     _, export_dir = tiny_export
+    with open(os.path.join(export_dir, "manifest.json"), encoding="utf-8") as f:
+        text = json.load(f)["provenance"]["validation_text"]["path"]
     code = ("import sys; from estella.runtime.cli import main; "
-            f"assert main(['evaluate', {export_dir!r}, '--backend', 'numpy', '--chars', '50']) == 0; "
+            f"assert main(['evaluate', {export_dir!r}, '--text', {text!r}, '--backend', 'numpy', '--chars', '50']) == 0; "
             "bad = [m for m in ('tensorflow', 'keras', 'estella.build', 'estella.export', 'estella.bench') "
             "if m in sys.modules]; assert not bad, bad")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
