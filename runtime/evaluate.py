@@ -20,6 +20,7 @@ import time
 import numpy as np
 
 from .errors import EstellaError
+from .terminal import escape_unencodable, printable
 from .untrusted_files import UntrustedFileError, read_file
 
 CHUNK = 1024  # characters per backend call
@@ -137,6 +138,7 @@ def add_parser(subparsers):
 
 def evaluate_command(args):
     from .backends import BACKENDS, find_artifact, open_backend
+    from .commands import Output
     from .errors import MissingDependency
     from .manifest import load_manifest
 
@@ -152,15 +154,16 @@ def evaluate_command(args):
         rows = [(b, p) for p in ("float32", "int8") for b in BACKENDS if find_artifact(manifest, b, p)]
     else:
         rows = [(args.backend or "auto", args.precision or "float32")]
-    print(f"{source}: {len(ids)} characters, {len(ids) - 1} predictions, one stream teacher-forced")
-    print(f"{'backend':<11} {'precision':<9} {'nats/char':>9} {'bits/char':>9} {'seconds':>8}")
+    escape_unencodable(sys.stdout)  # an ASCII-only terminal gets \u escapes, not an error
+    out = Output(sys.stdout)
+    out.write(printable(f"{source}: {len(ids)} characters, {len(ids) - 1} predictions, one stream teacher-forced") + "\n")
+    out.write(f"{'backend':<11} {'precision':<9} {'nats/char':>9} {'bits/char':>9} {'seconds':>8}\n")
     for backend_name, precision in rows:
         try:
             backend = open_backend(args.export_dir, backend_name, precision, manifest=manifest)
         except MissingDependency as e:
-            print(f"{backend_name:<11} {precision:<9} not run: {e}")
+            out.write(printable(f"{backend_name:<11} {precision:<9} not run: {e}") + "\n")
             continue
         result = teacher_forced(backend, ids)
-        print(f"{backend.name:<11} {backend.precision:<9} {result['nats']:9.4f} {result['bpc']:9.4f} "
-              f"{result['seconds']:8.1f}")
-        sys.stdout.flush()
+        out.write(f"{backend.name:<11} {backend.precision:<9} {result['nats']:9.4f} {result['bpc']:9.4f} "
+                  f"{result['seconds']:8.1f}\n", flush=True)

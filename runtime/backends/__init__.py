@@ -9,6 +9,7 @@ import os
 
 from ..errors import EstellaError, MissingDependency
 from ..manifest import check_manifest, load_manifest, verify_files
+from .artifact_checks import check_one_step
 
 # name -> (module, class, artifact format). Each module imports its interpreter only when opened.
 BACKENDS = {
@@ -92,6 +93,7 @@ def _open(export_dir, manifest, backend, precision, num_threads):
     content = next(iter(content.values()), None) if single else content
     opened = cls(export_dir, artifact, manifest, content=content, num_threads=num_threads)
     check_shapes(opened, artifact, manifest)
+    check_one_step(opened, artifact)
     return opened
 
 

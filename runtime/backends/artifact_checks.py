@@ -21,3 +21,24 @@ def check_precision(artifact, quantized):
         actual = "an int8" if quantized else "a float32"
         raise ArtifactError(f"artifact {artifact['name']!r} ({artifact['path']}) is {actual} graph but the manifest "
                             f"says {claimed}: the manifest and its files do not belong together; re-export it")
+
+
+def check_one_step(backend, artifact):
+    """Run one real step from the zero state: an artifact that loads but fails or yields NaN when it
+    runs is refused at load, not in the middle of a text. Interpreters raise their own exception
+    types (ONNX Runtime's Fail, LiteRT's RuntimeError, ...), all of which mean a bad artifact here."""
+    try:
+        logits, state = backend.step(np.zeros((1, 1), np.int32), backend.initial_state(1))
+    except ArtifactError:
+        raise
+    except Exception as e:  # noqa: BLE001 (see above)
+        raise ArtifactError(f"artifact {artifact['name']!r} ({artifact['path']}) loads but fails when it runs one "
+                            f"step: {str(e)[:300]}; re-export it") from None
+    expected = ((1, 1, backend.vocab_size), (1, backend.units))
+    if (np.shape(logits), np.shape(state)) != expected:
+        raise ArtifactError(f"artifact {artifact['name']!r} ({artifact['path']}) returns logits {list(np.shape(logits))} "
+                            f"and a state {list(np.shape(state))} from one step, not {list(expected[0])} and "
+                            f"{list(expected[1])}; re-export it")
+    if not (np.isfinite(logits).all() and np.isfinite(state).all()):
+        raise ArtifactError(f"artifact {artifact['name']!r} ({artifact['path']}) returns NaN or infinite values "
+                            "from one step of the zero state; re-export it")

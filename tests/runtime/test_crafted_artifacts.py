@@ -180,3 +180,53 @@ def test_a_manifest_that_swaps_the_two_precisions_is_refused(real_copy, capsys, 
     write_manifest(real_copy, manifest)
     refused(capsys, real_copy, "is an int8 graph but the manifest says float32", fmt, "float32")
     refused(capsys, real_copy, "is a float32 graph but the manifest says int8", fmt, "int8")
+
+
+# --- crafted files that used to end in a traceback --------------------------------------------------
+
+def test_a_tflite_tensor_name_of_invalid_utf8_is_refused(real_copy, capsys):
+    from estella.runtime.backends.tflite import interpreter_class
+
+    path = os.path.join(real_copy, "model.tflite")
+    data = bytearray(open(path, "rb").read())
+    names = [d["name"] for d in interpreter_class()(model_content=bytes(data)).get_tensor_details() if d["name"]]
+    name = max(names, key=len).encode()
+    at = bytes(data).find(name)
+    assert at > 0
+    data[at] = 0xFF  # no longer UTF-8
+    rewrite_file(real_copy, "model.tflite", bytes(data))
+    refused(capsys, real_copy, "LiteRT cannot load artifact", "tflite")
+
+
+def test_an_npz_header_declaring_4e9_rows_is_refused_before_allocating(real_copy, capsys):
+    import io
+    import zipfile
+
+    path = os.path.join(real_copy, "weights.npz")
+    with np.load(path) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "<f4", "fortran_order": False,
+                                                  "shape": (4_000_000_000, arrays["embedding"].shape[1])})
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for key, array in arrays.items():
+            member = io.BytesIO()
+            np.lib.format.write_array(member, array)
+            archive.writestr(f"{key}.npy", header.getvalue() + b"\0" * 64 if key == "embedding" else member.getvalue())
+    rewrite_file(real_copy, "weights.npz", buffer.getvalue())
+    err = refused(capsys, real_copy, "declares shape \\[4000000000", "numpy")
+    assert "MemoryError" not in err
+
+
+@pytest.mark.tensorflow  # the onnx package writes the graph
+def test_an_onnx_graph_that_fails_when_it_runs_is_refused_at_load(real_copy, capsys):
+    """inspect says "loaded" only of an artifact that ran one step."""
+    from onnx import helper, numpy_helper
+
+    V, U = _dims(real_copy)
+    index = numpy_helper.from_array(np.array([U + 5], np.int64), "index")  # out of range: found only when it runs
+    data = _step_graph(V, U, [helper.make_node("Gather", ["state", "index"], ["picked"], axis=1),
+                              helper.make_node("Add", ["state", "picked"], ["new_state"])], [index])
+    rewrite_file(real_copy, "model.onnx", data)
+    refused(capsys, real_copy, "loads but fails when it runs one step", "onnx")
