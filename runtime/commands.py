@@ -6,6 +6,7 @@ import time
 
 from .backends import BACKENDS, PRECISIONS
 from .errors import EstellaError
+from .quiet import show_library_logs
 from .terminal import escape_unencodable, printable
 
 
@@ -38,7 +39,8 @@ def add_parser(subparsers):
     p.add_argument("--stop", action="append", default=None, metavar="STR",
                    help="stop a text once it ends with STR (kept in the output); may be given more than once")
     p.add_argument("--stats", action="store_true", help="print chars/s and µs per character to stderr")
-    p.add_argument("--verbose", action="store_true", help="say which backend and artifact run")
+    p.add_argument("--verbose", action="store_true", help="say which backend and artifact run, and show the "
+                   "interpreters' own log lines")
     p.add_argument("--no-echo", dest="echo", action="store_false", help="do not print the prime")
     p.add_argument("--skip-unknown", action="store_true", help="drop prime characters outside the vocabulary")
     p.add_argument("--threads", type=int, default=None, help="threads per step, at most the number of cores "
@@ -60,6 +62,8 @@ def generate(args):
     if args.stream and args.num_samples > 1:
         raise EstellaError(f"--stream writes one text as it is made; with --num-samples {args.num_samples} leave "
                            "out --stream (the texts are written when they are done)")
+    if args.verbose:
+        show_library_logs()
     gen = Generator.load(args.export_dir, backend=args.backend, precision=args.precision, num_threads=args.threads)
     if args.verbose:
         b = gen.backend

@@ -14,13 +14,19 @@ def check_finite(artifact, tensors):
                                 f"(tensor {name!r}): it is not a trained model; re-export a run that trained")
 
 
-def check_precision(artifact, quantized):
-    """An int8 artifact holds int8 tensors and a float32 one none: a manifest that swapped two files is refused."""
+def check_precision(artifact, quantized, quantizable=True):
+    """A float32 artifact holds no int8 tensor, and an int8 one holds some where it has weights large
+    enough to quantize (quantizable; the TFLite converter leaves tensors under 1024 elements float, so
+    a tiny model's int8 graph may be all float): a manifest that swapped two files is refused."""
     claimed = artifact["precision"]
-    if (claimed == "int8") != bool(quantized):
-        actual = "an int8" if quantized else "a float32"
-        raise ArtifactError(f"artifact {artifact['name']!r} ({artifact['path']}) is {actual} graph but the manifest "
-                            f"says {claimed}: the manifest and its files do not belong together; re-export it")
+    if claimed == "float32" and quantized:
+        actual = "an int8"
+    elif claimed == "int8" and not quantized and quantizable:
+        actual = "a float32"
+    else:
+        return
+    raise ArtifactError(f"artifact {artifact['name']!r} ({artifact['path']}) is {actual} graph but the manifest "
+                        f"says {claimed}: the manifest and its files do not belong together; re-export it")
 
 
 def check_one_step(backend, artifact):

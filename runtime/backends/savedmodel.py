@@ -13,13 +13,15 @@ import tempfile
 import numpy as np
 
 from ..errors import MissingDependency
+from ..quiet import library_logs_filtered
 from .base import ArtifactError, Backend, check_signature
 from .savedmodel_guard import check_files, check_saved_model
 
 
 def _tensorflow():
     try:
-        import tensorflow as tf
+        with library_logs_filtered():  # absl's oneDNN and CPU-feature lines
+            import tensorflow as tf
     except ImportError:
         raise MissingDependency("the savedmodel backend needs TensorFlow, which is not installed: "
                                 "pip install 'estella[train]' (or use --backend tflite, onnx or numpy)") from None
@@ -46,7 +48,8 @@ class SavedModelBackend(Backend):
                 with open(os.path.join(copy, name), "wb") as f:
                     f.write(data)
             check_finite_variables(tf, artifact, copy)
-            self.loaded = tf.saved_model.load(copy)
+            with library_logs_filtered():
+                self.loaded = tf.saved_model.load(copy)
             self.function = self.loaded.signatures["serving_default"]
         except (OSError, ValueError, KeyError, RuntimeError, tf.errors.OpError) as e:
             raise ArtifactError(f"TensorFlow cannot load artifact {artifact['name']!r} ({artifact['path']}) "

@@ -93,3 +93,13 @@ def wait_until_full(fd):
             return
         time.sleep(0.001)
     raise AssertionError(f"the pipe never filled ({pending[0]} of {capacity} bytes)")
+
+
+def test_quiet_by_default_and_the_interpreters_lines_with_verbose(real_export):
+    """LiteRT's "INFO: Created TensorFlow Lite XNNPACK delegate" only with --verbose."""
+    argv = [*ESTELLA, "generate", real_export, "--backend", "tflite", "--chars", "5", "--seed", "1"]
+    quiet = subprocess.run(argv, capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert quiet.returncode == 0 and quiet.stderr == "", quiet.stderr
+    verbose = subprocess.run([*argv, "--verbose"], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert verbose.returncode == 0 and "XNNPACK" in verbose.stderr and "backend: tflite" in verbose.stderr
+    assert verbose.stdout == quiet.stdout
