@@ -14,7 +14,7 @@ import numpy as np
 import tensorflow as tf
 
 from estella.runtime import parity as measure
-from estella.runtime.backends import BACKENDS, open_backend
+from estella.runtime.backends import BACKEND_OF_FORMAT, open_backend
 from estella.runtime.backends.base import Backend
 from estella.runtime.evaluate import teacher_forced
 from estella.runtime.sampling import Sampler
@@ -69,8 +69,7 @@ def step_artifacts(manifest):
 
 
 def open_artifact(export_dir, manifest, artifact):
-    backend_of_format = {fmt: name for name, (_, _, fmt) in BACKENDS.items()}
-    return open_backend(export_dir, backend=backend_of_format[artifact["format"]],
+    return open_backend(export_dir, backend=BACKEND_OF_FORMAT[artifact["format"]],
                         precision=artifact["precision"], manifest=manifest)
 
 

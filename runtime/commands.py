@@ -4,7 +4,7 @@ except to load a SavedModel: `generate --backend savedmodel`, and `inspect` wher
 import sys
 import time
 
-from .backends import BACKENDS, PRECISIONS
+from .backends import BACKEND_OF_FORMAT, BACKENDS, PRECISIONS
 from .errors import EstellaError
 from .quiet import show_library_logs
 from .terminal import escape_unencodable, printable
@@ -155,7 +155,6 @@ def inspect(args):
     if isinstance(state, dict):
         say(f"state: {state.get('name')} {state.get('shape')} {state.get('dtype')} initial={state.get('initial')}")
     say("artifacts:")
-    backend_of_format = {fmt: name for name, (_, _, fmt) in BACKENDS.items()}
     loaded, not_loaded, refused = [], [], []
     for a in m["artifacts"]:
         size = sum(f["bytes"] for f in a["files"])
@@ -166,7 +165,7 @@ def inspect(args):
             say(f"      out: {_specs(a['outputs'])}")
         if not args.verify:
             continue
-        backend = backend_of_format.get(a["format"])
+        backend = BACKEND_OF_FORMAT.get(a["format"])
         if backend is None or a.get("role", "step") != "step" or a["precision"] not in PRECISIONS:
             not_loaded.append(f"{a['name']} (not a step artifact this runtime runs)")
             continue

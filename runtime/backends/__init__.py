@@ -18,6 +18,8 @@ BACKENDS = {
     "numpy": ("numpy", "NumpyBackend", "numpy"),
     "savedmodel": ("savedmodel", "SavedModelBackend", "savedmodel"),
 }
+# artifact format -> the backend that runs it: the one map, for inspect, evaluate and the export's gate
+BACKEND_OF_FORMAT = {fmt: name for name, (_, _, fmt) in BACKENDS.items()}
 # `auto` tries these in order, fastest first at batch 1 (measured: see the runtime's README section);
 # savedmodel is never picked by auto, numpy (always installed) is faster than TensorFlow per step.
 AUTO_ORDER = ("tflite", "onnx", "numpy")
