@@ -20,6 +20,7 @@ MANIFEST = "manifest.json"
 # this name means the same. Either way the folder is unfinished (a killed export) and never loaded.
 UNFINISHED_PREFIX = ".export-tmp-"
 UNFINISHED_MARKER = "INCOMPLETE"
+MAX_FILE_BYTES = 2 << 30  # the largest model estella trains has artifacts of a few hundred MB
 MAX_MANIFEST_BYTES = 32 << 20  # a real one is a few KB; this only stops reading a huge file into memory
 SHA256 = re.compile(r"[0-9a-f]{64}")
 
@@ -219,6 +220,9 @@ def verify_files(export_dir, artifact, keep=()) -> dict:
     for entry in artifact["files"]:
         path = os.path.join(export_dir, entry["path"])
         keep_it = os.path.normpath(entry["path"]) in keep
+        if entry["bytes"] > MAX_FILE_BYTES:
+            raise ChecksumError(f"{path} is listed at {entry['bytes']} bytes, more than the {MAX_FILE_BYTES >> 30} GB "
+                                "that any estella artifact file holds: refused unread")
         try:
             data, digest = read_file(path, root=export_dir, what=path, size=entry["bytes"], keep=keep_it)
         except FileMissing:

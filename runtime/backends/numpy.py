@@ -82,9 +82,13 @@ def check_arrays(artifact, w):
 
 def check_headers(artifact, content):
     """Each array's header read before the array: one that declares more data than its zip member holds
-    (a 4e9-row array in a few bytes) is refused before numpy allocates it."""
+    (a 4e9-row array in a few bytes), or a member that unpacks to more than the file's size, is refused
+    before numpy allocates it."""
     with zipfile.ZipFile(io.BytesIO(content)) as archive:
         for info in archive.infolist():
+            if info.file_size > len(content):  # np.savez stores arrays uncompressed; this would be a zip bomb
+                raise ArtifactError(f"artifact {artifact['name']!r} ({artifact['path']}): member {info.filename!r} "
+                                    "unpacks to more bytes than the whole file holds; re-export it")
             with archive.open(info) as f:
                 version = np.lib.format.read_magic(f)
                 read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)

@@ -91,3 +91,22 @@ def test_a_size_limit_is_checked_before_reading(tmp_path):
         f.truncate(200 << 30)  # 200 GB, sparse: reading it would be a MemoryError
     with pytest.raises(TooLarge, match="larger than"):
         read_file(str(sparse), max_bytes=1 << 20)
+
+
+def test_a_huge_sparse_artifact_is_refused_unread(export_copy, capsys):
+    """A 200 GB sparse weights.npz whose size the manifest lists: refused before a byte is read."""
+    import json
+
+    from estella.runtime.cli import main
+
+    path = os.path.join(export_copy, "weights.npz")
+    with open(path, "r+b") as f:
+        f.truncate(200 << 30)
+    manifest_path = os.path.join(export_copy, "manifest.json")
+    manifest = json.load(open(manifest_path))
+    manifest["artifacts"][0]["files"][0]["bytes"] = 200 << 30
+    json.dump(manifest, open(manifest_path, "w"))
+    for argv in (["generate", export_copy, "--chars", "3"], ["inspect", export_copy]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert "refused unread" in err and "MemoryError" not in err and "Traceback" not in err
