@@ -230,3 +230,14 @@ def test_an_onnx_graph_that_fails_when_it_runs_is_refused_at_load(real_copy, cap
                               helper.make_node("Add", ["state", "picked"], ["new_state"])], [index])
     rewrite_file(real_copy, "model.onnx", data)
     refused(capsys, real_copy, "loads but fails when it runs one step", "onnx")
+
+
+def test_an_npz_member_that_unpacks_beyond_the_file_is_refused(real_copy, capsys):
+    """np.savez stores arrays as they are; a compressed member many times the file's size is a zip bomb."""
+    path = os.path.join(real_copy, "weights.npz")
+    with np.load(path) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    arrays["embedding"] = np.zeros((1_000_000, arrays["embedding"].shape[1]), np.float32)
+    np.savez_compressed(path, **arrays)
+    rewrite_file(real_copy, "weights.npz", open(path, "rb").read())
+    refused(capsys, real_copy, "unpacks to more bytes than the whole file holds", "numpy")
