@@ -40,7 +40,7 @@ def check_one_step(backend, artifact):
     except Exception as e:  # noqa: BLE001 (see above)
         raise ArtifactError(f"artifact {artifact['name']!r} ({artifact['path']}) loads but fails when it runs one "
                             f"step: {str(e)[:300]}; re-export it") from None
-    expected = ((1, 1, backend.vocab_size), (1, backend.units))
+    expected = ((1, 1, backend.vocab_size), (1, backend.state_size))
     if (np.shape(logits), np.shape(state)) != expected:
         raise ArtifactError(f"artifact {artifact['name']!r} ({artifact['path']}) returns logits {list(np.shape(logits))} "
                             f"and a state {list(np.shape(state))} from one step, not {list(expected[0])} and "

@@ -85,7 +85,7 @@ def _step_graph(V, U, nodes=(), initializers=()):
 
 def _dims(folder):
     model = read_manifest(folder)["model"]
-    return model["vocab_size"], model["units"]
+    return model["vocab_size"], model["state_size"]
 
 
 @pytest.mark.tensorflow  # the onnx package (the [train] extra) writes the crafted graphs

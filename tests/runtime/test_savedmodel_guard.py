@@ -48,7 +48,7 @@ def replace_saved_model(export_dir, write):
 def dims(export_dir):
     with open(os.path.join(export_dir, "manifest.json"), encoding="utf-8") as f:
         model = json.load(f)["model"]
-    return model["vocab_size"], model["units"]
+    return model["vocab_size"], model["state_size"]
 
 
 def refused_everywhere(export_dir, capsys):
