@@ -9,6 +9,7 @@ import os
 import sys
 
 from .errors import EstellaError
+from .terminal import printable
 
 # command -> (module whose add_parser(subparsers) defines it, one line of help, pip extra it needs)
 COMMANDS = {
@@ -77,7 +78,7 @@ def main(argv=None):
     except EstellaError as e:
         if getattr(e, "discard_stdout", False):
             discard_stdout()
-        print(f"estella {command}: error: {e}", file=sys.stderr)
+        print(printable(f"estella {command}: error: {e}", keep_newlines=True), file=sys.stderr)
         return 2
     except ModuleNotFoundError as e:
         missing = (e.name or "").split(".")[0]
