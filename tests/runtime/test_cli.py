@@ -54,6 +54,11 @@ def test_skip_unknown(numpy_export, capsys):
     (["--temperature", "nan"], "--temperature must be a finite number >= 0"),
     (["--top-p", "1.5"], "--top-p must be in (0, 1]"),
     (["--top-k", "0"], "--top-k must be an integer >= 1"),
+    (["--top-k", "9223372036854775808"], "--top-k must be an integer >= 1, got 9223372036854775808"),
+    (["--seed", "-1"], "--seed must be an integer from 0 to 9223372036854775807, got -1"),
+    (["--seed", str(2**64)], f"--seed must be an integer from 0 to 9223372036854775807, got {2**64}"),
+    (["--seed", str(2**63 - 1), "--num-samples", "2"], "--seed must be an integer from 0 to 9223372036854775806 "
+                                                       "(2 streams take seeds seed to seed + 1)"),
     (["--chars", "-5"], "--chars must be an integer >= 0"),
     (["--num-samples", "0"], "--num-samples must be >= 1"),
     (["--num-samples", "4097"], "--num-samples must be at most 4096"),
