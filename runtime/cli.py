@@ -95,7 +95,7 @@ def main(argv=None):
 def cli_message(error):
     """The error as the CLI words it: a setting is named by its flag (field top_k: --top-k)."""
     if isinstance(error, SettingError):
-        return error.worded("--" + error.field.replace("_", "-"))
+        return error.worded(lambda field: "--" + field.replace("_", "-"))
     return str(error)
 
 

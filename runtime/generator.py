@@ -51,8 +51,18 @@ class Settings:
             raise EstellaError(f"{e}; the settings are: {fields}") from None
 
 
-class PrimeError(EstellaError):
+class PrimeError(SettingError):
     """The prime has characters outside the vocabulary, or is empty where a newline cannot stand in."""
+
+    def __init__(self, rule, value, unknown=None):
+        self.unknown = unknown
+        super().__init__("prime", rule, value)
+
+    def worded(self, name_of=str):
+        if self.unknown is None:
+            return f"{name_of('prime')} {self.rule}"
+        return (f"{name_of('prime')} has characters that are not in the vocabulary: {self.unknown!r} (remove "
+                f"them, or skip them with {name_of('skip_unknown')})")
 
 
 class Generator:
@@ -77,13 +87,12 @@ class Generator:
     def encode(self, prime, skip_unknown=False):
         unknown = sorted(set(prime) - self.char_to_id.keys())
         if unknown and not skip_unknown:
-            raise PrimeError(f"the prime has characters that are not in the vocabulary: {unknown!r} "
-                             "(remove them, or skip them with --skip-unknown)")
+            raise PrimeError("has characters that are not in the vocabulary", prime, unknown)
         kept = "".join(c for c in prime if c in self.char_to_id)
         if not kept:
             if EMPTY_PRIME not in self.char_to_id:
-                raise PrimeError("the prime is empty (after skipping unknown characters) and the vocabulary "
-                                 "has no newline to start from; give a prime")
+                raise PrimeError("is empty (after skipping unknown characters) and the vocabulary has no newline "
+                                 "to start from; give a prime", prime)
             return kept, np.array([self.char_to_id[EMPTY_PRIME]], np.int32)
         return kept, np.array([self.char_to_id[c] for c in kept], np.int32)
 

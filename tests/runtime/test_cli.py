@@ -63,7 +63,7 @@ def test_skip_unknown(numpy_export, capsys):
     (["--num-samples", "0"], "--num-samples must be >= 1"),
     (["--num-samples", "4097"], "--num-samples must be at most 4096"),
     (["--precision", "int8"], "no int8 artifact"),
-    (["--prime", "Pip #"], "not in the vocabulary: ['#']"),
+    (["--prime", "Pip #"], "not in the vocabulary: ['#'] (remove them, or skip them with --skip-unknown)"),
     (["--threads", "0"], "--threads must be an integer from 1 to"),
     (["--threads", str((os.cpu_count() or 1) + 1)], f"--threads must be an integer from 1 to {os.cpu_count()} "
                                                     "(the number of CPU cores)"),

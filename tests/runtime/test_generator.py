@@ -75,7 +75,7 @@ def test_empty_prime_starts_from_a_newline(gen):
 def test_unknown_prime_characters_are_listed(gen):
     with pytest.raises(PrimeError, match="'#', 'é'") as e:
         gen.generate("Pip #é", 10)
-    assert "--skip-unknown" in str(e.value)
+    assert "skip them with skip_unknown" in str(e.value) and e.value.field == "prime"
 
 
 def test_unknown_prime_characters_can_be_skipped(gen):
