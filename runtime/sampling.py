@@ -195,6 +195,13 @@ class BatchSampler:
                 return np.array([drawn])
         return sample_batch(logits, self.inv_temperature, self.top_k, self.top_p, uniforms)
 
+    def redraw(self, logits, b):
+        """Stream b's id alone, from its row of logits [B, V] and the uniform it drew in the last call:
+        the id that call gave (or would have given) it. For a caller isolating a failing row."""
+        rows = slice(b, b + 1)
+        return int(sample_batch(logits[rows], self.inv_temperature[rows], self.top_k[rows], self.top_p[rows],
+                                self._uniforms[rows])[0])
+
     def _draw_one(self, row, u):
         """One stream's plain draw on its row [V] as a 1-d array (numpy calls on [V] cost about half
         of those on [1, V]), or None where row * 1/T could overflow or is not finite (NaN fails both

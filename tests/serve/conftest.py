@@ -27,3 +27,18 @@ def start_server(serve_export):
     for server in servers:
         if server.process.poll() is None:
             server.stop()
+
+
+@pytest.fixture(scope="session")
+def corpus_text(corpus_path, serve_export):
+    """corpus_text(n) -> n characters of the book (repeated as needed), those outside the export's vocabulary left out."""
+    from estella.runtime.manifest import load_manifest
+
+    vocab = set(load_manifest(serve_export, verify=False)["model"]["vocab"])
+    with open(corpus_path, encoding="utf-8") as f:
+        book = "".join(c for c in f.read(200_000) if c in vocab)
+
+    def text(n):
+        return (book * (n // len(book) + 1))[:n]
+
+    return text
