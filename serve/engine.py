@@ -130,6 +130,10 @@ class Stream:
             out.append(queue.popleft())
         return out
 
+    def has_news(self):
+        """Whether take() would return something now."""
+        return bool(self._queue)
+
     def on_delta(self, callback, final_only=False):
         """Call callback() once, from the scheduler thread, at the next delta (or only at the last
         one, if final_only); replaces the callback asked for before. Ask, then take(): a delta
@@ -251,8 +255,12 @@ class Engine:
     def make_stream(self, prime, params, skip_unknown=False):
         """A stream (not yet queued) for a checked RequestParams; a prime outside the vocabulary
         raises PrimeError (field "prime")."""
+        return self.make_streams(prime, [params], skip_unknown)[0]
+
+    def make_streams(self, prime, params, skip_unknown=False):
+        """One stream per RequestParams, all on the same prime (encoded once)."""
         kept, ids = self.generator.encode(prime, skip_unknown)
-        return Stream(kept, ids, params)
+        return [Stream(kept, ids, p) for p in params]
 
     def add(self, streams):
         """Queue streams as one request: all of them or none (QueueFull, Draining, EngineFailed)."""

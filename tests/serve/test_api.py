@@ -16,7 +16,8 @@ MAX_CHARS = 10_000_000  # long enough that a stream outlives the checks on it
 
 @pytest.fixture(scope="module")
 def server(start_server):
-    return start_server("--backend", "tflite", "--model-name", "tiny", "--max-chars", MAX_CHARS)
+    return start_server("--backend", "tflite", "--model-name", "tiny", "--max-chars", MAX_CHARS,
+                        "--max-request-chars", MAX_CHARS)
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +66,7 @@ def test_prompt_list_n_echo_stop(client, reference):
     assert [c.index for c in r.choices] == [0, 1, 2, 3]
     for i, (prime, c) in enumerate(zip(["Pip", "Pip", "Mr. ", "Mr. "], r.choices)):  # choice i: seed + i
         assert c.text == prime + reference.generate(prime, 40, seed=10 + i, echo=False)
-    assert r.usage.prompt_tokens == 14 and r.usage.completion_tokens == 160
+    assert r.usage.prompt_tokens == 7 and r.usage.completion_tokens == 160  # each prompt once, not once per choice
     whole = reference.generate("Pip", 200, seed=4, echo=False)
     stop = whole[60:62]
     r = client.completions.create(model="tiny", prompt="Pip", max_tokens=200, seed=4, stop=["\x00", stop])
@@ -113,20 +114,28 @@ BAD_REQUESTS = [  # (body, status, code, words in the message)
     ({"prompt": "Pip", "top_p": 0}, 400, "invalid_value", "top_p must be in (0, 1]"),
     ({"prompt": "Pip", "top_p": 1.5}, 400, "invalid_value", "top_p must be in (0, 1]"),
     ({"prompt": "Pip", "top_k": 0}, 400, "invalid_value", "top_k must be an integer >= 1"),
+    ({"prompt": "Pip", "top_k": 2**63}, 400, "invalid_value", "top_k: Input should be less than or equal to "
+                                                               "9223372036854775807"),
     ({"prompt": "Pip", "max_tokens": -1}, 400, "invalid_value", f"max_tokens must be an integer from 0 to {MAX_CHARS}"),
     ({"prompt": "Pip", "max_tokens": MAX_CHARS + 1}, 400, "invalid_value", "--max-chars"),
+    ({"prompt": "Pip", "max_tokens": 2**64}, 400, "invalid_value", "max_tokens: Input should be less than or equal"),
     ({"prompt": "Pip", "stop": ""}, 400, "invalid_value", "stop must be a non-empty string"),
-    ({"prompt": "Pip", "stop": ["a", 3]}, 400, "invalid_value", "stop must be a non-empty string"),
-    ({"prompt": "P\x00ip\x01"}, 400, "invalid_value", "not in the vocabulary: ['\\x00', '\\x01']"),
+    ({"prompt": "Pip", "stop": ["a", 3]}, 400, "invalid_value", "stop: Input should be a valid string"),
+    ({"prompt": "P\x00ip\x01"}, 400, "invalid_value", "prompt has characters that are not in the vocabulary: "
+                                                       "['\\x00', '\\x01'] (remove them, or skip them with skip_unknown)"),
     ({"prompt": "Pip", "logprobs": -2}, 400, "invalid_value", "logprobs must be an integer from 0 to"),
-    ({"prompt": "Pip", "seed": -1}, 400, "invalid_value", "seed must be an integer >= 0"),
-    ({"prompt": 5}, 400, "invalid_value", "prompt must be a string or a non-empty list of strings"),
-    ({"prompt": []}, 400, "invalid_value", "prompt must be a string or a non-empty list of strings"),
-    ({}, 400, "invalid_value", "prompt is required"),
-    ({"prompt": "Pip", "stream": "yes"}, 400, "invalid_value", "stream must be true or false"),
-    ({"prompt": "Pip", "max_tokens": 2.5}, 400, "invalid_value", "max_tokens must be an integer"),
-    ({"prompt": "Pip", "temperature": "hot"}, 400, "invalid_value", "temperature must be a number"),
-    ({"prompt": "Pip", "n": 0}, 400, "invalid_value", "n must be an integer >= 1"),
+    ({"prompt": "Pip", "seed": -1}, 400, "invalid_value", "seed must be an integer from 0 to 9223372036854775807"),
+    ({"prompt": "Pip", "seed": 2**63}, 400, "invalid_value", "seed: Input should be less than or equal"),
+    ({"prompt": "Pip", "seed": 2**63 - 1, "n": 2}, 400, "invalid_value", "seed must be an integer from 0 to "
+                                                                         "9223372036854775806 (2 streams"),
+    ({"prompt": 5}, 400, "invalid_value", "prompt: Input should be a valid string or a valid list, got 5"),
+    ({"prompt": []}, 400, "invalid_value", "prompt: Input should be a valid string or List should have at least 1"),
+    ({}, 400, "invalid_value", "prompt: Field required"),
+    ({"prompt": "Pip", "stream": "yes"}, 400, "invalid_value", "stream: Input should be a valid boolean"),
+    ({"prompt": "Pip", "max_tokens": 2.5}, 400, "invalid_value", "max_tokens: Input should be a valid integer"),
+    ({"prompt": "Pip", "max_tokens": "5"}, 400, "invalid_value", "max_tokens: Input should be a valid integer"),
+    ({"prompt": "Pip", "temperature": "hot"}, 400, "invalid_value", "temperature: Input should be a valid number"),
+    ({"prompt": "Pip", "n": 0}, 400, "invalid_value", "n: Input should be greater than or equal to 1"),
     ({"prompt": "Pip", "n": 33}, 400, "invalid_value", "more than the server's batch"),
     ({"prompt": "Pip", "model": "gpt-4"}, 404, "model_not_found", "no model named 'gpt-4'"),
 ]
@@ -220,7 +229,8 @@ def test_disconnect_cancels_a_whole_completion(server):
 
 
 def test_queue_full_answers_503(start_server):
-    server = start_server("--backend", "numpy", "--max-batch", "1", "--max-queue", "0", "--max-chars", "1000000")
+    server = start_server("--backend", "numpy", "--max-batch", "1", "--max-queue", "0", "--max-chars", "1000000",
+                          "--max-request-chars", "1000000")
     holding = threading.Event()
 
     def hold():
@@ -236,4 +246,4 @@ def test_queue_full_answers_503(start_server):
     assert holding.wait(20)
     r = post(server, {"prompt": "Joe", "max_tokens": 3})
     thread.join()
-    assert r.status_code == 503 and r.json()["error"]["code"] == "queue_full"
+    assert r.status_code == 503 and r.json()["error"]["code"] == "queue_full" and r.headers["retry-after"] == "1"

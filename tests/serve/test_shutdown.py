@@ -12,7 +12,7 @@ from estella.serve.process import ServerProcess
 
 
 def test_sigterm_drains_and_exits_0(serve_export):
-    server = ServerProcess(serve_export, "--backend", "tflite", "--max-chars", "100000000",
+    server = ServerProcess(serve_export, "--backend", "tflite", "--max-chars", "100000000", "--max-request-chars", "100000000",
                            "--shutdown-timeout", "1").start()
     events, started = [], threading.Event()
 
