@@ -4,7 +4,8 @@
 
 On SIGTERM new requests get 503, running ones finish for up to shutdown_timeout seconds and are
 then ended with finish_reason "length"; run_server then returns (estella serve exits 0). A second
-SIGTERM, or Ctrl-C, stops at once: every stream ends now and open connections are not waited for.
+SIGTERM, or Ctrl-C, stops at once: every stream ends now, and open responses get STOP_GRACE
+seconds to send their last event.
 If the scheduler itself fails, the server stops and run_server raises EngineFailed (estella serve
 exits 1, for a supervisor to restart it), rather than live on answering errors.
 
@@ -26,6 +27,7 @@ from .engine import Engine, EngineFailed
 
 SWITCH_INTERVAL = 0.0005  # s
 H11_MAX_HEAD = 16 * 1024  # bytes of a request's line and headers
+STOP_GRACE = 2            # s: on a second signal, how long the open responses may take to send their end
 
 
 def run_server(export_dir, host="127.0.0.1", port=8000, backend="auto", precision="float32", threads=None,
@@ -107,12 +109,14 @@ class DrainingServer(uvicorn.Server):
             self.draining = self.app.state.draining = True  # /health and new requests answer 503 now
             threading.Thread(target=self._drain, daemon=True).start()
             return  # not recorded: uvicorn re-raises recorded signals at exit, and a drain exits 0
-        # At once: every stream ends now, and uvicorn does not wait for open connections.
+        # At once: every stream ends now (its client gets the last event), and uvicorn waits at most
+        # STOP_GRACE seconds for the open responses to be sent.
         self.draining = self.app.state.draining = True
         engine = self.app.state.engine
         if engine is not None:
             threading.Thread(target=engine.end_now, daemon=True).start()
-        self.should_exit = self.force_exit = True
+        self.config.timeout_graceful_shutdown = STOP_GRACE
+        self.should_exit = True
         if sig == signal.SIGINT:
             self._captured_signals.append(sig)  # re-raised at exit: KeyboardInterrupt, exit 130
 

@@ -13,8 +13,10 @@ import httpx
 import pytest
 import uvicorn
 
+from estella.runtime.generator import Generator
 from estella.serve.api import create_app
 from estella.serve.engine import Engine, EngineFailed
+from estella.serve.limits import Limits
 from estella.serve.process import free_port
 
 
@@ -56,10 +58,11 @@ def test_health_says_loading_until_the_model_is_loaded(serve_export):
     engines[0].shutdown()
 
 
-def test_a_failing_model_answers_500_and_health_503(serve_export):
+def test_a_broken_engine_answers_500_and_health_503(serve_export):
+    """In this process (no supervisor): once the scheduler cannot go on, requests get 500 JSON and
+    /health 503 "error" (estella serve itself exits: see the next test)."""
     engine = Engine.load(serve_export, "numpy", max_chars=10**6)
-    calls = [0]
-    step = engine.backend._step
+    step, calls = engine.backend.step_trusted, [0]
 
     def failing_step(ids, state):  # the interpreter fails after a while (fault injection)
         calls[0] += 1
@@ -67,8 +70,8 @@ def test_a_failing_model_answers_500_and_health_503(serve_export):
             raise RuntimeError("the interpreter broke")
         return step(ids, state)
 
-    engine.backend._step = failing_step
-    with serving(create_app(engine, "tiny")) as url:
+    engine.backend.step_trusted = failing_step
+    with serving(create_app(engine, "tiny", limits=Limits(max_request_chars=10**6))) as url:
         r = httpx.post(url + "/v1/completions", json={"prompt": "Pip", "max_tokens": 10**6}, timeout=20)
         assert r.status_code == 500 and "the interpreter broke" in r.json()["error"]["message"]
         assert httpx.get(url + "/health").json() == {"status": "error"}
@@ -76,6 +79,82 @@ def test_a_failing_model_answers_500_and_health_503(serve_export):
         assert r.status_code == 500 and r.json()["error"]["code"] == "engine_failed"
     with pytest.raises(EngineFailed, match="the interpreter broke"):
         engine.submit("Pip", 5)
+
+
+def test_a_broken_scheduler_stops_the_server_with_exit_1(serve_export):
+    """A real `estella serve` whose interpreter breaks (fault injected in the real step) answers the
+    request it was serving with an error, then exits 1 so that a supervisor restarts it: never a
+    live process that answers only errors."""
+    port = free_port()
+    code = f"""
+import sys
+from estella.runtime.backends.numpy import NumpyBackend
+from estella.runtime.cli import main
+step, calls = NumpyBackend.step_trusted, [0]
+def failing_step(self, ids, state):
+    calls[0] += 1
+    if calls[0] > 50:
+        raise RuntimeError("the interpreter broke")
+    return step(self, ids, state)
+NumpyBackend.step_trusted = failing_step
+sys.exit(main(["serve", {serve_export!r}, "--backend", "numpy", "--port", "{port}", "--max-chars", "1000000",
+               "--max-request-chars", "1000000"]))
+"""
+    process = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(url + "/health").status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        with httpx.stream("POST", url + "/v1/completions", timeout=30,
+                          json={"prompt": "Pip", "max_tokens": 1000000, "stream": True}) as r:
+            events = [line for line in r.iter_lines() if line]
+        output, _ = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    message = json.loads(events[-2][6:])["error"]["message"]
+    assert message.startswith("the model failed") and "RuntimeError('the interpreter broke')" in message
+    assert events[-1] == "data: [DONE]"
+    assert process.returncode == 1, output
+    assert "stopped so that a supervisor can restart it" in output
+
+
+def test_one_failing_stream_ends_alone_over_http(serve_export):
+    """A fault in one stream's own work (injected in the engine's logprobs for requests asking 4)
+    ends that request alone: an SSE error event when streaming, a 500 JSON otherwise, counted as
+    500; a request beside it is exact and the server goes on."""
+    engine = Engine.load(serve_export, "numpy")
+    entry = engine._entry
+
+    def failing_entry(row, c, stream):
+        if stream.params.logprobs == 4:
+            raise ValueError("injected fault")
+        return entry(row, c, stream)
+
+    engine._entry = failing_entry
+    reference = Generator.load(serve_export, "numpy")
+    try:
+        with serving(create_app(engine, "tiny")) as url:
+            with httpx.stream("POST", url + "/v1/completions", timeout=30,
+                              json={"prompt": "Pip", "max_tokens": 50, "logprobs": 4, "stream": True}) as r:
+                events = [line for line in r.iter_lines() if line]
+            error = json.loads(events[-2][6:])["error"]
+            assert r.status_code == 200 and events[-1] == "data: [DONE]"
+            assert error["code"] == "request_failed" and "injected fault" in error["message"]
+            r = httpx.post(url + "/v1/completions", json={"prompt": "Pip", "max_tokens": 50, "logprobs": 4}, timeout=30)
+            assert r.status_code == 500 and "injected fault" in r.json()["error"]["message"]
+            r = httpx.post(url + "/v1/completions", json={"prompt": "Joe", "max_tokens": 60, "seed": 3, "logprobs": 2},
+                           timeout=30)
+            assert r.json()["choices"][0]["text"] == reference.generate("Joe", 60, seed=3, echo=False)
+            assert httpx.get(url + "/health").json() == {"status": "ok"}
+            assert 'estella_requests_total{status="500"} 2.0' in httpx.get(url + "/metrics").text
+    finally:
+        engine.shutdown()
 
 
 def test_the_server_imports_no_tensorflow_nor_the_build_stages(serve_export):
