@@ -469,23 +469,21 @@ async def sse(request, engine, answer, include_usage, metrics):
         while not all(ended):
             await watch.news([s for s, e in zip(streams, ended) if not e])
             for i, s in enumerate(streams):
-                deltas = s.take() if not ended[i] else None
-                if not deltas:
+                delta = None if ended[i] else s.take()
+                if delta is None:
                     continue
-                last = deltas[-1]
-                if last.finish_reason == "error":
+                if delta.finish_reason == "error":
                     status = "500"
-                    yield f"data: {json.dumps({'error': {'message': last.error, 'type': 'server_error', 'param': None, 'code': 'request_failed'}})}\n\n"  # noqa: E501
+                    error = {"message": delta.error, "type": "server_error", "param": None, "code": "request_failed"}
+                    yield f"data: {json.dumps({'error': error})}\n\n"
                     yield "data: [DONE]\n\n"
                     return
-                text = "".join(d.text for d in deltas)
-                entries = [e for d in deltas for e in d.logprobs or ()] if s.params.logprobs is not None else None
-                if text and answer.first[i]:
+                if delta.text and answer.first[i]:
                     metrics.ttft.observe(time.perf_counter() - answer.started)
-                choice = form.chunk_choice(i, s, text, entries, last.finish_reason, answer)
-                answer.sent[i] += len(text)
+                choice = form.chunk_choice(i, s, delta.text, delta.logprobs, delta.finish_reason, answer)
+                answer.sent[i] += len(delta.text)
                 answer.first[i] = False
-                ended[i] = last.finish_reason is not None
+                ended[i] = delta.finish_reason is not None
                 yield f"data: {json.dumps({**head, 'choices': [choice]})}\n\n"
             if not all(ended):
                 # Coalesce: the next chunk carries all that is ready CHUNK_INTERVAL from now, or goes at

@@ -110,25 +110,40 @@ class Stream:
     def __init__(self, prime, ids, params):
         self.prime, self.ids, self.params = prime, ids, params
         self.done = threading.Event()  # set with the last delta
-        self._queue = collections.deque()  # Deltas, appended by the scheduler, taken by the reader
+        # Appended by the scheduler, taken by the reader: a str (new text, the common case: no
+        # object made per character) or a Delta (text with logprobs, or the end).
+        self._queue = collections.deque()
         self._waiter = None
         self._read = []  # the reader's own: what result() has taken
         # the scheduler's own
         self.rng = np.random.default_rng(params.seed)
-        self.fed = 0  # prime characters fed so far
+        self.fed = 0        # prime characters fed so far
+        self.generated = 0  # characters generated so far
         self.matcher = StopMatcher(params.stops, keep=False)
+        self._plain = not params.stops and params.logprobs is None  # every character is final text at once
         self._unsent = ""  # generated characters not yet final (they might begin a stop string)
         self._unsent_logprobs = []
 
     # --- the reader's side (any one thread) ---
 
     def take(self):
-        """The deltas that have come since the last take (a list, possibly empty)."""
-        out = []
+        """Everything that has come since the last take, as one Delta; None if nothing has."""
         queue = self._queue
+        if not queue:
+            return None
+        items = []
         while queue:
-            out.append(queue.popleft())
-        return out
+            items.append(queue.popleft())
+        last = items[-1]
+        if isinstance(last, str) and len(items) == 1:
+            return Delta(last, None, None)
+        text = "".join(x if isinstance(x, str) else x.text for x in items)
+        logprobs = None
+        if self.params.logprobs is not None:
+            logprobs = tuple(e for x in items if not isinstance(x, str) for e in x.logprobs or ())
+        if isinstance(last, str):
+            return Delta(text, logprobs, None)
+        return Delta(text, logprobs, last.finish_reason, last.error)
 
     def has_news(self):
         """Whether take() would return something now."""
@@ -141,10 +156,13 @@ class Stream:
         self._waiter = (callback, final_only)
 
     def result(self, timeout=None):
-        """Wait for the end and return the whole Completion (for callers that do not stream)."""
+        """Wait for the end and return the whole Completion (for callers that do not stream; what
+        take() handed out before is not in it)."""
         if not self.done.wait(timeout):
             raise TimeoutError("the stream did not finish in time")
-        self._read += self.take()  # what result() has read so far (not what take() handed out)
+        delta = self.take()
+        if delta is not None:
+            self._read.append(delta)
         deltas = self._read
         logprobs = None if self.params.logprobs is None else tuple(e for d in deltas for e in d.logprobs or ())
         return Completion("".join(d.text for d in deltas), deltas[-1].finish_reason, logprobs, deltas[-1].error)
@@ -153,10 +171,21 @@ class Stream:
 
     def _emit(self, ch, logprob=None):
         """One generated character (and its logprob entry, when asked); True once the stream has finished."""
+        self.generated += 1
+        if self._plain:  # no stop string, no logprobs: the character is final text
+            self._queue.append(ch)
+            waiter = self._waiter
+            if waiter is not None and not waiter[1]:
+                self._waiter = None
+                waiter[0]()
+            if self.generated >= self.params.max_chars:
+                self._finish("length")
+                return True
+            return False
         matcher = self.matcher
         stopped = matcher.push(ch)
         with_logprobs = self.params.logprobs is not None
-        if not self._unsent and matcher.final == matcher.length:  # the common case: final text at once
+        if not self._unsent and matcher.final == matcher.length:  # final text at once
             self._send(ch, (logprob,) if with_logprobs else None)
         else:  # some characters are held back: they might begin a stop string
             pending = self._unsent + ch
@@ -169,13 +198,13 @@ class Stream:
         if stopped:  # the stop string ends the text and is not part of it (OpenAI's rule)
             self._finish("stop")
             return True
-        if matcher.length >= self.params.max_chars:
+        if self.generated >= self.params.max_chars:
             self._finish("length")
             return True
         return False
 
     def _send(self, text, logprobs):
-        self._queue.append(Delta(text, logprobs, None))
+        self._queue.append(Delta(text, logprobs, None) if logprobs is not None else text)
         waiter = self._waiter
         if waiter is not None and not waiter[1]:
             self._waiter = None
@@ -186,11 +215,9 @@ class Stream:
         after all; on a stop it was the stop string; on "cancelled" or "error" nobody wants it."""
         if self.done.is_set():
             return
-        if reason == "length" and self._unsent:
-            self._queue.append(Delta(self._unsent, tuple(self._unsent_logprobs) if self.params.logprobs is not None
-                                     else None, None))
+        tail, entries = (self._unsent, tuple(self._unsent_logprobs)) if reason == "length" else ("", ())
         self._unsent, self._unsent_logprobs = "", []
-        self._queue.append(Delta("", None, reason, error))
+        self._queue.append(Delta(tail, entries if self.params.logprobs is not None else None, reason, error))
         self.done.set()
         waiter, self._waiter = self._waiter, None
         if waiter is not None:
@@ -467,7 +494,10 @@ class Engine:
             sampled = self._sampler(self._logits, self._row_rngs, None if all_ready else ready)
         except Exception:  # noqa: BLE001 - find the rows that fail alone
             sampled = np.array([self._redraw(i) for i in ready], np.int64)
-        ids[ready, 0] = sampled
+        if all_ready:
+            ids[:, 0] = sampled
+        else:
+            ids[ready, 0] = sampled
         logprobs = self._log_softmax(ready) if self._logprob_rows else None
         vocab, gone = self.vocab, self._gone
         for j, (i, c) in enumerate(zip(ready, sampled.tolist())):

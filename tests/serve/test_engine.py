@@ -8,7 +8,7 @@ import pytest
 
 from estella.runtime.errors import SettingError
 from estella.runtime.generator import Generator
-from estella.serve.engine import Draining, Engine, EngineFailed, Life, QueueFull
+from estella.serve.engine import Delta, Draining, Engine, EngineFailed, Life, QueueFull
 
 PRIMES = ["Pip", "Joe", "The ", "I said", "", "Mr. ", "a", "It was"]
 # (temperature, top_k, top_p): greedy, plain, cut by k, by p, by both
@@ -106,13 +106,13 @@ def test_cancel_running_and_waiting(make_engine):
     waiting = engine.submit("Joe", 10)
     got = []
     while not got:
-        got += running.take()
+        got += [running.take()] if running.has_news() else []
         time.sleep(0.001)
     engine.cancel(waiting)
     assert waiting.done.is_set() and waiting.result(0)[:2] == ("", "cancelled")
     engine.cancel(running)
     assert running.done.wait(5)
-    got += running.take()
+    got.append(running.take())
     assert got[-1].finish_reason == "cancelled" and 0 < len("".join(d.text for d in got)) < 10**6
     deadline = time.monotonic() + 5
     while engine.running and time.monotonic() < deadline:
@@ -148,8 +148,8 @@ def test_held_back_characters_are_not_published_early(make_engine, serve_export)
     seen, deltas = [], []
     while engine._rows:
         engine._tick()
-        deltas += s.take()
-        seen.append((s.matcher.length, sum(len(d.text) for d in deltas)))
+        deltas += [s.take() or Delta("", None, None)]
+        seen.append((s.generated, sum(len(d.text) for d in deltas)))
     assert "".join(d.text for d in deltas) == reference and deltas[-1].finish_reason == "length"
     # After n characters, the longest start of the stop string that the text ends with is held back.
     expected = [(n, n - max((k for k in range(1, len(stop)) if reference[:n].endswith(stop[:k])), default=0))
@@ -246,10 +246,10 @@ def test_a_1mb_prime_never_holds_up_another_stream(make_engine, corpus_text, bac
 
     engine.backend.step_trusted = counting_step
     other = engine.submit("Pip", 10**6, seed=1)
-    while not other.take():
+    while other.take() is None:
         time.sleep(0.001)
     ticks = []  # per tick, on the scheduler thread: (characters stepped so far, the other stream's length)
-    engine.on_step = lambda batch: ticks.append((stepped[0], other.matcher.length))
+    engine.on_step = lambda batch: ticks.append((stepped[0], other.generated))
     big = engine.submit(corpus_text(10**6), 5, seed=2)
     while len(ticks) < 300:
         time.sleep(0.01)
