@@ -259,6 +259,12 @@ def test_one_bad_request_never_takes_the_server_down(server, client, reference):
     r = httpx.post(server.url + "/v1/completions", content=deep, headers={"content-type": "application/json"})
     assert r.status_code == 400 and r.headers["content-type"] == "application/json"
     assert r.json()["error"]["code"] == "invalid_json" and "--max-json-depth" in r.json()["error"]["message"]
+    # the work a request may ask is bounded: 9,000 stop strings of 100 characters; 32 choices of 4,096
+    # characters with 20 logprobs each
+    r = post(server, {"prompt": "Pip", "stop": ["Pip said" * 12 + "abcd"] * 9000})
+    assert r.status_code == 400 and "--max-stop" in r.json()["error"]["message"]
+    r = post(server, {"prompt": "Pip", "n": 32, "logprobs": 20, "max_tokens": 4096})
+    assert r.status_code == 400 and "--max-logprobs" in r.json()["error"]["message"]
     assert httpx.get(server.url + "/health").json() == {"status": "ok"}
     r = client.completions.create(model="tiny", prompt="Pip", max_tokens=30, seed=9, extra_body={"top_k": 2**63 - 1})
     assert r.choices[0].text == reference.generate("Pip", 30, seed=9, echo=False)  # top_k past V: no cut
