@@ -132,12 +132,23 @@ def load_engine(app):
         app.state.load_error = e
 
 
+COMPLETION_PATHS = ("/v1/completions", "/v1/chat/completions")
+
+
+def count_refused(request, status):
+    """A completion request refused before it ran, by its status (those that ran count themselves)."""
+    if request.url.path in COMPLETION_PATHS:
+        request.app.state.metrics.requests.labels(str(status)).inc()
+
+
 async def on_api_error(request, e):
+    count_refused(request, e.status)
     return error_response(e.status, e.message, e.type, e.code, e.param)
 
 
 async def on_validation_error(request, e):
     """pydantic's findings as OpenAI's 400: each one as "field: what is wrong, got value"."""
+    count_refused(request, 400)
     errors = e.errors()
     if any(err["type"] in ("json_invalid", "model_attributes_type", "dict_type") and len(err["loc"]) <= 1
            for err in errors):
@@ -280,7 +291,6 @@ async def chat_completions(body: ChatCompletionRequest, request: Request):
     try:
         prime = request.app.state.chat_template.render((m.role, m.text()) for m in body.messages)
     except UnknownRole as e:
-        request.app.state.metrics.requests.labels("400").inc()
         raise APIError(400, str(e), code="invalid_value", param="messages") from None
     if body.top_logprobs is not None and not body.logprobs:
         raise APIError(400, "top_logprobs needs logprobs: true", code="invalid_value", param="top_logprobs")
@@ -302,27 +312,23 @@ def running_engine(state):
 async def complete(request, body, prompts, form, logprobs, echo):
     state = request.app.state
     metrics = state.metrics
+    engine = running_engine(state)
+    streams = make_streams(state, engine, body, prompts, form, logprobs)
     try:
-        engine = running_engine(state)
-        streams = make_streams(state, engine, body, prompts, form, logprobs)
-        try:
-            engine.add(streams)
-        except (QueueFull, Draining) as e:
-            raise APIError(503, str(e), "service_unavailable",
-                           "queue_full" if isinstance(e, QueueFull) else "draining") from None
-        except EngineFailed as e:
-            raise APIError(500, str(e), "server_error", "engine_failed") from None
-    except APIError as e:
-        metrics.requests.labels(str(e.status)).inc()
-        raise
+        engine.add(streams)
+    except (QueueFull, Draining) as e:
+        raise APIError(503, str(e), "service_unavailable",
+                       "queue_full" if isinstance(e, QueueFull) else "draining") from None
+    except EngineFailed as e:
+        raise APIError(500, str(e), "server_error", "engine_failed") from None
     head = {"id": f"{form.id_prefix}{uuid.uuid4().hex}", "object": form.object, "created": int(time.time()),
             "model": state.model_name}
-    request_ = Answer(streams, len(prompts), echo, form, head, time.perf_counter())
+    answer = Answer(streams, len(prompts), echo, form, head, time.perf_counter())
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        return StreamingResponse(sse(request, engine, request_, include_usage, metrics), media_type="text/event-stream",
+        return StreamingResponse(sse(request, engine, answer, include_usage, metrics), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-    return await whole(request, engine, request_, metrics)
+    return await whole(request, engine, answer, metrics)
 
 
 def make_streams(state, engine, body, prompts, form, logprobs):

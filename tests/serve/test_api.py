@@ -432,3 +432,14 @@ def test_connections_past_the_bound_are_closed(start_server):
             assert closed_by_server(c)  # the third is closed at once: the header timeout is 1000 s
         b.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
         assert b.recv(4096).startswith(b"HTTP/1.1 200")
+
+
+def test_refused_requests_are_counted(start_server):
+    server = start_server("--backend", "numpy", "--api-key", "k")
+    key = {"Authorization": "Bearer k"}
+    post(server, {"prompt": "Pip", "top_k": 0}, headers=key)  # refused by the engine's check
+    post(server, {"prompt": 5}, headers=key)  # refused by the schema
+    httpx.post(server.url + "/v1/chat/completions", json={"messages": []}, headers=key)
+    post(server, {"prompt": "Pip"})  # no key
+    metrics = httpx.get(server.url + "/metrics").text
+    assert 'estella_requests_total{status="400"} 3.0' in metrics and 'estella_requests_total{status="401"} 1.0' in metrics
