@@ -105,6 +105,7 @@ def create_app(engine, model_name="estella", api_keys=(), cors_origins=(), limit
     app.add_exception_handler(APIError, on_api_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(StarletteHTTPException, on_http_error)
+    app.add_exception_handler(Exception, on_unexpected_error)
     app.include_router(router)
     if not callable(engine):
         engine_ready(app, engine)
@@ -173,6 +174,13 @@ async def on_http_error(request, e):
     code = {404: "not_found", 405: "method_not_allowed"}.get(e.status_code)
     message = f"no such path: {request.method} {request.url.path}" if e.status_code == 404 else str(e.detail)
     return error_response(e.status_code, message, "invalid_request_error", code)
+
+
+async def on_unexpected_error(request, e):
+    """A bug in this layer: a 500 in the JSON shape (its traceback on stderr), never text/plain."""
+    traceback.print_exception(e)
+    count_refused(request, 500)
+    return error_response(500, f"the server failed on this request: {e!r}", "server_error", "internal_error")
 
 
 class CheckedRoute(APIRoute):

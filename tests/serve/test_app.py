@@ -200,3 +200,20 @@ def test_a_model_that_cannot_load_stops_the_server_with_exit_2(serve_export, tmp
     assert main(["serve", str(tmp_path), "--backend", "tflite", "--port", str(free_port())]) == 2
     err = capsys.readouterr().err
     assert "has no float32 artifact for the tflite backend" in err and "Traceback" not in err
+
+
+def test_a_bug_in_the_http_layer_answers_500_json(serve_export):
+    class BrokenTemplate:  # fault injection: the chat template raises what no check foresaw
+        def render(self, messages):
+            raise RuntimeError("template bug")
+
+    engine = Engine.load(serve_export, "numpy")
+    try:
+        with serving(create_app(engine, "tiny", chat_template=BrokenTemplate())) as url:
+            r = httpx.post(url + "/v1/chat/completions", json={"messages": [{"role": "user", "content": "Pip"}]})
+            assert r.status_code == 500 and r.headers["content-type"] == "application/json"
+            assert r.json()["error"]["code"] == "internal_error" and "template bug" in r.json()["error"]["message"]
+            assert httpx.post(url + "/v1/completions", json={"prompt": "Pip"}).status_code == 200
+            assert 'estella_requests_total{status="500"} 1.0' in httpx.get(url + "/metrics").text
+    finally:
+        engine.shutdown()
