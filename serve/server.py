@@ -12,13 +12,14 @@ exits 1, for a supervisor to restart it), rather than live on answering errors.
 Connections: an idle keep-alive connection is closed after timeout_keep_alive seconds, one that has
 not sent a whole request head within timeout_header seconds too, and at most max_connections are
 open at once (a connection past that is closed as soon as it is accepted). Request heads are at most
-H11_MAX_HEAD bytes (h11's bound).
+H11_MAX_HEAD bytes.
 """
 
 import signal
 import sys
 import threading
 
+import h11
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
@@ -62,7 +63,7 @@ def run_server(export_dir, host="127.0.0.1", port=8000, backend="auto", precisio
                      metrics_need_key=metrics_need_key)
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=False,
                             timeout_keep_alive=timeout_keep_alive, h11_max_incomplete_event_size=H11_MAX_HEAD,
-                            http=guarded_h11(timeout_header, max_connections))
+                            http=guarded_http(timeout_header, max_connections))
     server = DrainingServer(config, app, shutdown_timeout)
     print(f"estella serve: http://{host}:{port} (loading {export_dir})", file=sys.stderr, flush=True)
     server.run()
@@ -74,26 +75,69 @@ def run_server(export_dir, host="127.0.0.1", port=8000, backend="auto", precisio
         raise EngineFailed(f"the scheduler failed: {fatal[0]!r}")
 
 
-def guarded_h11(timeout_header, max_connections):
-    """uvicorn's h11 protocol with a header timeout and a bound on open connections."""
+def guarded_http(timeout_header, max_connections, base=None):
+    """uvicorn's HTTP protocol `base` (default: httptools where installed, as uvicorn's "auto" picks,
+    else h11) with a header timeout, a bound on the request head's bytes, and on open connections."""
+    Base = base or auto_http()
 
-    class GuardedH11(H11Protocol):
+    class Guarded(Base):
         def connection_made(self, transport):
             super().connection_made(transport)
+            self._head_timer, self._head_bytes = None, 0
             if len(self.connections) > max_connections:
                 transport.close()  # over the bound: no request is read from it
                 return
-            # Until a whole request head has come: uvicorn's own keep-alive timer, which handle_events
-            # cancels at each request and on_response_complete sets again for the next one.
-            self.timeout_keep_alive_task = self.loop.call_later(timeout_header, self.timeout_keep_alive_handler)
+            self._await_head()
+
+        def _await_head(self):
+            """Until a whole request head has come, at most timeout_header s and H11_MAX_HEAD bytes."""
+            if self._head_timer is None:
+                self._head_timer, self._head_bytes = self.loop.call_later(timeout_header, self._close), 0
+
+        def _head_complete(self):
+            if self._head_timer is not None:
+                self._head_timer.cancel()
+                self._head_timer = None
+
+        def _close(self):
+            self._head_timer = None
+            if not self.transport.is_closing():
+                self.transport.close()
 
         def data_received(self, data):
-            # uvicorn cancels the timer on any byte; here only a whole request head does (handle_events),
-            # so that a client sending its head a byte at a time is cut at the timeout too.
-            self.conn.receive_data(data)
-            self.handle_events()
+            super().data_received(data)
+            if Base is H11Protocol and self.conn.their_state is not h11.IDLE:
+                self._head_complete()  # h11 has read a request's head (it bounds its size itself)
+            if self._head_timer is not None:  # still no whole head
+                self._head_bytes += len(data)
+                if self._head_bytes > H11_MAX_HEAD:
+                    self._close()
 
-    return GuardedH11
+        def on_headers_complete(self):  # httptools: a request's head is whole
+            self._head_complete()
+            super().on_headers_complete()
+
+        def on_response_complete(self):
+            if not getattr(self, "pipeline", None):  # (httptools: a pipelined request's head has come)
+                self._await_head()  # the next request's head; armed first, as h11 reads a pipelined one at once
+            super().on_response_complete()
+            if Base is H11Protocol and self.conn.their_state is not h11.IDLE:
+                self._head_complete()
+
+        def connection_lost(self, exc):
+            self._head_complete()
+            super().connection_lost(exc)
+
+    return Guarded
+
+
+def auto_http():
+    try:
+        import httptools  # noqa: F401
+        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+        return HttpToolsProtocol
+    except ImportError:
+        return H11Protocol
 
 
 class DrainingServer(uvicorn.Server):

@@ -4,6 +4,7 @@ import contextlib
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import threading
@@ -12,17 +13,20 @@ import time
 import httpx
 import pytest
 import uvicorn
+from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from estella.runtime.generator import Generator
 from estella.serve.api import create_app
 from estella.serve.engine import Engine, EngineFailed
 from estella.serve.limits import Limits
 from estella.serve.process import free_port
+from estella.serve.server import guarded_http
 
 
 @contextlib.contextmanager
-def serving(app):
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_level="warning"))
+def serving(app, **config):
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_level="warning", **config))
     thread = threading.Thread(target=server.run)
     thread.start()
     try:
@@ -215,5 +219,51 @@ def test_a_bug_in_the_http_layer_answers_500_json(serve_export):
             assert r.json()["error"]["code"] == "internal_error" and "template bug" in r.json()["error"]["message"]
             assert httpx.post(url + "/v1/completions", json={"prompt": "Pip"}).status_code == 200
             assert 'estella_requests_total{status="500"} 1.0' in httpx.get(url + "/metrics").text
+    finally:
+        engine.shutdown()
+
+
+def closed_by_server(sock, send=b""):
+    """True once the server closes the connection (recv gives b""); a 60 s socket timeout fails."""
+    sock.settimeout(60)
+    if send:
+        sock.sendall(send)
+    try:
+        while sock.recv(65536):
+            pass
+        return True
+    except TimeoutError:
+        return False
+
+
+@pytest.mark.parametrize("base", [H11Protocol, HttpToolsProtocol], ids=["h11", "httptools"])
+def test_connection_guards_on_either_http_protocol(serve_export, base):
+    """Idle, slow and oversized request heads are cut; a connection past the bound is closed at once;
+    requests on a kept-alive connection (and a pipelined pair) are still served."""
+    engine = Engine.load(serve_export, "numpy")
+    http = guarded_http(timeout_header=1, max_connections=3, base=base)
+    get = b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n"
+    try:
+        with serving(create_app(engine, "tiny"), http=http, timeout_keep_alive=1000) as url:
+            port = int(url.rsplit(":", 1)[1])
+            with socket.create_connection(("127.0.0.1", port)) as idle:
+                assert closed_by_server(idle)
+            with socket.create_connection(("127.0.0.1", port)) as slow:
+                assert closed_by_server(slow, b"GET /health HTTP/1.1\r\nHost: x\r\n")
+            with socket.create_connection(("127.0.0.1", port)) as big:
+                assert closed_by_server(big, b"GET /health HTTP/1.1\r\nX-Big: " + b"a" * 40000)
+            with socket.create_connection(("127.0.0.1", port)) as kept:
+                kept.sendall(get + get)  # pipelined
+                seen = b""
+                while seen.count(b"HTTP/1.1 200") < 2:
+                    seen += kept.recv(65536)
+                assert closed_by_server(kept)  # then no next head within the header timeout
+            with socket.create_connection(("127.0.0.1", port)) as a, socket.create_connection(("127.0.0.1", port)) as b, \
+                    socket.create_connection(("127.0.0.1", port)) as c:
+                a.sendall(get)
+                assert a.recv(65536).startswith(b"HTTP/1.1 200")
+                with socket.create_connection(("127.0.0.1", port)) as d:
+                    d.settimeout(60)
+                    assert d.recv(4096) == b""  # the fourth is closed at once (b and c hold their places)
     finally:
         engine.shutdown()
