@@ -268,7 +268,7 @@ async def models(request: Request):
     backend = engine.backend
     return {"object": "list", "data": [{
         "id": state.model_name, "object": "model", "created": int(time.time()), "owned_by": "estella",
-        "vocab_size": len(engine.vocab), "units": getattr(backend, "state_size", getattr(backend, "units", None)),
+        "vocab_size": len(engine.vocab), "state_size": backend.state_size,
         "precision": backend.precision, "backend": backend.name, "max_chars": engine.max_chars}]}
 
 
