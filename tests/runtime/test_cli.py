@@ -76,8 +76,8 @@ def test_bad_flags_exit_2_with_a_message(numpy_export, capsys, flags, message):
 
 
 @pytest.mark.parametrize("flag, value, choices", [
-    ("--backend", "gpu", "'auto', 'tflite', 'onnx', 'numpy', 'savedmodel'"),
-    ("--precision", "int4", "'float32', 'float', 'int8'"),
+    ("--backend", "gpu", "'auto', 'tflite', 'onnx', 'numpy', 'savedmodel', 'tflm'"),
+    ("--precision", "int4", "'float32', 'float', 'int8', 'int8-full'"),
 ])
 def test_backend_and_precision_are_argparse_choices(numpy_export, capsys, flag, value, choices):
     with pytest.raises(SystemExit) as e:
