@@ -87,7 +87,7 @@ def test_backend_and_precision_are_argparse_choices(numpy_export, capsys, flag, 
     assert f"invalid choice: '{value}' (choose from {choices})" in err
     with pytest.raises(SystemExit):
         main(["generate", "--help"])
-    assert "{auto,tflite,onnx,numpy,savedmodel}" in capsys.readouterr().out
+    assert "{auto,tflite,onnx,numpy,savedmodel,tflm}" in capsys.readouterr().out
 
 
 def test_missing_export_dir(tmp_path, capsys):
