@@ -300,3 +300,17 @@ def test_a_broken_backend_fails_the_engine_and_says_so(make_engine):
     assert engine.life is Life.FAILED and len(fatal) == 1 and "every stream's step failed" in str(fatal[0])
     with pytest.raises(EngineFailed, match="the interpreter broke"):
         engine.submit("Pip", 5)
+
+
+def test_a_stacked_lstm_is_served_like_generate(lstm_export):
+    """The state row is opaque to the engine: a 2-layer LSTM (S = 2 x (16 + 12)) serves seeded
+    concurrent requests, long primes fed in chunks, with the texts of Generator."""
+    engine = Engine.load(lstm_export, "numpy", max_batch=4, prefill_chunk=16, prefill_budget=40)
+    reference = Generator.load(lstm_export, "numpy")
+    try:
+        primes = ["Pip and Joe went on. " * k for k in (1, 3, 7, 12, 0)]
+        streams = [engine.submit(p, 60 + 7 * i, seed=i, temperature=0.9) for i, p in enumerate(primes)]
+        for i, (p, done) in enumerate(zip(primes, wait_all(streams))):
+            assert done.text == reference.generate(p, 60 + 7 * i, 0.9, seed=i, echo=False)
+    finally:
+        engine.shutdown()
