@@ -38,7 +38,7 @@ venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade "pip>=24"
-	$(BIN)/python -m pip install -q -e '.[$(TRAIN_EXTRA),dev,jax,serve]'
+	$(BIN)/python -m pip install -q -e '.[$(TRAIN_EXTRA),dev,jax,serve,micro]'
 	touch $@
 
 train: venv
@@ -80,7 +80,7 @@ $(NUMPY_VENV)/.installed: pyproject.toml $(wildcard runtime/*.py runtime/backend
 
 $(RUNTIME_VENV)/.installed: pyproject.toml
 	test -x $(RUNTIME_VENV)/bin/python || $(PYTHON) -m venv $(RUNTIME_VENV)
-	$(RUNTIME_VENV)/bin/python -m pip install -q -e '.[tflite,onnx,dev,serve]'
+	$(RUNTIME_VENV)/bin/python -m pip install -q -e '.[tflite,onnx,dev,serve,micro]'
 	! $(RUNTIME_VENV)/bin/python -c "import tensorflow" 2>/dev/null
 	touch $@
 
