@@ -154,4 +154,4 @@ def test_a_resource_whose_initializer_writes_a_file_at_load(real_copy, tmp_path,
 def test_the_real_export_passes_the_guard(real_export):
     backend = open_backend(real_export, "savedmodel")
     logits, state = backend.step(np.zeros((1, 2), np.int32), backend.initial_state(1))
-    assert np.isfinite(logits).all() and state.shape == (1, backend.units)
+    assert np.isfinite(logits).all() and state.shape == (1, backend.state_size)
