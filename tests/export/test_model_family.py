@@ -33,9 +33,11 @@ def test_every_cell_and_depth_passes_the_export_gate(tmp_path, cell, layers):
     manifest = load_manifest(str(tmp_path / "export"))
     assert manifest["model"]["cell"] == cell and [layer["units"] for layer in manifest["model"]["layers"]] == units
     assert manifest["state"]["layout"] == state_layout(cell, units)
+    left_out = manifest["parity"]["left_out"]  # only the optional microcontroller file may fail its gate
+    assert set(left_out) <= {"tflite-int8-full"}
     assert {name: numbers["passed"] for name, numbers in manifest["parity"]["artifacts"].items()} == {
-        spec.name: True for spec in ARTIFACTS}
+        spec.name: True for spec in ARTIFACTS if spec.name not in left_out}
     S = manifest["model"]["state_size"]
-    for spec in ARTIFACTS:
+    for spec in [spec for spec in ARTIFACTS if spec.name not in left_out]:
         backend = open_backend(str(tmp_path / "export"), spec.format, spec.precision)
         assert backend.state_size == S == (2 if cell == "lstm" else 1) * sum(units)
