@@ -167,13 +167,21 @@ def check_types(hp: HParams):
     """TypeError naming a hyper-parameter of the wrong JSON type (config.json is read back, not typed)."""
     for field in dataclasses.fields(hp):
         value = getattr(hp, field.name)
-        allowed = {int: (int,), float: (int, float), int | None: (int, type(None))}.get(field.type)
+        if field.type is list:  # units: one integer per layer
+            if not (isinstance(value, list) and value and all(_is_int(u) for u in value)):
+                raise TypeError(f"{field.name} is {value!r}, not an integer or a list of integers")
+            continue
+        allowed = {int: (int,), float: (int, float), int | None: (int, type(None)), str: (str,)}.get(field.type)
         if allowed and (isinstance(value, bool) or not isinstance(value, allowed)):
             raise TypeError(f"{field.name} is {value!r}, not {_type_name(field.type)}")
 
 
+def _is_int(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def _type_name(kind):
-    return {int: "an integer", float: "a number"}.get(kind, "an integer or null")
+    return {int: "an integer", float: "a number", str: "a string"}.get(kind, "an integer or null")
 
 
 def _flag(name):
