@@ -154,8 +154,11 @@ def hparams_from_json(saved: dict) -> HParams:
     """A config.json's hparams; one of the previous version (units an int, no cell, layers or dropout)
     reads as the one-layer GRU without dropout that it was."""
     saved = dict(saved)
-    if isinstance(saved.get("units"), int):
-        saved["units"] = [saved["units"]]
+    units = saved.get("units")
+    if isinstance(units, int) and not isinstance(units, bool):
+        saved["units"] = units = [units]
+    if not (isinstance(units, list) and units and all(isinstance(u, int) and not isinstance(u, bool) for u in units)):
+        raise TypeError(f"units is {units!r}, not an integer or a list of integers")
     saved.setdefault("layers", len(saved.get("units") or []))
     hp = HParams(**saved)
     check_types(hp)
@@ -167,21 +170,13 @@ def check_types(hp: HParams):
     """TypeError naming a hyper-parameter of the wrong JSON type (config.json is read back, not typed)."""
     for field in dataclasses.fields(hp):
         value = getattr(hp, field.name)
-        if field.type is list:  # units: one integer per layer
-            if not (isinstance(value, list) and value and all(_is_int(u) for u in value)):
-                raise TypeError(f"{field.name} is {value!r}, not an integer or a list of integers")
-            continue
-        allowed = {int: (int,), float: (int, float), int | None: (int, type(None)), str: (str,)}.get(field.type)
+        allowed = {int: (int,), float: (int, float), int | None: (int, type(None))}.get(field.type)
         if allowed and (isinstance(value, bool) or not isinstance(value, allowed)):
             raise TypeError(f"{field.name} is {value!r}, not {_type_name(field.type)}")
 
 
-def _is_int(value):
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 def _type_name(kind):
-    return {int: "an integer", float: "a number", str: "a string"}.get(kind, "an integer or null")
+    return {int: "an integer", float: "a number"}.get(kind, "an integer or null")
 
 
 def _flag(name):
