@@ -32,10 +32,46 @@ def add_parser(subparsers):
                    "requests may go on (default: 30)")
     p.add_argument("--model-name", default=None, help="the model's name in the API (default: the export folder's "
                    "name)")
+    add_ray_arguments(p)
     p.set_defaults(handler=serve)
 
 
+def add_ray_arguments(p):
+    """The flags that run the server on Ray Serve (ray_serve.py) instead of one process."""
+    ray = p.add_argument_group("Ray Serve (pip install 'estella[ray]')", "Any of these serves the export "
+                               "from replicas on a Ray cluster, each with its own engine; Ray's proxy answers "
+                               "on --host:--port and routes each request to a replica.")
+    ray.add_argument("--replicas", type=int, default=None, metavar="N", help="run N replicas (a fixed number)")
+    ray.add_argument("--min-replicas", type=int, default=None, metavar="N", help="autoscaling: at least N "
+                     "replicas (default: 1; giving --max-replicas turns autoscaling on)")
+    ray.add_argument("--max-replicas", type=int, default=None, metavar="N", help="autoscaling: at most N replicas")
+    ray.add_argument("--target-ongoing-requests", type=float, default=None, metavar="R", help="autoscaling: "
+                     "the requests per replica (running and waiting) Ray scales towards (default: --max-batch)")
+    ray.add_argument("--ray-address", default=None, metavar="ADDRESS", help="join this Ray cluster ('auto': the "
+                     "one this machine belongs to) instead of starting a local one on 127.0.0.1")
+
+
 def serve(args):
+    name = check_args(args)
+    if wants_ray(args):
+        from .ray_serve import run_on_ray
+
+        run_on_ray(args, name)
+        return 0
+    run_server(args.export_dir, host=args.host, port=args.port, backend=args.backend, precision=args.precision,
+               threads=args.threads, max_batch=args.max_batch, max_queue=args.max_queue, max_chars=args.max_chars,
+               api_keys=args.api_key, cors_origins=args.cors_origin, shutdown_timeout=args.shutdown_timeout,
+               model_name=name)
+    return 0
+
+
+def wants_ray(args):
+    return any(getattr(args, flag) is not None for flag in
+               ("replicas", "min_replicas", "max_replicas", "target_ongoing_requests", "ray_address"))
+
+
+def check_args(args):
+    """Refuse bad flags (an EstellaError naming the flag); returns the model's name."""
     for flag, value, low in (("--threads", args.threads, 1), ("--max-batch", args.max_batch, 1),
                              ("--max-queue", args.max_queue, 0), ("--max-chars", args.max_chars, 0),
                              ("--port", args.port, 1), ("--shutdown-timeout", args.shutdown_timeout, 0)):
@@ -46,9 +82,23 @@ def serve(args):
               "machine can use the server", file=sys.stderr)
     if not os.path.isfile(os.path.join(args.export_dir, "manifest.json")):
         raise EstellaError(f"{args.export_dir} is not an export directory (it has no manifest.json)")
-    name = args.model_name or os.path.basename(os.path.normpath(os.path.abspath(args.export_dir)))
-    run_server(args.export_dir, host=args.host, port=args.port, backend=args.backend, precision=args.precision,
-               threads=args.threads, max_batch=args.max_batch, max_queue=args.max_queue, max_chars=args.max_chars,
-               api_keys=args.api_key, cors_origins=args.cors_origin, shutdown_timeout=args.shutdown_timeout,
-               model_name=name)
-    return 0
+    if wants_ray(args):
+        check_ray_args(args)
+    return args.model_name or os.path.basename(os.path.normpath(os.path.abspath(args.export_dir)))
+
+
+def check_ray_args(args):
+    for flag, value, low in (("--replicas", args.replicas, 1), ("--min-replicas", args.min_replicas, 0),
+                             ("--max-replicas", args.max_replicas, 1)):
+        if value is not None and value < low:
+            raise EstellaError(f"{flag} must be >= {low}, got {value}")
+    if args.target_ongoing_requests is not None and not args.target_ongoing_requests > 0:
+        raise EstellaError(f"--target-ongoing-requests must be > 0, got {args.target_ongoing_requests}")
+    autoscaling = (args.min_replicas, args.max_replicas, args.target_ongoing_requests) != (None, None, None)
+    if autoscaling and args.replicas is not None:
+        raise EstellaError("--replicas (a fixed number) and --min-replicas/--max-replicas/--target-ongoing-requests "
+                           "(autoscaling) exclude each other: give one or the other")
+    if autoscaling and args.max_replicas is None:
+        raise EstellaError("autoscaling needs --max-replicas")
+    if autoscaling and (args.min_replicas or 1) > args.max_replicas:
+        raise EstellaError(f"--min-replicas ({args.min_replicas}) must be <= --max-replicas ({args.max_replicas})")

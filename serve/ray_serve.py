@@ -1,0 +1,237 @@
+"""estella on Ray Serve: each replica runs estella's own engine (continuous batching) behind the same
+FastAPI app as `estella serve`; Ray's proxy routes each request to a replica and streams its
+server-sent events back.
+
+    estella serve runs/default/export --replicas 2            # a local Ray cluster on 127.0.0.1
+    estella serve runs/default/export --max-replicas 4        # autoscaling on ongoing requests
+    serve run estella.serve.ray_serve:app_builder export_dir=/models/default replicas=2   # any cluster
+
+A replica loads the export in its constructor, so Ray routes nothing to it before the model is
+ready; Ray's health check asks the engine (a scheduler that stopped fails it and Ray replaces the
+replica). Every answer names the replica that gave it (header X-Estella-Replica); /metrics gathers
+every replica's metrics, each series labelled with its replica.
+"""
+
+import argparse
+import asyncio
+import os
+import signal
+import sys
+import threading
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+from ray import serve
+
+from estella.runtime.errors import EstellaError
+
+from .api import create_app
+from .engine import Engine
+
+APP_NAME = "estella"
+REPLICA_HEADER = "x-estella-replica"
+METRICS_TIMEOUT = 10.0  # s: /metrics answers without a replica that does not report by then
+
+
+@serve.ingress()
+class EstellaReplica:
+    """One replica: an Engine on its own scheduler thread, served by create_app's FastAPI app."""
+
+    def __init__(self, export_dir, model_name, engine_options, api_keys=(), cors_origins=()):
+        self.engine = Engine.load(export_dir, **engine_options)
+        context = serve.get_replica_context()
+        self.replica = context.replica_id.unique_id
+        self.deployment, self.app_name = context.deployment, context.app_name
+        self.app_options = (model_name, api_keys, cors_origins)
+
+    def __serve_build_asgi_app__(self):
+        app = create_app(self.engine, *self.app_options)
+        app.add_middleware(ReplicaMiddleware, replica=self.replica, gather_metrics=self.gather_metrics)
+        self.metrics_registry = app.state.metrics.registry
+        return app
+
+    def check_health(self):
+        """Ray calls this every few seconds; raising makes Ray replace the replica."""
+        if self.engine.failed is not None:
+            raise RuntimeError(f"the engine stopped: {self.engine.failed!r}")
+
+    def metrics_text(self):
+        """(this replica's id, its metrics in Prometheus' text format)"""
+        return self.replica, generate_latest(self.metrics_registry).decode()
+
+    async def gather_metrics(self):
+        handle = serve.get_deployment_handle(self.deployment, self.app_name)
+        return merge_metrics(dict(await handle.broadcast("metrics_text").results_async(timeout_s=METRICS_TIMEOUT)))
+
+    async def __del__(self):
+        # Ray has let the running requests finish (graceful_shutdown_timeout_s): end what is left.
+        await asyncio.to_thread(self.engine.shutdown)
+
+
+class ReplicaMiddleware:
+    """Adds the replica's id to every answer, and answers GET /metrics with every replica's metrics."""
+
+    def __init__(self, app, replica, gather_metrics):
+        self.app, self.replica, self.gather_metrics = app, replica.encode(), gather_metrics
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+
+        async def send_with_replica(message):
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", ()), (REPLICA_HEADER.encode(), self.replica)]
+            await send(message)
+
+        if scope["method"] in ("GET", "HEAD") and scope["path"].removeprefix(scope.get("root_path", "")) == "/metrics":
+            body = await self.gather_metrics()
+            await send_with_replica({"type": "http.response.start", "status": 200,
+                                     "headers": [(b"content-type", CONTENT_TYPE_LATEST.encode()),
+                                                 (b"content-length", str(len(body)).encode())]})
+            await send_with_replica({"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else body})
+            return
+        await self.app(scope, receive, send_with_replica)
+
+
+class Gathered:
+    """A Prometheus collector of metric families already read (merge_metrics)."""
+
+    def __init__(self, families):
+        self.families = families
+
+    def collect(self):
+        return self.families
+
+
+def merge_metrics(texts):
+    """{replica: its /metrics text} -> one exposition in which every sample has a replica label."""
+    families = {}
+    for replica, text in sorted(texts.items()):
+        for family in text_string_to_metric_families(text):
+            merged = families.setdefault(family.name, family)
+            samples = [s._replace(labels={**s.labels, "replica": replica}) for s in family.samples]
+            if merged is family:
+                family.samples = samples
+            else:
+                merged.samples += samples
+    registry = CollectorRegistry()
+    registry.register(Gathered(list(families.values())))
+    return generate_latest(registry)
+
+
+def deployment_options(args):
+    """Ray Serve's options for the replicas, from `estella serve`'s flags."""
+    # A replica admits what its engine admits (the batch and its queue); beyond that the engine
+    # answers 503 queue_full, as one server does. Ray's own default (5) would queue streams at the
+    # proxy that the engine could batch.
+    options = {"max_ongoing_requests": args.max_batch + args.max_queue,
+               "graceful_shutdown_timeout_s": args.shutdown_timeout,
+               "ray_actor_options": {"num_cpus": args.threads or 1}}
+    if args.max_replicas is not None:
+        options["autoscaling_config"] = {
+            "min_replicas": 1 if args.min_replicas is None else args.min_replicas,
+            "initial_replicas": max(1, args.min_replicas or 0),
+            "max_replicas": args.max_replicas,
+            # A replica is busy when its batch is full, not at Ray's default of 2 requests.
+            "target_ongoing_requests": args.target_ongoing_requests or args.max_batch,
+        }
+    else:
+        options["num_replicas"] = args.replicas or 1
+    return options
+
+
+def application(args, model_name):
+    """The Ray Serve application of `estella serve`'s parsed, checked flags."""
+    engine_options = {"backend": args.backend, "precision": args.precision, "threads": args.threads,
+                      "max_batch": args.max_batch, "max_queue": args.max_queue, "max_chars": args.max_chars}
+    deployment = serve.deployment(EstellaReplica, name=APP_NAME, **deployment_options(args))
+    return deployment.bind(os.path.abspath(args.export_dir), model_name, engine_options, list(args.api_key),
+                           list(args.cors_origin))
+
+
+class FlagError(argparse.ArgumentParser):
+    """An argument parser that raises (an EstellaError) instead of exiting."""
+
+    def error(self, message):
+        raise EstellaError(message)
+
+
+def parse_args(argv):
+    """`estella serve`'s own parser and checks: argv (the export first) -> (args, model name)."""
+    from .cli import add_parser, check_args
+
+    parser = FlagError(prog="estella")
+    add_parser(parser.add_subparsers(dest="command", parser_class=FlagError))
+    args = parser.parse_args(["serve", *argv])
+    return args, check_args(args)
+
+
+def app_builder(args):
+    """`serve run estella.serve.ray_serve:app_builder export_dir=PATH [flag=value ...]`: the flags
+    of `estella serve` without their dashes, _ for - (max_batch=32 replicas=2 api_key=K); in a
+    config file's `args`, a list gives a flag several values. Flags about the address
+    (host, port, ray_address) are Ray's there: serve's http_options."""
+    args = dict(args)
+    if "export_dir" not in args:
+        raise EstellaError("app_builder needs export_dir=PATH (an export directory)")
+    argv = [str(args.pop("export_dir"))]
+    for key, value in args.items():
+        if key in ("host", "port", "ray_address"):
+            raise EstellaError(f"{key} is not an application argument: set it in Ray Serve's http_options "
+                               "or the cluster's address")
+        argv.append("--" + key.replace("_", "-"))
+        argv += [str(v) for v in value] if isinstance(value, (list, tuple)) else [str(value)]
+    parsed, model_name = parse_args(argv)
+    return application(parsed, model_name)
+
+
+def run_on_ray(args, model_name):
+    """`estella serve ... --replicas N`: start (or join, --ray-address) a Ray cluster, run the app
+    with Ray's proxy on --host:--port, and block until SIGTERM or Ctrl-C; then shut Serve down
+    (Ray lets running requests finish for --shutdown-timeout seconds)."""
+    try:
+        import ray
+    except ImportError:
+        raise EstellaError("--replicas and the other Ray flags need Ray Serve: pip install 'estella[ray]'") from None
+    app = application(args, model_name)
+    local = args.ray_address is None
+    logical_cpus = None
+    if local:
+        # A replica asks for --threads CPUs (1 by default); a local cluster has room for every
+        # replica asked, even on a smaller machine, rather than leaving them unscheduled.
+        replicas = args.replicas or args.max_replicas or 1
+        logical_cpus = max(os.cpu_count() or 1, replicas * (args.threads or 1))
+    ray.init(address="local" if local else args.ray_address, num_cpus=logical_cpus, include_dashboard=False,
+             **({"_node_ip_address": "127.0.0.1"} if local else {}), log_to_driver=False)
+    stop = StopOnSignal()
+    try:
+        serve.start(http_options={"host": args.host, "port": args.port})
+        print(f"estella serve: Ray Serve on http://{args.host}:{args.port} (loading {args.export_dir})",
+              file=sys.stderr, flush=True)
+        serve.run(app, name=APP_NAME, route_prefix="/")
+        print(f"estella serve: {model_name} running on Ray Serve", file=sys.stderr, flush=True)
+        stop.wait()
+    except RuntimeError as e:  # the application could not deploy: a replica failed to start
+        raise EstellaError(f"Ray Serve could not start {args.export_dir}: {e}") from None
+    finally:
+        stop.restore()
+        try:
+            serve.shutdown()
+        finally:
+            ray.shutdown()
+
+
+class StopOnSignal:
+    """Waits for SIGTERM or SIGINT in the main thread."""
+
+    def __init__(self):
+        self.event = threading.Event()
+        self.previous = {s: signal.signal(s, lambda *_: self.event.set()) for s in (signal.SIGTERM, signal.SIGINT)}
+
+    def wait(self):
+        while not self.event.wait(1.0):
+            pass
+
+    def restore(self):
+        for s, handler in self.previous.items():
+            signal.signal(s, handler)
