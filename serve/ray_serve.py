@@ -14,6 +14,7 @@ every replica's metrics, each series labelled with its replica.
 
 import argparse
 import asyncio
+import json
 import os
 import signal
 import sys
@@ -30,6 +31,7 @@ from .engine import Engine
 
 APP_NAME = "estella"
 REPLICA_HEADER = "x-estella-replica"
+PROXY_CALLBACK = {"RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH": "estella.serve.ray_serve:proxy_middlewares"}
 METRICS_TIMEOUT = 10.0  # s: /metrics answers without a replica that does not report by then
 
 
@@ -93,6 +95,53 @@ class ReplicaMiddleware:
         await self.app(scope, receive, send_with_replica)
 
 
+class ReplicaLost:
+    """At Ray's proxy: a request whose replica died (or failed outside the app) before its answer
+    was complete ends with estella's error shape instead of a cut connection: a 502 JSON error if
+    nothing was sent yet, else a last server-sent event {"error": ...} (the openai client raises
+    it as an APIError). Installed by proxy_middlewares()."""
+
+    ERROR = {"message": "the replica serving this request stopped before its answer was complete; "
+                        "try again (another replica takes it)", "type": "server_error", "code": "replica_lost"}
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        seen = {"started": False, "sse": False, "ended": False}
+
+        async def watch(message):
+            if message["type"] == "http.response.start":
+                seen["started"] = True
+                content_type = dict(message.get("headers", ())).get(b"content-type", b"")
+                seen["sse"] = content_type.startswith(b"text/event-stream")
+            elif message["type"] == "http.response.body" and not message.get("more_body", False):
+                seen["ended"] = True
+            await send(message)
+
+        await self.app(scope, receive, watch)
+        if seen["ended"] or (seen["started"] and not seen["sse"]):
+            return
+        if not seen["started"]:
+            body = json.dumps({"error": self.ERROR}).encode()
+            await send({"type": "http.response.start", "status": 502,
+                        "headers": [(b"content-type", b"application/json"),
+                                    (b"content-length", str(len(body)).encode())]})
+        else:
+            body = f"data: {json.dumps({'error': self.ERROR})}\n\n".encode()
+        await send({"type": "http.response.body", "body": body})
+
+
+def proxy_middlewares():
+    """Ray's proxy calls this at start when RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH names it
+    (PROXY_CALLBACK): its middlewares wrap every request the proxy serves."""
+    from starlette.middleware import Middleware
+
+    return [Middleware(ReplicaLost)]
+
+
 class Gathered:
     """A Prometheus collector of metric families already read (merge_metrics)."""
 
@@ -119,8 +168,9 @@ def merge_metrics(texts):
     return generate_latest(registry)
 
 
-def deployment_options(args):
-    """Ray Serve's options for the replicas, from `estella serve`'s flags."""
+def deployment_options(args, autoscaling=None):
+    """Ray Serve's options for the replicas, from `estella serve`'s flags; autoscaling: more of Ray's
+    AutoscalingConfig fields (upscale_delay_s, ...) where the flags turn autoscaling on."""
     # A replica admits what its engine admits (the batch and its queue); beyond that the engine
     # answers 503 queue_full, as one server does. Ray's own default (5) would queue streams at the
     # proxy that the engine could batch.
@@ -134,17 +184,18 @@ def deployment_options(args):
             "max_replicas": args.max_replicas,
             # A replica is busy when its batch is full, not at Ray's default of 2 requests.
             "target_ongoing_requests": args.target_ongoing_requests or args.max_batch,
+            **(autoscaling or {}),
         }
     else:
         options["num_replicas"] = args.replicas or 1
     return options
 
 
-def application(args, model_name):
-    """The Ray Serve application of `estella serve`'s parsed, checked flags."""
+def application(args, model_name, autoscaling=None):
+    """The Ray Serve application of `estella serve`'s parsed, checked flags (parse_args)."""
     engine_options = {"backend": args.backend, "precision": args.precision, "threads": args.threads,
                       "max_batch": args.max_batch, "max_queue": args.max_queue, "max_chars": args.max_chars}
-    deployment = serve.deployment(EstellaReplica, name=APP_NAME, **deployment_options(args))
+    deployment = serve.deployment(EstellaReplica, name=APP_NAME, **deployment_options(args, autoscaling))
     return deployment.bind(os.path.abspath(args.export_dir), model_name, engine_options, list(args.api_key),
                            list(args.cors_origin))
 
@@ -194,15 +245,13 @@ def run_on_ray(args, model_name):
     except ImportError:
         raise EstellaError("--replicas and the other Ray flags need Ray Serve: pip install 'estella[ray]'") from None
     app = application(args, model_name)
-    local = args.ray_address is None
-    logical_cpus = None
-    if local:
+    if args.ray_address is None:
         # A replica asks for --threads CPUs (1 by default); a local cluster has room for every
         # replica asked, even on a smaller machine, rather than leaving them unscheduled.
         replicas = args.replicas or args.max_replicas or 1
-        logical_cpus = max(os.cpu_count() or 1, replicas * (args.threads or 1))
-    ray.init(address="local" if local else args.ray_address, num_cpus=logical_cpus, include_dashboard=False,
-             **({"_node_ip_address": "127.0.0.1"} if local else {}), log_to_driver=False)
+        start_local_cluster(max(os.cpu_count() or 1, replicas * (args.threads or 1)))
+    else:
+        ray.init(address=args.ray_address, log_to_driver=False)
     stop = StopOnSignal()
     try:
         serve.start(http_options={"host": args.host, "port": args.port})
@@ -219,6 +268,16 @@ def run_on_ray(args, model_name):
             serve.shutdown()
         finally:
             ray.shutdown()
+
+
+def start_local_cluster(cpus):
+    """A Ray cluster of this machine alone: every part on 127.0.0.1 and free ports, no dashboard;
+    its processes (and so Ray's proxy) get PROXY_CALLBACK in their environment."""
+    import ray
+
+    os.environ.update(PROXY_CALLBACK)
+    ray.init(address="local", num_cpus=cpus, include_dashboard=False, _node_ip_address="127.0.0.1",
+             log_to_driver=False)
 
 
 class StopOnSignal:
