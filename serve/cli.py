@@ -54,8 +54,13 @@ def add_ray_arguments(p):
 def serve(args):
     name = check_args(args)
     if wants_ray(args):
-        from .ray_serve import run_on_ray
-
+        try:
+            from .ray_serve import run_on_ray
+        except ModuleNotFoundError as e:
+            if (e.name or "").split(".")[0] != "ray":
+                raise
+            raise EstellaError("--replicas and the other Ray Serve flags need Ray Serve: "
+                               "pip install 'estella[ray]'") from None
         run_on_ray(args, name)
         return 0
     run_server(args.export_dir, host=args.host, port=args.port, backend=args.backend, precision=args.precision,

@@ -20,11 +20,13 @@ import signal
 import sys
 import threading
 
+import ray
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from ray import serve
 
 from estella.runtime.errors import EstellaError
+from estella.runtime.manifest import load_manifest
 
 from .api import create_app
 from .engine import Engine
@@ -240,12 +242,9 @@ def run_on_ray(args, model_name):
     """`estella serve ... --replicas N`: start (or join, --ray-address) a Ray cluster, run the app
     with Ray's proxy on --host:--port, and block until SIGTERM or Ctrl-C; then shut Serve down
     (Ray lets running requests finish for --shutdown-timeout seconds)."""
-    try:
-        import ray
-    except ImportError:
-        raise EstellaError("--replicas and the other Ray flags need Ray Serve: pip install 'estella[ray]'") from None
     app = application(args, model_name)
     if args.ray_address is None:
+        load_manifest(args.export_dir)  # a broken export is refused here, not by replicas Ray retries
         # A replica asks for --threads CPUs (1 by default); a local cluster has room for every
         # replica asked, even on a smaller machine, rather than leaving them unscheduled.
         replicas = args.replicas or args.max_replicas or 1
@@ -273,8 +272,6 @@ def run_on_ray(args, model_name):
 def start_local_cluster(cpus):
     """A Ray cluster of this machine alone: every part on 127.0.0.1 and free ports, no dashboard;
     its processes (and so Ray's proxy) get PROXY_CALLBACK in their environment."""
-    import ray
-
     os.environ.update(PROXY_CALLBACK)
     ray.init(address="local", num_cpus=cpus, include_dashboard=False, _node_ip_address="127.0.0.1",
              log_to_driver=False)
