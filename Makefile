@@ -36,7 +36,7 @@ venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade "pip>=24"
-	$(BIN)/python -m pip install -q -e '.[$(TRAIN_EXTRA),dev,jax,serve]'
+	$(BIN)/python -m pip install -q -e '.[$(TRAIN_EXTRA),dev,jax,serve,ray]'
 	touch $@
 
 train: venv
