@@ -48,7 +48,8 @@ def add_ray_arguments(p):
     ray.add_argument("--target-ongoing-requests", type=float, default=None, metavar="R", help="autoscaling: "
                      "the requests per replica (running and waiting) Ray scales towards (default: --max-batch)")
     ray.add_argument("--ray-address", default=None, metavar="ADDRESS", help="join this Ray cluster ('auto': the "
-                     "one this machine belongs to) instead of starting a local one on 127.0.0.1")
+                     "one this machine belongs to) instead of starting a local one on 127.0.0.1; --host and --port "
+                     "apply if Serve is not running there yet")
 
 
 def serve(args):

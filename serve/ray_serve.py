@@ -17,6 +17,7 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import sys
 import threading
 
@@ -55,7 +56,7 @@ class EstellaReplica:
         return app
 
     def check_health(self):
-        """Ray calls this every few seconds; raising makes Ray replace the replica."""
+        """Ray calls this every health_check_period_s (10 s); raising makes Ray replace the replica."""
         if self.engine.failed is not None:
             raise RuntimeError(f"the engine stopped: {self.engine.failed!r}")
 
@@ -73,7 +74,8 @@ class EstellaReplica:
 
 
 class ReplicaMiddleware:
-    """Adds the replica's id to every answer, and answers GET /metrics with every replica's metrics."""
+    """Adds the replica's id to every answer; where the app answers /metrics with 200 (its own
+    rules: methods, key), the body becomes every replica's metrics."""
 
     def __init__(self, app, replica, gather_metrics):
         self.app, self.replica, self.gather_metrics = app, replica.encode(), gather_metrics
@@ -87,14 +89,22 @@ class ReplicaMiddleware:
                 message["headers"] = [*message.get("headers", ()), (REPLICA_HEADER.encode(), self.replica)]
             await send(message)
 
-        if scope["method"] in ("GET", "HEAD") and scope["path"].removeprefix(scope.get("root_path", "")) == "/metrics":
+        if scope["path"].removeprefix(scope.get("root_path", "")) != "/metrics":
+            return await self.app(scope, receive, send_with_replica)
+        answer = []
+
+        async def keep(message):
+            answer.append(message)
+
+        await self.app(scope, receive, keep)
+        start = answer[0]
+        if start["status"] == 200:
             body = await self.gather_metrics()
-            await send_with_replica({"type": "http.response.start", "status": 200,
-                                     "headers": [(b"content-type", CONTENT_TYPE_LATEST.encode()),
-                                                 (b"content-length", str(len(body)).encode())]})
-            await send_with_replica({"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else body})
-            return
-        await self.app(scope, receive, send_with_replica)
+            headers = [(k, v) for k, v in start.get("headers", ()) if k.lower() != b"content-length"]
+            start = {**start, "headers": [*headers, (b"content-length", str(len(body)).encode())]}
+            answer = [start, {"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else body}]
+        for message in answer:
+            await send_with_replica(message)
 
 
 class ReplicaLost:
@@ -250,7 +260,7 @@ def run_on_ray(args, model_name):
         replicas = args.replicas or args.max_replicas or 1
         start_local_cluster(max(os.cpu_count() or 1, replicas * (args.threads or 1)))
     else:
-        ray.init(address=args.ray_address, log_to_driver=False)
+        join_cluster(args.ray_address)
     stop = StopOnSignal()
     try:
         serve.start(http_options={"host": args.host, "port": args.port})
@@ -275,6 +285,21 @@ def start_local_cluster(cpus):
     os.environ.update(PROXY_CALLBACK)
     ray.init(address="local", num_cpus=cpus, include_dashboard=False, _node_ip_address="127.0.0.1",
              log_to_driver=False)
+
+
+def join_cluster(address, timeout=10.0):
+    """ray.init on a running cluster; an address with nothing listening is refused at once (Ray
+    itself would retry for minutes)."""
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if host and port.isdigit():
+        try:
+            socket.create_connection((host, int(port)), timeout=timeout).close()
+        except OSError as e:
+            raise EstellaError(f"--ray-address {address}: no Ray cluster answers there ({e})") from None
+    try:
+        ray.init(address=address, log_to_driver=False)
+    except ConnectionError as e:
+        raise EstellaError(f"--ray-address {address}: {e}") from None
 
 
 class StopOnSignal:

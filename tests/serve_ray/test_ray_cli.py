@@ -12,7 +12,7 @@ from ray import serve
 from estella.runtime.cli import main
 from estella.runtime.errors import EstellaError
 from estella.runtime.generator import Generator
-from estella.serve.process import ServerProcess
+from estella.serve.process import ServerProcess, free_port
 from estella.serve.ray_serve import REPLICA_HEADER, app_builder, deployment_options, parse_args
 
 START_GUARD = 240.0  # s: a local Ray cluster and its replicas start within this, even on a busy machine
@@ -81,3 +81,10 @@ def test_estella_serve_replicas_starts_a_local_cluster_and_stops_on_sigterm(serv
     assert "Traceback" not in output, output
     with pytest.raises(OSError):  # Ray's proxy is gone with the cluster
         socket.create_connection(("127.0.0.1", server.port), timeout=5).close()
+
+
+def test_a_ray_address_where_no_cluster_answers_exits_2(serve_export, capsys):
+    address = f"127.0.0.1:{free_port()}"
+    assert main(["serve", serve_export, "--ray-address", address]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"estella serve: error: --ray-address {address}: no Ray cluster answers there")
