@@ -14,6 +14,7 @@ import httpx
 import openai
 import pytest
 import ray
+from prometheus_client.parser import text_string_to_metric_families
 from ray import serve
 
 from estella.runtime.generator import Generator
@@ -119,6 +120,25 @@ def test_the_same_errors_health_and_metrics_through_ray(two, client):
     running = set(re.findall(r'^estella_requests_running\{replica="(\w+)"\} ', metrics.text, re.M))
     assert running == replica_ids("two")
     assert re.search(r'^estella_requests_total\{replica="\w+",status="400"\} [1-9]', metrics.text, re.M)
+
+
+def metric_sum(url, sample, **labels):
+    """The sum over every replica of a sample of /metrics (with these labels)."""
+    families = text_string_to_metric_families(httpx.get(url + "/metrics", timeout=30).text)
+    return sum(s.value for f in families for s in f.samples
+               if s.name == sample and labels.items() <= s.labels.items())
+
+
+def test_a_client_that_leaves_is_cancelled_on_its_replica(two):
+    left = metric_sum(two, "estella_requests_total", status="499")
+    with httpx.stream("POST", two + "/v1/completions", headers={"Authorization": f"Bearer {KEY}"}, timeout=30,
+                      json={"model": MODEL, "prompt": "Pip", "max_tokens": 1_000_000, "stream": True}) as r:
+        assert r.status_code == 200
+        next(r.iter_lines())  # the first event: the stream runs on its replica
+    # Ray's proxy cancels the request on the replica, whose engine drops the stream at its next step.
+    wait_for(lambda: metric_sum(two, "estella_requests_running") == 0
+             and metric_sum(two, "estella_requests_total", status="499") == left + 1,
+             "the stream leaves the batch, counted as 499 (the client left)")
 
 
 def test_a_killed_replica_ends_its_requests_with_an_error_the_others_finish_and_ray_brings_it_back(
