@@ -6,7 +6,10 @@ the test rather than hang it; nothing here depends on how fast the machine is.
 """
 
 import concurrent.futures
+import os
 import re
+import subprocess
+import sys
 import threading
 import time
 
@@ -194,6 +197,23 @@ def test_a_killed_replica_ends_its_requests_with_an_error_the_others_finish_and_
     new = (replica_ids("two") - set(by_replica)).pop()
     wait_for(lambda: completion(client, 7, False)[0] == new, "the new replica answers")
     assert completion(client, 7, True)[1] == reference.generate("Pip", 150, 0.8, seed=7, echo=False)
+
+
+def test_serve_run_deploys_the_app_builder_with_the_flags_of_estella_serve(cluster, serve_export, reference):
+    """Ray's own `serve run` on the running cluster, as the README shows it."""
+    serve_cli = os.path.join(os.path.dirname(sys.executable), "serve")
+    cmd = [serve_cli, "run", "--non-blocking", "--address", ray.get_runtime_context().gcs_address,
+           "--name", "cli", "--route-prefix", "/cli", "estella.serve.ray_serve:app_builder",
+           f"export_dir={serve_export}", "backend=tflite", "threads=1", f"model_name={MODEL}", "max_chars=500"]
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=HANG_GUARD)
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+        client = openai.OpenAI(base_url=cluster + "/cli/v1", api_key="unused", max_retries=0)
+        assert completion(client, 5, True)[1] == reference.generate("Pip", 150, 0.8, seed=5, echo=False)
+        with pytest.raises(openai.BadRequestError, match="from 0 to 500"):  # max_chars=500 reached the replica
+            client.completions.create(model=MODEL, prompt="Pip", max_tokens=501)
+    finally:
+        serve.delete("cli")
 
 
 def test_autoscaling_goes_from_one_replica_to_two_under_load(cluster, serve_export):
