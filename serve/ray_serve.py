@@ -280,9 +280,11 @@ def run_on_ray(args, model_name):
 
 
 def start_local_cluster(cpus):
-    """A Ray cluster of this machine alone: every part on 127.0.0.1 and free ports, no dashboard;
-    its processes (and so Ray's proxy) get PROXY_CALLBACK in their environment."""
+    """A Ray cluster of this machine alone: every part on 127.0.0.1 and free ports, no dashboard, no
+    usage statistics sent (unless RAY_USAGE_STATS_ENABLED=1 is set); its processes (and so Ray's
+    proxy) get PROXY_CALLBACK in their environment."""
     os.environ.update(PROXY_CALLBACK)
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     ray.init(address="local", num_cpus=cpus, include_dashboard=False, _node_ip_address="127.0.0.1",
              log_to_driver=False)
 
