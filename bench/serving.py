@@ -6,6 +6,8 @@ one real server runs in its own process on 127.0.0.1 (tflite, --max-batch as lar
 clients, so C clients are one batch of C); the clients are httpx async streams in this process,
 each sending its requests one after another and reading the server-sent events as they come.
 Rounds are interleaved as everywhere else: each round runs every C served, then generate_many at B = C.
+Ray Serve's overhead: the bare server and `estella serve --replicas 1` (a local Ray cluster, one
+replica with the same flags) both run, and each round measures one then the other at each C.
 """
 
 import argparse
