@@ -42,23 +42,23 @@ METRICS_TIMEOUT = 10.0  # s: /metrics answers without a replica that does not re
 class EstellaReplica:
     """One replica: an Engine on its own scheduler thread, served by create_app's FastAPI app."""
 
-    def __init__(self, export_dir, model_name, engine_options, api_keys=(), cors_origins=()):
+    def __init__(self, export_dir, engine_options, app_options):
         self.engine = Engine.load(export_dir, **engine_options)
         context = serve.get_replica_context()
         self.replica = context.replica_id.unique_id
         self.deployment, self.app_name = context.deployment, context.app_name
-        self.app_options = (model_name, api_keys, cors_origins)
+        self.app_options = app_options
 
     def __serve_build_asgi_app__(self):
-        app = create_app(self.engine, *self.app_options)
+        app = create_app(self.engine, **self.app_options)
         app.add_middleware(ReplicaMiddleware, replica=self.replica, gather_metrics=self.gather_metrics)
         self.metrics_registry = app.state.metrics.registry
         return app
 
     def check_health(self):
         """Ray calls this every health_check_period_s (10 s); raising makes Ray replace the replica."""
-        if self.engine.failed is not None:
-            raise RuntimeError(f"the engine stopped: {self.engine.failed!r}")
+        if self.engine.failure is not None:
+            raise RuntimeError(f"the engine stopped: {self.engine.failure!r}")
 
     def metrics_text(self):
         """(this replica's id, its metrics in Prometheus' text format)"""
@@ -203,13 +203,13 @@ def deployment_options(args, autoscaling=None):
     return options
 
 
-def application(args, model_name, autoscaling=None):
-    """The Ray Serve application of `estella serve`'s parsed, checked flags (parse_args)."""
+def application(args, app_options, autoscaling=None):
+    """The Ray Serve application of `estella serve`'s parsed, checked flags and the HTTP app's
+    options made from them (parse_args)."""
     engine_options = {"backend": args.backend, "precision": args.precision, "threads": args.threads,
                       "max_batch": args.max_batch, "max_queue": args.max_queue, "max_chars": args.max_chars}
     deployment = serve.deployment(EstellaReplica, name=APP_NAME, **deployment_options(args, autoscaling))
-    return deployment.bind(os.path.abspath(args.export_dir), model_name, engine_options, list(args.api_key),
-                           list(args.cors_origin))
+    return deployment.bind(os.path.abspath(args.export_dir), engine_options, app_options)
 
 
 class FlagError(argparse.ArgumentParser):
@@ -220,7 +220,7 @@ class FlagError(argparse.ArgumentParser):
 
 
 def parse_args(argv):
-    """`estella serve`'s own parser and checks: argv (the export first) -> (args, model name)."""
+    """`estella serve`'s own parser and checks: argv (the export first) -> (args, the HTTP app's options)."""
     from .cli import add_parser, check_args
 
     parser = FlagError(prog="estella")
@@ -244,15 +244,14 @@ def app_builder(args):
                                "or the cluster's address")
         argv.append("--" + key.replace("_", "-"))
         argv += [str(v) for v in value] if isinstance(value, (list, tuple)) else [str(value)]
-    parsed, model_name = parse_args(argv)
-    return application(parsed, model_name)
+    return application(*parse_args(argv))
 
 
-def run_on_ray(args, model_name):
+def run_on_ray(args, app_options):
     """`estella serve ... --replicas N`: start (or join, --ray-address) a Ray cluster, run the app
     with Ray's proxy on --host:--port, and block until SIGTERM or Ctrl-C; then shut Serve down
     (Ray lets running requests finish for --shutdown-timeout seconds)."""
-    app = application(args, model_name)
+    app = application(args, app_options)
     if args.ray_address is None:
         load_manifest(args.export_dir)  # a broken export is refused here, not by replicas Ray retries
         # A replica asks for --threads CPUs (1 by default); a local cluster has room for every
@@ -263,11 +262,14 @@ def run_on_ray(args, model_name):
         join_cluster(args.ray_address)
     stop = StopOnSignal()
     try:
-        serve.start(http_options={"host": args.host, "port": args.port})
+        # The proxy is Ray's uvicorn: it takes the keep-alive timeout; --timeout-header and
+        # --max-connections are the single server's own guards.
+        serve.start(http_options={"host": args.host, "port": args.port,
+                                  "keep_alive_timeout_s": args.timeout_keep_alive})
         print(f"estella serve: Ray Serve on http://{args.host}:{args.port} (loading {args.export_dir})",
               file=sys.stderr, flush=True)
         serve.run(app, name=APP_NAME, route_prefix="/")
-        print(f"estella serve: {model_name} running on Ray Serve", file=sys.stderr, flush=True)
+        print(f"estella serve: {app_options['model_name']} running on Ray Serve", file=sys.stderr, flush=True)
         stop.wait()
     except RuntimeError as e:  # the application could not deploy: a replica failed to start
         raise EstellaError(f"Ray Serve could not start {args.export_dir}: {e}") from None

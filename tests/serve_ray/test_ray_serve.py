@@ -51,8 +51,8 @@ def cluster():
 
 
 def deploy(export, name, route_prefix, *flags, autoscaling=None):
-    args, model_name = parse_args([export, *FLAGS, *flags])
-    serve.run(application(args, model_name, autoscaling=autoscaling), name=name, route_prefix=route_prefix)
+    args, app_options = parse_args([export, *FLAGS, *flags])
+    serve.run(application(args, app_options, autoscaling=autoscaling), name=name, route_prefix=route_prefix)
 
 
 def replica_ids(app):
