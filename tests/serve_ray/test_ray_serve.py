@@ -6,6 +6,7 @@ the test rather than hang it; nothing here depends on how fast the machine is.
 """
 
 import concurrent.futures
+import json
 import os
 import re
 import subprocess
@@ -25,8 +26,10 @@ from estella.serve.process import free_port
 from estella.serve.ray_serve import APP_NAME, REPLICA_HEADER, application, parse_args, start_local_cluster
 
 KEY = "ray-test-key"
+AUTH = {"Authorization": f"Bearer {KEY}"}
 MODEL = "tiny"
-FLAGS = ("--backend", "tflite", "--threads", "1", "--model-name", MODEL, "--max-chars", "1000000")
+FLAGS = ("--backend", "tflite", "--threads", "1", "--model-name", MODEL, "--max-chars", "1000000",
+         "--max-request-chars", "1000000")
 HANG_GUARD = 180.0  # s: a condition not met by then fails the test (Ray starts a replica in seconds)
 
 
@@ -66,10 +69,16 @@ def running_replicas(app):
     return serve.status().applications[app].deployments[APP_NAME].replica_states.get("RUNNING", 0)
 
 
+TEMPLATE = {"user": "Joe said, “{content}”\n", "assistant": "I said, “{content}”\n", "generation": "I said, “"}
+
+
 @pytest.fixture(scope="module")
-def two(cluster, serve_export):
-    """The app with two replicas at /, behind an API key."""
-    deploy(serve_export, "two", "/", "--replicas", "2", "--api-key", KEY)
+def two(cluster, serve_export, tmp_path_factory):
+    """The app with two replicas at /, behind an API key (/metrics too), with a chat template file."""
+    template = tmp_path_factory.mktemp("chat") / "dialogue.json"
+    template.write_text(json.dumps(TEMPLATE), encoding="utf-8")
+    deploy(serve_export, "two", "/", "--replicas", "2", "--api-key", KEY, "--metrics-need-key",
+           "--chat-template", str(template))
     return cluster
 
 
@@ -105,6 +114,32 @@ def test_two_replicas_answer_the_openai_client_with_the_text_of_generate(client,
     assert set(served) == replica_ids("two"), served
 
 
+def chat(client, seed, stream):
+    """(the replica that answered, the reply) of one seeded chat completion."""
+    raw = client.chat.completions.with_raw_response.create(
+        model=MODEL, messages=[{"role": "user", "content": "Pip"}, {"role": "assistant", "content": "Joe"},
+                               {"role": "user", "content": "Biddy"}], max_tokens=80, temperature=0.7, seed=seed,
+        stream=stream)
+    result = raw.parse()
+    reply = "".join(c.choices[0].delta.content or "" for c in result if c.choices) if stream else \
+        result.choices[0].message.content
+    return raw.headers[REPLICA_HEADER], reply
+
+
+def test_two_replicas_chat_with_the_openai_client_in_the_template_of_the_replicas(client, reference):
+    prime = "Joe said, “Pip”\nI said, “Joe”\nJoe said, “Biddy”\nI said, “"
+    served = set()
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        for round_ in range(10):
+            seeds = range(8 * round_, 8 * round_ + 8)
+            for seed, (replica, reply) in zip(seeds, pool.map(lambda s: chat(client, s, s % 2 == 1), seeds)):
+                assert reply == reference.generate(prime, 80, 0.7, seed=seed, echo=False), (seed, replica)
+                served.add(replica)
+            if len(served) == 2:
+                break
+    assert served == replica_ids("two")
+
+
 def test_the_same_errors_health_and_metrics_through_ray(two, client):
     with pytest.raises(openai.AuthenticationError):
         openai.OpenAI(base_url=two + "/v1", api_key="wrong", max_retries=0).completions.create(
@@ -117,8 +152,10 @@ def test_the_same_errors_health_and_metrics_through_ray(two, client):
     assert unknown.value.body["code"] == "model_not_found"
     r = httpx.get(two + "/health", timeout=30)
     assert r.status_code == 200 and r.json() == {"status": "ok"} and r.headers[REPLICA_HEADER] in replica_ids("two")
-    # /metrics, whichever replica answers it, holds every replica's series, each labelled with its replica.
-    metrics = httpx.get(two + "/metrics", timeout=30)
+    # /metrics asks for the key as the app says (--metrics-need-key) and, whichever replica answers
+    # it, holds every replica's series, each labelled with its replica.
+    assert httpx.get(two + "/metrics", timeout=30).status_code == 401
+    metrics = httpx.get(two + "/metrics", headers=AUTH, timeout=30)
     assert metrics.status_code == 200 and metrics.headers["content-type"].startswith("text/plain")
     running = set(re.findall(r'^estella_requests_running\{replica="(\w+)"\} ', metrics.text, re.M))
     assert running == replica_ids("two")
@@ -127,14 +164,14 @@ def test_the_same_errors_health_and_metrics_through_ray(two, client):
 
 def metric_sum(url, sample, **labels):
     """The sum over every replica of a sample of /metrics (with these labels)."""
-    families = text_string_to_metric_families(httpx.get(url + "/metrics", timeout=30).text)
+    families = text_string_to_metric_families(httpx.get(url + "/metrics", headers=AUTH, timeout=30).text)
     return sum(s.value for f in families for s in f.samples
                if s.name == sample and labels.items() <= s.labels.items())
 
 
 def test_a_client_that_leaves_is_cancelled_on_its_replica(two):
     left = metric_sum(two, "estella_requests_total", status="499")
-    with httpx.stream("POST", two + "/v1/completions", headers={"Authorization": f"Bearer {KEY}"}, timeout=30,
+    with httpx.stream("POST", two + "/v1/completions", headers=AUTH, timeout=30,
                       json={"model": MODEL, "prompt": "Pip", "max_tokens": 1_000_000, "stream": True}) as r:
         assert r.status_code == 200
         next(r.iter_lines())  # the first event: the stream runs on its replica
