@@ -229,9 +229,12 @@ def test_a_killed_replica_ends_its_requests_with_an_error_the_others_finish_and_
             assert s["error"] is None and s["finish"] == "length", (i, s["error"])
             assert "".join(s["text"]) == expected[i]
 
-    wait_for(lambda: running_replicas("two") == 2 and victim not in replica_ids("two"),
-             "Ray replaces the killed replica")
-    new = (replica_ids("two") - set(by_replica)).pop()
+    def replaced():
+        ids = replica_ids("two")
+        return len(ids) == 2 and victim not in ids and running_replicas("two") == 2
+
+    wait_for(replaced, "Ray replaces the killed replica")
+    (new,) = replica_ids("two") - set(by_replica)
     # Ray's router may not have heard of the death yet: a 502 replica_lost is retried (the client's default).
     retrying = client.with_options(max_retries=3)
     wait_for(lambda: completion(retrying, 7, False)[0] == new, "the new replica answers")
