@@ -38,7 +38,7 @@ venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade "pip>=24"
-	$(BIN)/python -m pip install -q -e '.[$(TRAIN_EXTRA),dev,jax,serve,micro]'
+	$(BIN)/python -m pip install -q -e '.[$(TRAIN_EXTRA),dev,jax,serve,micro,ray]'
 	touch $@
 
 train: venv
@@ -50,7 +50,8 @@ export: venv
 
 # The runtime's tests run a second time where TensorFlow is not installed, as on an edge device:
 # in $(RUNTIME_VENV) (numpy and the two interpreters), on an export the main virtualenv makes.
-# The serving tests run only there: a server is deployed without TensorFlow.
+# The serving tests run only there: a server is deployed without TensorFlow (and with Ray Serve,
+# the [ray] extra, for tests/serve_ray: a local Ray cluster on 127.0.0.1).
 RUNTIME_VENV ?= .venv-runtime
 # ... and the numpy backend's tests once more with numpy alone (`pip install estella`, no extras).
 NUMPY_VENV ?= .venv-numpy
@@ -61,10 +62,10 @@ TFLITE_RUNTIME_VENV ?= .venv-tflite-runtime
 
 test: venv browser $(RUNTIME_VENV)/.installed $(TFLITE_RUNTIME_VENV)/.installed $(NUMPY_VENV)/.installed
 	ESTELLA_TFLITE_RUNTIME_PYTHON=$(TFLITE_RUNTIME_VENV)/bin/python $(BIN)/python -m pytest -q -m "not slow" \
-		--ignore=tests/serve
+		--ignore=tests/serve --ignore=tests/serve_ray
 	$(MAKE) $(RUNTIME_FIXTURE)/export/manifest.json
 	ESTELLA_RUNTIME_EXPORT=$(RUNTIME_FIXTURE)/export $(RUNTIME_VENV)/bin/python -m pytest -q -m "not tensorflow" \
-		tests/runtime tests/serve
+		tests/runtime tests/serve tests/serve_ray
 	ESTELLA_RUNTIME_EXPORT=$(RUNTIME_FIXTURE)/export ESTELLA_NUMPY_ONLY=1 $(NUMPY_VENV)/bin/python -m pytest -q \
 		-m "not tensorflow" tests/runtime/test_numpy_backend.py tests/runtime/test_numpy_only.py
 	$(NUMPY_VENV)/bin/estella generate $(RUNTIME_FIXTURE)/export --backend numpy --prime Pip --chars 80 --seed 1
@@ -80,7 +81,7 @@ $(NUMPY_VENV)/.installed: pyproject.toml $(wildcard runtime/*.py runtime/backend
 
 $(RUNTIME_VENV)/.installed: pyproject.toml
 	test -x $(RUNTIME_VENV)/bin/python || $(PYTHON) -m venv $(RUNTIME_VENV)
-	$(RUNTIME_VENV)/bin/python -m pip install -q -e '.[tflite,onnx,dev,serve,micro]'
+	$(RUNTIME_VENV)/bin/python -m pip install -q -e '.[tflite,onnx,dev,serve,micro,ray]'
 	! $(RUNTIME_VENV)/bin/python -c "import tensorflow" 2>/dev/null
 	touch $@
 

@@ -235,6 +235,29 @@ def serving_tables(serving):
                          for v, goal, what, high in checks]
                 out.append(f"\nGoals at {g['clients']} clients: " + "; ".join(parts) + ".")
             out.append("")
+        if "ray" in sv:
+            out += ray_table(sv["ray"])
+    return out
+
+
+def ray_table(ray):
+    """Ray Serve's overhead: `estella serve --replicas 1` against the bare server, measured in alternation."""
+    out = ["**Ray Serve's overhead**: `estella serve --replicas 1` (a local Ray cluster, one replica with the same "
+           "flags, behind Ray's proxy) against the bare server, both running, measured in alternation with the "
+           "same clients.\n"]
+    if "error" in ray:
+        return out + [f"Not measured: {ray['error']}\n"]
+    for precision, cases in ray.items():
+        out += [f"tflite {precision}:\n",
+                "| clients | bare chars/s | Ray chars/s | Ray ÷ bare | bare first char p50 / p99 ms | "
+                "Ray first char p50 / p99 ms |", "|---:|---:|---:|---:|---:|---:|"]
+        for clients, c in cases.items():
+            bare, on_ray = c["bare"], c["ray"]
+            out.append(f"| {clients} | {fmt(bare['chars_per_s']['median'])} | {fmt(on_ray['chars_per_s']['median'])} | "
+                       f"{fmt(ratio(on_ray['chars_per_s'], bare['chars_per_s']))} | "
+                       f"{fmt(bare['ttft_ms']['p50'])} / {fmt(bare['ttft_ms']['p99'])} | "
+                       f"{fmt(on_ray['ttft_ms']['p50'])} / {fmt(on_ray['ttft_ms']['p99'])} |")
+        out.append("")
     return out
 
 

@@ -6,6 +6,8 @@ one real server runs in its own process on 127.0.0.1 (tflite, --max-batch as lar
 clients, so C clients are one batch of C); the clients are httpx async streams in this process,
 each sending its requests one after another and reading the server-sent events as they come.
 Rounds are interleaved as everywhere else: each round runs every C served, then generate_many at B = C.
+Ray Serve's overhead: the bare server and `estella serve --replicas 1` (a local Ray cluster, one
+replica with the same flags) both run, and each round measures one then the other at each C.
 """
 
 import argparse
@@ -21,6 +23,10 @@ from .stats import summary
 
 CLIENTS = (1, 8, 32, 64)
 PRECISIONS = ("int8", "float32")
+# Ray Serve's overhead: one replica behind Ray's proxy against the bare server, same flags, same clients.
+RAY_CLIENTS = (1, 32)
+RAY_PRECISIONS = ("int8",)
+RAY_START_TIMEOUT = 300.0  # s: a local Ray cluster and its replica, on a busy machine
 
 
 async def client_requests(client, url, requests, chars, seed, ttft):
@@ -112,13 +118,51 @@ def measure_precision(export_dir, precision, clients, requests, chars, repeats, 
             for c in clients}
 
 
-def measure(export_dir, clients=CLIENTS, requests=4, chars=256, repeats=5, threads=1, log=print):
+def measure_ray(export_dir, precision, clients, requests, chars, repeats, threads, log=print):
+    """The bare server and `estella serve --replicas 1` (its own local Ray cluster), both running,
+    measured in alternation: per C, chars/s and time to first character of each, and their ratio."""
+    from estella.serve.process import ServerProcess
+
+    flags = ["--backend", "tflite", "--precision", precision, "--threads", threads, "--max-batch", max(clients),
+             "--max-queue", max(clients), "--max-chars", chars]
+    rates = {(side, c): [] for side in ("bare", "ray") for c in clients}
+    ttfts = {(side, c): [] for side in ("bare", "ray") for c in clients}
+    with ServerProcess(export_dir, *flags) as bare, \
+            ServerProcess(export_dir, *flags, "--replicas", 1, startup_timeout=RAY_START_TIMEOUT) as on_ray:
+        servers = {"bare": bare, "ray": on_ray}
+        for server in servers.values():
+            for c in clients:
+                asyncio.run(served(server.url, c, 1, min(chars, 16)))  # warm-up
+        for r in range(repeats):
+            for c in clients:
+                for side, server in servers.items():
+                    rate, ttft, _ = asyncio.run(served(server.url, c, requests, chars))
+                    rates[side, c].append(rate)
+                    ttfts[side, c] += ttft
+            log(f"  serving on Ray {precision}: round {r + 1}/{repeats}")
+
+    def side(name, c):
+        t = ttfts[name, c]
+        return {"chars_per_s": summary(rates[name, c]),
+                "ttft_ms": {"p50": percentile_ms(t, 50), "p99": percentile_ms(t, 99), "max": max(t) * 1e3, "n": len(t)}}
+
+    return {str(c): {"bare": side("bare", c), "ray": side("ray", c)} for c in clients}
+
+
+def measure(export_dir, clients=CLIENTS, requests=4, chars=256, repeats=5, threads=1, ray_clients=RAY_CLIENTS,
+            log=print):
     with np.load(f"{export_dir}/weights.npz") as w:
         U, V = w["dense_kernel"].shape
-    return {"shape": {"vocab_size": int(V), "units": int(U)}, "backend": "tflite", "threads": threads,
-            "requests_per_client": requests, "chars_per_request": chars, "repeats": repeats,
-            "precisions": {p: measure_precision(export_dir, p, clients, requests, chars, repeats, threads, log)
-                           for p in PRECISIONS}}
+    result = {"shape": {"vocab_size": int(V), "units": int(U)}, "backend": "tflite", "threads": threads,
+              "requests_per_client": requests, "chars_per_request": chars, "repeats": repeats,
+              "precisions": {p: measure_precision(export_dir, p, clients, requests, chars, repeats, threads, log)
+                             for p in PRECISIONS}}
+    try:
+        result["ray"] = {p: measure_ray(export_dir, p, ray_clients, requests, chars, repeats, threads, log)
+                         for p in RAY_PRECISIONS}
+    except Exception as e:  # reported as not measured (Ray not installed, a cluster that did not start)
+        result["ray"] = {"error": f"{type(e).__name__}: {e}"[:2000]}
+    return result
 
 
 def main(argv=None):
@@ -130,9 +174,10 @@ def main(argv=None):
     parser.add_argument("--chars", type=int, default=256, help="characters per request")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--ray-clients", default=",".join(map(str, RAY_CLIENTS)), help="clients of the Ray rows")
     args = parser.parse_args(argv)
     result = measure(args.export_dir, [int(c) for c in args.clients.split(",") if c], args.requests, args.chars,
-                     args.repeats, args.threads)
+                     args.repeats, args.threads, [int(c) for c in args.ray_clients.split(",") if c])
     with open(args.out, "w", encoding="utf-8") as f:
         json.dump(result, f, indent=1)
 

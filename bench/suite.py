@@ -31,8 +31,9 @@ class Settings:
         self.block_seconds = 0.05 if quick else 0.2
         self.batches = "1,8,32"
         # `estella serve` under 1..64 streaming clients, each sending `requests` of `chars` characters in turn.
+        # ray_clients: the same against one replica on Ray Serve (its overhead).
         self.serving = {"clients": "1,8,32,64", "requests": 2 if quick else 4, "chars": 128 if quick else 256,
-                        "repeats": 2 if quick else 5}
+                        "repeats": 2 if quick else 5, "ray_clients": "1,32"}
         self.probe_repeats = 1 if quick else 3
         self.probe_chars = 50 if quick else 300
         # (preset, cases, steps per round, rounds): a few dozen steps per case; a seed step takes ~3x a default one.
@@ -208,7 +209,7 @@ def measure_serving(name, export_dir, settings, threads, env, attempt, log):
     log(f"serving, {name}")
     sv = settings.serving
     flags = ["--clients", sv["clients"], "--requests", str(sv["requests"]), "--chars", str(sv["chars"]),
-             "--repeats", str(sv["repeats"]), "--threads", str(threads)]
+             "--repeats", str(sv["repeats"]), "--threads", str(threads), "--ray-clients", sv["ray_clients"]]
     return attempt(f"serving {name}", lambda: run_child("serving", [export_dir], flags, env))
 
 

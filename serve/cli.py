@@ -55,10 +55,57 @@ def add_parser(subparsers):
                              "(default: %(default)s)")
     connections.add_argument("--max-connections", type=int, default=1000, metavar="N",
                              help="open connections at most; more are closed at once (default: %(default)s)")
+    add_ray_arguments(p)
     p.set_defaults(handler=serve)
 
 
+def add_ray_arguments(p):
+    """The flags that run the server on Ray Serve (ray_serve.py) instead of one process."""
+    ray = p.add_argument_group("Ray Serve (pip install 'estella[ray]')", "Any of these serves the export "
+                               "from replicas on a Ray cluster, each with its own engine; Ray's proxy answers "
+                               "on --host:--port and routes each request to a replica.")
+    ray.add_argument("--replicas", type=int, default=None, metavar="N", help="run N replicas (a fixed number)")
+    ray.add_argument("--min-replicas", type=int, default=None, metavar="N", help="autoscaling: at least N "
+                     "replicas (default: 1; giving --max-replicas turns autoscaling on)")
+    ray.add_argument("--max-replicas", type=int, default=None, metavar="N", help="autoscaling: at most N replicas")
+    ray.add_argument("--target-ongoing-requests", type=float, default=None, metavar="R", help="autoscaling: "
+                     "the requests per replica (running and waiting) Ray scales towards (default: --max-batch)")
+    ray.add_argument("--ray-address", default=None, metavar="ADDRESS", help="join this Ray cluster ('auto': the "
+                     "one this machine belongs to) instead of starting a local one on 127.0.0.1; --host and --port "
+                     "apply if Serve is not running there yet")
+
+
 def serve(args):
+    app_options = check_args(args)
+    if wants_ray(args):
+        try:
+            from .ray_serve import run_on_ray
+        except ModuleNotFoundError as e:
+            if (e.name or "").split(".")[0] != "ray":
+                raise
+            raise EstellaError("--replicas and the other Ray Serve flags need Ray Serve: "
+                               "pip install 'estella[ray]'") from None
+        run_on_ray(args, app_options)
+        return 0
+    try:
+        run_server(args.export_dir, host=args.host, port=args.port, backend=args.backend, precision=args.precision,
+                   threads=args.threads, max_batch=args.max_batch, max_queue=args.max_queue, max_chars=args.max_chars,
+                   shutdown_timeout=args.shutdown_timeout, timeout_keep_alive=args.timeout_keep_alive,
+                   timeout_header=args.timeout_header, max_connections=args.max_connections, **app_options)
+    except EngineFailed as e:  # not bad input: exit 1, for a supervisor to restart the server
+        print(f"estella serve: error: {e}; stopped so that a supervisor can restart it", file=sys.stderr)
+        return 1
+    return 0
+
+
+def wants_ray(args):
+    return any(getattr(args, flag) is not None for flag in
+               ("replicas", "min_replicas", "max_replicas", "target_ongoing_requests", "ray_address"))
+
+
+def check_args(args):
+    """Refuse bad flags (an EstellaError naming the flag); returns the HTTP app's options from them
+    (create_app's keyword arguments: model_name, api_keys, ..., limits, chat_template)."""
     for flag, value, low in (("--threads", args.threads, 1), ("--max-batch", args.max_batch, 1),
                              ("--max-queue", args.max_queue, 0), ("--max-chars", args.max_chars, 0),
                              ("--port", args.port, 1), ("--shutdown-timeout", args.shutdown_timeout, 0),
@@ -77,15 +124,25 @@ def serve(args):
               "machine can use the server", file=sys.stderr)
     if not os.path.isfile(os.path.join(args.export_dir, "manifest.json")):
         raise EstellaError(f"{args.export_dir} is not an export directory (it has no manifest.json)")
+    if wants_ray(args):
+        check_ray_args(args)
     name = args.model_name or os.path.basename(os.path.normpath(os.path.abspath(args.export_dir)))
-    try:
-        run_server(args.export_dir, host=args.host, port=args.port, backend=args.backend, precision=args.precision,
-                   threads=args.threads, max_batch=args.max_batch, max_queue=args.max_queue, max_chars=args.max_chars,
-                   api_keys=args.api_key, cors_origins=args.cors_origin, shutdown_timeout=args.shutdown_timeout,
-                   model_name=name, limits=limits, chat_template=chat_template,
-                   metrics_need_key=args.metrics_need_key, timeout_keep_alive=args.timeout_keep_alive,
-                   timeout_header=args.timeout_header, max_connections=args.max_connections)
-    except EngineFailed as e:  # not bad input: exit 1, for a supervisor to restart the server
-        print(f"estella serve: error: {e}; stopped so that a supervisor can restart it", file=sys.stderr)
-        return 1
-    return 0
+    return {"model_name": name, "api_keys": args.api_key, "cors_origins": args.cors_origin, "limits": limits,
+            "chat_template": chat_template, "metrics_need_key": args.metrics_need_key}
+
+
+def check_ray_args(args):
+    for flag, value, low in (("--replicas", args.replicas, 1), ("--min-replicas", args.min_replicas, 0),
+                             ("--max-replicas", args.max_replicas, 1)):
+        if value is not None and value < low:
+            raise EstellaError(f"{flag} must be >= {low}, got {value}")
+    if args.target_ongoing_requests is not None and not args.target_ongoing_requests > 0:
+        raise EstellaError(f"--target-ongoing-requests must be > 0, got {args.target_ongoing_requests}")
+    autoscaling = (args.min_replicas, args.max_replicas, args.target_ongoing_requests) != (None, None, None)
+    if autoscaling and args.replicas is not None:
+        raise EstellaError("--replicas (a fixed number) and --min-replicas/--max-replicas/--target-ongoing-requests "
+                           "(autoscaling) exclude each other: give one or the other")
+    if autoscaling and args.max_replicas is None:
+        raise EstellaError("autoscaling needs --max-replicas")
+    if autoscaling and (args.min_replicas or 1) > args.max_replicas:
+        raise EstellaError(f"--min-replicas ({args.min_replicas}) must be <= --max-replicas ({args.max_replicas})")

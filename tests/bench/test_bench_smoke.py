@@ -50,7 +50,7 @@ def test_generation_part_writes_report(corpus_path, tmp_path, cache):
 def test_serving_part_writes_report(corpus_path, tmp_path, cache):
     """A real `estella serve` per precision under 1 and 2 streaming clients, against generate_many."""
     settings = suite.Settings(quick=True)
-    settings.serving = {"clients": "1,2", "requests": 1, "chars": 20, "repeats": 2}
+    settings.serving = {"clients": "1,2", "requests": 1, "chars": 20, "repeats": 2, "ray_clients": "1,2"}
     out = tmp_path / "out"
     suite.run(out_dir=str(out), corpus=corpus_path, sections=("serving",), settings=settings, shapes=TINY,
               cache=cache, log=lambda *a: None)
@@ -66,8 +66,15 @@ def test_serving_part_writes_report(corpus_path, tmp_path, cache):
                 assert rate["n"] == 2 and 0 < rate["min"] <= rate["median"] <= rate["max"]
             assert 0 < c["ttft_ms"]["p50"] <= c["ttft_ms"]["p99"] <= c["ttft_ms"]["max"]
         assert cases["2"]["ttft_ms"]["n"] == 2 * 2 * 1  # 2 rounds x 2 clients x 1 request, each one timed
+    # Ray Serve's overhead: one replica on a local Ray cluster against the bare server, same clients.
+    assert set(sv["ray"]) == {"int8"} and set(sv["ray"]["int8"]) == {"1", "2"}
+    for c in sv["ray"]["int8"].values():
+        for side in (c["bare"], c["ray"]):
+            assert side["chars_per_s"]["n"] == 2 and 0 < side["chars_per_s"]["min"]
+            assert 0 < side["ttft_ms"]["p50"] <= side["ttft_ms"]["p99"]
     text = (out / "BENCHMARKS.md").read_text()
     assert "## Serving" in text and "**tflite int8**" in text and "served ÷ generate_many" in text
+    assert "Ray Serve's overhead" in text and "Ray ÷ bare" in text
 
 
 def test_training_part_measures_a_stacked_preset(corpus_slice):
