@@ -21,7 +21,7 @@ from . import manifest as manifest_mod
 from .manifest import ArtifactSpec
 from .errors import ExportError
 from .onnx import write_onnx, write_onnx_int8
-from .parity import PRIME_STEPS, KerasReference, bpc_section, check_export, prime_ids
+from .parity import PRIME_STEPS, bpc_section, check_export, prime_ids, reference_for_run
 from .savedmodel import SAVED_MODEL_DIR, write_saved_model
 from .tflite import write_tflite
 from .validation import validation_text
@@ -74,10 +74,11 @@ def export_run(run_dir, out_dir=None, force=False, prime_steps=PRIME_STEPS, log=
         manifest = manifest_mod.new_manifest(vocab, V, E, U, artifacts,
                                              manifest_mod.provenance(run_dir, cfg, progress, val_named))
 
-        log(f"checking parity against the Keras reference ({prime_steps} fed-back steps)")
-        reference = KerasReference(step_model, vocab.chars)
+        reference, described = reference_for_run(cfg, step_model, vocab.chars, log)
+        log(f"checking parity against the {described['library']} reference ({prime_steps} fed-back steps)")
         prime, prime_source = prime_ids(reference, val_ids, cfg["corpus"].get("path"), prime_steps)
         manifest["parity"] = check_export(tmp, manifest, reference, prime, prime_source)
+        manifest["parity"]["reference"] = described
         if val_ids is not None:
             log(f"measuring bits per character on {len(val_ids)} characters of the validation text")
         manifest["parity"]["bpc"] = bpc_section(tmp, manifest, val_ids, f"validation text of {cfg['corpus'].get('path')}")
