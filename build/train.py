@@ -14,6 +14,7 @@ state.json is written last each epoch: it is the one commit point, naming the ch
 
 import contextlib
 import csv
+import dataclasses
 import hashlib
 import io
 import json
@@ -235,25 +236,31 @@ def _intact(run_dir, name, sha256):
 
 
 def train(run_dir, corpus_source, preset_name=None, cache_dir=None, verbose="auto", data_dir=None,
-          mixed_precision=None, distribute="none", **overrides):
+          mixed_precision=None, distribute="none", init_from=None, extend_vocab=False, **overrides):
     """Train a run, or continue it exactly from its last finished epoch. Returns the run's progress dict.
 
     preset_name None means the run's own preset on resume, "default" for a new run.
     data_dir: a folder from `estella prepare`, read from disk instead of corpus_source.
     mixed_precision: auto|off|bfloat16|float16 (build/precision.py); None: off, or a resumed run's own.
     distribute: none|mirrored|multi-worker (build/distribute.py).
+    init_from: a run directory whose best weights, architecture and vocabulary a new run starts from;
+    extend_vocab: add the corpus' characters that vocabulary lacks (build/init_from.py).
     The chief holds the run's exclusive lock throughout: a second trainer on the same directory fails
     at once (RunLocked). Other workers of a multi-worker run write nothing there, so take no lock."""
     dist = distribute_mod.setup(distribute)  # first: a multi-worker strategy must start before TensorFlow runs
     with runlock.exclusive(run_dir) if dist.is_chief else contextlib.nullcontext():
-        return _train(run_dir, corpus_source, preset_name, cache_dir, verbose, data_dir, mixed_precision, dist, overrides)
+        return _train(run_dir, corpus_source, preset_name, cache_dir, verbose, data_dir, mixed_precision, dist, overrides,
+                      init_from, extend_vocab)
 
 
-def _train(run_dir, corpus_source, preset_name, cache_dir, verbose, data_dir, mixed_precision, dist, overrides):
+def _train(run_dir, corpus_source, preset_name, cache_dir, verbose, data_dir, mixed_precision, dist, overrides,
+           init_from=None, extend_vocab=False):
     progress = read_progress(run_dir)
+    refuse_imported(run_dir, progress)
     resuming = progress is not None and progress["epochs_done"] > 0
     if resuming:
         cfg = config_mod.load_config(run_dir)
+        check_resumed_init(run_dir, cfg, init_from)
         hp = cfg["hparams"]
         # Only the epoch count may change on resume; anything else would be another run.
         changed = {k: v for k, v in overrides.items() if v is not None and k != "epochs" and getattr(hp, k) != v}
@@ -274,6 +281,10 @@ def _train(run_dir, corpus_source, preset_name, cache_dir, verbose, data_dir, mi
     else:
         preset_name = preset_name or "default"
         hp = config_mod.preset(preset_name, **overrides)
+    if init_from and data_dir:
+        raise RunError("--init-from takes its text from --corpus; a prepared --data folder has a vocabulary of its own")
+    init = None
+    from . import init_from as init_from_mod  # here: it reads runs with this module's helpers
     mixed_precision = precision.resolve(mixed_precision or "off")
 
     if data_dir:
@@ -283,7 +294,16 @@ def _train(run_dir, corpus_source, preset_name, cache_dir, verbose, data_dir, mi
     else:
         corpus = load_corpus(corpus_source, min_chars=4 * windows_needed(hp.seq_length, 1), cache_dir=cache_dir)
         vocab = Vocab.from_text(corpus.text)
-        train_ids, val_ids = split(vocab.encode(corpus.text), hp.validation_fraction)
+        if resuming and cfg.get("init_from"):  # the vocabulary it started with, maybe more than this text uses
+            vocab = Vocab.load(os.path.join(run_dir, "vocab.json"))
+        elif init_from and not resuming:
+            init = init_from_mod.prepare(init_from, run_dir, corpus.text, extend_vocab, overrides)
+            vocab = init.vocab
+            hp = dataclasses.replace(hp, embedding_dim=init.embedding_dim, units=init.units_value())
+        try:
+            train_ids, val_ids = split(vocab.encode(corpus.text), hp.validation_fraction)
+        except ValueError as e:  # a resumed fine-tuned run given a text with characters it never had
+            raise RunError(f"corpus {corpus_source} does not fit the vocabulary of {run_dir}: {e}") from None
         corpus_entry = {"source": corpus.source, "path": corpus.path, "sha256": corpus.sha256,
                         "chars": len(corpus.text), "train_chars": len(train_ids), "validation_chars": len(val_ids)}
     if resuming:
@@ -320,9 +340,12 @@ def _train(run_dir, corpus_source, preset_name, cache_dir, verbose, data_dir, mi
         else:
             if dist.is_chief:
                 config_mod.save_config(os.path.join(run_dir, "config.json"), preset_name, hp, len(vocab),
-                                       corpus=corpus_entry, mixed_precision=mixed_precision)
+                                       corpus=corpus_entry, mixed_precision=mixed_precision,
+                                       extra=init and {"init_from": init.record()})
                 vocab.save(os.path.join(run_dir, "vocab.json"))
             model = build_model(len(vocab), hp.embedding_dim, hp.units)
+            if init:
+                init_from_mod.apply(model, init)
             compile_model(model, hp)
             progress = new_progress()
             initial_epoch = 0
@@ -363,6 +386,21 @@ def _train(run_dir, corpus_source, preset_name, cache_dir, verbose, data_dir, mi
     print(f"best: epoch {progress['best_epoch']}, val_loss {progress['best_val_loss']:.4f} nats "
           f"= {progress['best_val_bpc']:.3f} bits/char -> {os.path.join(run_dir, 'best.weights.h5')}")
     return progress
+
+
+def refuse_imported(run_dir, progress):
+    """An imported run has no checkpoint to resume, and training into it would overwrite its config."""
+    if progress and progress.get("imported"):
+        raise RunError(f"{run_dir} is an imported model ({progress['imported'].get('source')}); train a new run "
+                       f"from it: estella train NEW_RUN --init-from {run_dir} --corpus TEXT")
+
+
+def check_resumed_init(run_dir, cfg, init_from):
+    """On resume, --init-from may repeat the run's own starting point, nothing else."""
+    started = (cfg.get("init_from") or {}).get("run")
+    if init_from and (not started or os.path.abspath(init_from) != started):
+        raise RunError(f"{run_dir} already has {'a start of its own (' + started + ')' if started else 'trained epochs'}; "
+                       f"--init-from {init_from} applies to a new run directory only")
 
 
 def forget_unfinished_run(run_dir):

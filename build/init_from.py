@@ -1,0 +1,123 @@
+"""`estella train NEW_RUN --init-from RUN`: start a new run from another run's best weights (trained or
+imported), with its architecture and vocabulary.
+
+Characters of the new text that the vocabulary lacks are an error listing them, unless
+--extend-vocab: then they are appended after the old ones (so every old id keeps its rows) and
+the embedding and the output layer get one fresh row (column) each. Every old row and every other
+weight is copied exactly. A new output bias starts at the lowest old bias rather than Dense's 0,
+so the model does not begin by favouring characters it has never seen.
+"""
+
+import dataclasses
+import os
+
+import numpy as np
+
+from . import runlock
+from .config import load_config
+from .errors import RunError
+from .train import read_progress, sha256_file
+from .vocab import Vocab
+
+BEST = "best.weights.h5"
+ARCHITECTURE_FLAGS = ("embedding_dim", "units")
+
+
+@dataclasses.dataclass
+class InitFrom:
+    run: str
+    weights_path: str
+    sha256: str
+    cell: str
+    units: list
+    embedding_dim: int
+    dropout: float
+    old_vocab: Vocab
+    vocab: Vocab  # the new run's: old_vocab plus `added`
+    added: list
+    weights: dict = dataclasses.field(repr=False)  # layer name -> arrays of RUN's best weights
+
+    def record(self) -> dict:
+        """config.json's "init_from": where the run started."""
+        return {"run": self.run, "weights": self.weights_path, "sha256": self.sha256,
+                "vocab_size": len(self.old_vocab), "added_chars": self.added}
+
+    def units_value(self):
+        return self.units[0] if len(self.units) == 1 else list(self.units)
+
+
+def architecture(cfg) -> tuple:
+    """(cell, units list, embedding_dim, dropout) of a run's config (an old config: one GRU layer)."""
+    from .model import units_list
+
+    hp = cfg["hparams"]
+    return (cfg.get("cell", "gru"), units_list(cfg.get("units", hp.units)), hp.embedding_dim,
+            float(cfg.get("dropout", 0.0)))
+
+
+def prepare(init_run, new_run, text, extend_vocab, overrides) -> InitFrom:
+    """Read RUN under its shared lock (a trainer writing it makes this fail at once) and check the new
+    run's flags and text against it."""
+    if os.path.abspath(init_run) == os.path.abspath(new_run):
+        raise RunError(f"--init-from {init_run} is the run being trained; give another run directory")
+    if not os.path.isdir(init_run):
+        raise RunError(f"--init-from {init_run}: no such run directory")
+    with runlock.shared(init_run):
+        cfg = load_config(init_run)
+        progress = read_progress(init_run)
+        vocab = Vocab.load(os.path.join(init_run, "vocab.json"))
+        path = os.path.join(init_run, BEST)
+        if not os.path.isfile(path):
+            raise RunError(f"--init-from {init_run} has no {BEST}: it has no finished epoch (train it first)")
+        digest = sha256_file(path)
+        if progress is None or progress.get("best_sha256") not in (None, digest):
+            state = "has no state.json" if progress is None else "is damaged: its sha256 is not the one its run recorded"
+            raise RunError(f"--init-from {init_run}: {path} {state}; restore it or start from another run")
+        cell, units, embedding_dim, dropout = architecture(cfg)
+        weights = read_weights(path, len(vocab), embedding_dim, units, cell, dropout, init_run)
+    asked = {k: overrides.get(k) for k in ARCHITECTURE_FLAGS if overrides.get(k) is not None}
+    have = {"embedding_dim": embedding_dim, "units": units if len(units) > 1 else units[0]}
+    differ = {k: v for k, v in asked.items() if v != have[k]}
+    if differ:
+        flags = ", ".join(f"--{k.replace('_', '-')} {v} (it has {have[k]})" for k, v in differ.items())
+        raise RunError(f"--init-from {init_run} has another architecture than the flags ask for: {flags}; drop "
+                       "those flags, a fine-tuned run keeps the architecture it starts from")
+    added = sorted(set(text) - set(vocab.chars))
+    if added and not extend_vocab:
+        raise RunError(f"the new text has {len(added)} characters that the vocabulary of {init_run} lacks: {added!r}; "
+                       "pass --extend-vocab to add them (new embedding and output rows), or remove them from the text")
+    return InitFrom(run=os.path.abspath(init_run), weights_path=os.path.abspath(path), sha256=digest, cell=cell,
+                    units=units, embedding_dim=embedding_dim, dropout=dropout, old_vocab=vocab,
+                    vocab=Vocab(vocab.chars + added), added=added, weights=weights)
+
+
+def read_weights(path, vocab_size, embedding_dim, units, cell, dropout, run) -> dict:
+    from .model import build_model, layer_names
+
+    model = build_model(vocab_size, embedding_dim, units, cell=cell, dropout=dropout)
+    try:
+        model.load_weights(path)
+    except Exception as e:  # Keras raises ValueError or OSError by cause
+        raise RunError(f"--init-from {run}: cannot load {path} into its own architecture ({cell} {units}, "
+                       f"E={embedding_dim}, V={vocab_size}): {e}") from None
+    return {name: model.get_layer(name).get_weights() for name in layer_names(cell, len(units))}
+
+
+def apply(model, init: InitFrom):
+    """Set the new run's freshly built model to RUN's weights; the rows of added characters keep their
+    fresh initialisation (output bias: the lowest old one)."""
+    old_v = len(init.old_vocab)
+    for name, arrays in init.weights.items():
+        layer = model.get_layer(name)
+        fresh = layer.get_weights()
+        if name == "embedding":
+            fresh[0][:old_v] = arrays[0]
+        elif name == "logits":
+            fresh[0][:, :old_v] = arrays[0]
+            fresh[1][:old_v] = arrays[1]
+            fresh[1][old_v:] = np.min(arrays[1])
+        else:
+            fresh = arrays
+        if [w.shape for w in fresh] != [w.shape for w in layer.get_weights()]:
+            raise RunError(f"--init-from {init.run}: layer {name} does not fit the new model")
+        layer.set_weights(fresh)
