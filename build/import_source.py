@@ -114,23 +114,27 @@ def _h5_layer_weights(group, name, path):
 
 
 def model_layers(config, path) -> list:
-    """[{"class_name", "config"}] of a Sequential or a chain-shaped functional model, in order."""
+    """[{"class_name", "config", "inbound"}] of a Sequential or functional model, in order; "inbound" (the
+    layer names a functional layer takes) is None in a Sequential. check_chain checks them."""
     kind = config.get("class_name")
     inner = config.get("config", {})
-    if kind == "Sequential":
-        return [_plain_layer(layer) for layer in inner.get("layers", [])]
-    if kind in ("Functional", "Model"):
-        layers = [_plain_layer(layer) for layer in inner.get("layers", [])]
-        previous = None
-        for layer, raw in zip(layers, inner.get("layers", [])):
-            inbound = _inbound_names(raw.get("inbound_nodes", []))
-            if layer["class_name"] != "InputLayer" and inbound != [previous]:
-                raise SourceError(f"{path}: layer {layer['config'].get('name')!r} takes {inbound or 'no input'}; "
-                                   "estella imports a chain of layers (Embedding -> GRU/LSTM ... -> Dense), "
-                                   "each taking the one before")
-            previous = layer["config"].get("name")
-        return layers
-    raise SourceError(f"{path}: the model is a {kind}; estella imports a Sequential or functional model")
+    if kind not in ("Sequential", "Functional", "Model"):
+        raise SourceError(f"{path}: the model is a {kind}; estella imports a Sequential or functional model")
+    functional = kind != "Sequential"
+    return [{**_plain_layer(layer), "inbound": _inbound_names(layer.get("inbound_nodes", [])) if functional else None}
+            for layer in inner.get("layers", [])]
+
+
+def check_chain(layers, path):
+    """Each layer of a functional model takes the one before it, and only that."""
+    previous = None
+    for layer in layers:
+        inbound = layer.get("inbound")
+        if inbound is not None and layer["class_name"] != "InputLayer" and inbound != [previous]:
+            raise SourceError(f"{path}: layer {layer['config'].get('name')!r} takes {inbound or 'no input'}; "
+                              "estella imports a chain of layers (Embedding -> GRU/LSTM ... -> Dense), each "
+                              "taking the one before")
+        previous = layer["config"].get("name")
 
 
 def _plain_layer(layer):
@@ -215,6 +219,7 @@ def check_layers(layers, path) -> dict:
         else:
             raise SourceError(f"{where}: estella imports Embedding, GRU, LSTM, Dropout and Dense layers only")
     _check_shape(path, embedding, rnn, dense, kinds)
+    check_chain(layers, path)
     cell = kinds[0]
     return {"cell": cell, "layers": described, "dropout": dropout,
             "names": dict(zip(["embedding", *rnn_layer_names(cell, len(rnn)), "logits"], [embedding, *rnn, dense]))}
@@ -279,7 +284,7 @@ def read_checkpoint(path) -> Source:
         reader = tf.train.load_checkpoint(prefix)
         shapes = reader.get_variable_to_shape_map()
         values = {k: reader.get_tensor(k) for k in shapes if k.startswith("layer_with_weights-")}
-    except (tf.errors.OpError, ValueError) as e:
+    except Exception as e:  # the reader raises OpError, IndexError ("Read less bytes") or ValueError by damage
         raise SourceError(f"cannot read checkpoint {prefix}: it is incomplete or damaged "
                            f"({type(e).__name__}: {str(e).splitlines()[0]})") from None
     layers = {}
