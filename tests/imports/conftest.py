@@ -87,3 +87,13 @@ def keras_gru_source(source_text):
 @pytest.fixture(scope="session")
 def refused_sources(source_text):
     return make_source("refused-checkpoints", source_text)
+
+
+@pytest.fixture(scope="session")
+def chapter_run(chapter_source, source_text, tmp_path_factory):
+    """The chapter's checkpoint imported into a run directory (shared: copy it before changing it)."""
+    from estella.build.importer import import_model
+
+    run = str(tmp_path_factory.mktemp("imported") / "book")
+    import_model(os.path.join(chapter_source, "checkpoints"), run, source_text, log=lambda *a: None)
+    return run
