@@ -72,6 +72,19 @@ def test_the_chapters_checkpoint_deploys_in_two_commands(capsys, chapter_source,
     check_greedy(run / "export", chapter_source)
 
 
+def test_sample_on_an_imported_run_writes_the_sources_text(capsys, chapter_run, chapter_source):
+    """`estella sample --temperature 0` (estella's Keras rebuild) agrees with the chapter's own greedy text."""
+    with open(os.path.join(chapter_source, "greedy.json"), encoding="utf-8") as f:
+        expected = json.load(f)
+    from estella.runtime.cli import main
+
+    code = main(["sample", chapter_run, "--prime", expected["prime"], "--temperature", "0",
+                 "--chars", str(len(expected["text"]) - len(expected["prime"]))])
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    assert out.out == expected["text"] + "\n"
+
+
 def test_a_keras2_h5_file(capsys, h5_source, source_text, tmp_path):
     with open(source_text, encoding="utf-8") as f:
         chars = sorted(set(f.read()))
