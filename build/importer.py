@@ -57,8 +57,11 @@ def import_model(source_path, run_dir, vocab_path, log=print) -> dict:
     source = read_source(source_path)
     vocab = read_vocab(vocab_path, source.vocab_size, source_path)
     parent = os.path.dirname(run_dir)
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=".import-tmp-", dir=parent)
+    try:
+        os.makedirs(parent, exist_ok=True)
+        tmp = tempfile.mkdtemp(prefix=".import-tmp-", dir=parent)
+    except OSError as e:
+        raise SourceError(f"cannot write the run directory {run_dir}: {e.strerror} ({e.filename or parent})") from None
     try:
         cfg = write_run(tmp, source, vocab, vocab_path)
         os.chmod(tmp, 0o755)
