@@ -10,6 +10,8 @@ generated text and batches stay in tests/parity: they cost thousands of steps pe
 Every number goes into the manifest, with the bits per character of int8 and float on the validation text.
 """
 
+import sys
+
 import numpy as np
 import tensorflow as tf
 
@@ -55,7 +57,7 @@ class StepReference(Backend):
         return self._call(ids, state)
 
 
-def reference_for_run(cfg, step_model, chars, log=print):
+def reference_for_run(cfg, step_model, chars):
     """(reference, description): an imported run is checked against its source model loaded by its own
     library (build/import_reference.py); a trained run, or an import whose source cannot be loaded
     (moved, changed, library missing: said in the description), against the run's Keras step model."""
@@ -68,7 +70,7 @@ def reference_for_run(cfg, step_model, chars, log=print):
     try:
         step, size, described = source_step(record)
     except ReferenceUnavailable as e:
-        log(f"warning: checking against estella's rebuild of the import, not its source: {e}")
+        print(f"warning: checking against estella's rebuild of the import, not its source: {e}", file=sys.stderr)
         return keras_reference, {"kind": "run", "library": "keras", "source_unavailable": str(e)}
     return StepReference(step, size, keras_reference.vocab_size, chars), described
 

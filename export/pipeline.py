@@ -74,7 +74,7 @@ def export_run(run_dir, out_dir=None, force=False, prime_steps=PRIME_STEPS, log=
         manifest = manifest_mod.new_manifest(vocab, V, E, U, artifacts,
                                              manifest_mod.provenance(run_dir, cfg, progress, val_named))
 
-        reference, described = reference_for_run(cfg, step_model, vocab.chars, log)
+        reference, described = reference_for_run(cfg, step_model, vocab.chars)
         log(f"checking parity against the {described['library']} reference ({prime_steps} fed-back steps)")
         prime, prime_source = prime_ids(reference, val_ids, cfg["corpus"].get("path"), prime_steps)
         manifest["parity"] = check_export(tmp, manifest, reference, prime, prime_source)

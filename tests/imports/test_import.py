@@ -130,6 +130,20 @@ def test_the_gate_checks_against_the_source_not_the_rebuild(capsys, chapter_sour
     assert not (run / "export").exists()
 
 
+def test_a_source_that_moved_is_said_in_the_manifest(capsys, chapter_source, source_text, tmp_path):
+    """The gate then checks against estella's rebuild, and the manifest says why."""
+    checkpoints = tmp_path / "checkpoints"
+    shutil.copytree(os.path.join(chapter_source, "checkpoints"), checkpoints)
+    code, err = cli(capsys, "import", checkpoints, tmp_path / "book", "--vocab", source_text)
+    assert code == 0, err
+    shutil.rmtree(checkpoints)
+    code, err = cli(capsys, "export", tmp_path / "book")
+    assert code == 0 and "checking against estella's rebuild of the import, not its source" in err
+    manifest = json.loads((tmp_path / "book" / "export" / "manifest.json").read_text())
+    assert manifest["parity"]["reference"]["kind"] == "run"
+    assert "is no longer there" in manifest["parity"]["reference"]["source_unavailable"]
+
+
 def keras3_model(path, rnn=None, wrap=None):
     import keras
 
