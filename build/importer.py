@@ -89,13 +89,14 @@ def write_run(run_dir, source, vocab, vocab_path) -> dict:
     best = os.path.join(run_dir, BEST)
     model.save_weights(best)
     digest = sha256_file(best)
-    units = source.units[0] if len(source.units) == 1 else list(source.units)
-    hp = config_mod.HParams(embedding_dim=source.embedding_dim, units=units)
-    record = import_record(source, vocab_path)
-    cfg = {"preset": None, "hparams": dataclasses.asdict(hp), "cell": source.cell, "layers": len(source.units),
-           "units": list(source.units), "dropout": source.dropout, "vocab_size": source.vocab_size,
+    # The architecture as a trained run records it; the training settings are HParams' defaults
+    # (a fine-tuned run takes its own from its preset and flags).
+    hp = config_mod.HParams(embedding_dim=source.embedding_dim, units=list(source.units), cell=source.cell,
+                            layers=len(source.units), dropout=source.dropout)
+    hp.check_architecture()
+    cfg = {"preset": None, "hparams": dataclasses.asdict(hp), "vocab_size": source.vocab_size,
            "corpus": {"source": None, "path": None, "sha256": None}, "mixed_precision": "off",
-           "import": record, "versions": config_mod.versions()}
+           "import": import_record(source, vocab_path), "versions": config_mod.versions()}
     write_json(os.path.join(run_dir, "config.json"), cfg)
     vocab.save(os.path.join(run_dir, "vocab.json"))
     # A finished run with no epoch of its own: export reads its best weights; `estella train` refuses

@@ -14,13 +14,14 @@ import os
 import numpy as np
 
 from . import runlock
-from .config import load_config
+from .config import format_units, load_config, with_overrides
 from .errors import RunError
 from .train import read_progress, sha256_file
 from .vocab import Vocab
 
 BEST = "best.weights.h5"
-ARCHITECTURE_FLAGS = ("embedding_dim", "units")
+# What the weights' shapes fix; dropout is a training setting, which the new run may change.
+ARCHITECTURE_FLAGS = ("embedding_dim", "cell", "layers", "units")
 
 
 @dataclasses.dataclass
@@ -28,10 +29,7 @@ class InitFrom:
     run: str
     weights_path: str
     sha256: str
-    cell: str
-    units: list
-    embedding_dim: int
-    dropout: float
+    hparams: object  # RUN's HParams: its architecture is the new run's
     old_vocab: Vocab
     vocab: Vocab  # the new run's: old_vocab plus `added`
     added: list
@@ -42,17 +40,13 @@ class InitFrom:
         return {"run": self.run, "weights": self.weights_path, "sha256": self.sha256,
                 "vocab_size": len(self.old_vocab), "added_chars": self.added}
 
-    def units_value(self):
-        return self.units[0] if len(self.units) == 1 else list(self.units)
-
-
-def architecture(cfg) -> tuple:
-    """(cell, units list, embedding_dim, dropout) of a run's config (an old config: one GRU layer)."""
-    from .model import units_list
-
-    hp = cfg["hparams"]
-    return (cfg.get("cell", "gru"), units_list(cfg.get("units", hp.units)), hp.embedding_dim,
-            float(cfg.get("dropout", 0.0)))
+    def new_hparams(self, hp, overrides):
+        """The new run's settings: its preset and flags, with RUN's architecture (and RUN's dropout
+        unless --dropout is given)."""
+        dropout = overrides.get("dropout")
+        return dataclasses.replace(hp, embedding_dim=self.hparams.embedding_dim, cell=self.hparams.cell,
+                                   layers=self.hparams.layers, units=list(self.hparams.units),
+                                   dropout=self.hparams.dropout if dropout is None else dropout)
 
 
 def prepare(init_run, new_run, text, extend_vocab, overrides) -> InitFrom:
@@ -73,34 +67,40 @@ def prepare(init_run, new_run, text, extend_vocab, overrides) -> InitFrom:
         if progress is None or progress.get("best_sha256") not in (None, digest):
             state = "has no state.json" if progress is None else "is damaged: its sha256 is not the one its run recorded"
             raise RunError(f"--init-from {init_run}: {path} {state}; restore it or start from another run")
-        cell, units, embedding_dim, dropout = architecture(cfg)
-        weights = read_weights(path, len(vocab), embedding_dim, units, cell, dropout, init_run)
-    asked = {k: overrides.get(k) for k in ARCHITECTURE_FLAGS if overrides.get(k) is not None}
-    have = {"embedding_dim": embedding_dim, "units": units if len(units) > 1 else units[0]}
-    differ = {k: v for k, v in asked.items() if v != have[k]}
+        hp = cfg["hparams"]
+        weights = read_weights(path, len(vocab), hp, init_run)
+    try:
+        asked = with_overrides(hp, **{k: overrides.get(k) for k in ARCHITECTURE_FLAGS})
+    except ValueError as e:
+        raise RunError(str(e)) from None
+    differ = [k for k in ARCHITECTURE_FLAGS if getattr(asked, k) != getattr(hp, k)]
     if differ:
-        flags = ", ".join(f"--{k.replace('_', '-')} {v} (it has {have[k]})" for k, v in differ.items())
+        flags = ", ".join(f"--{k.replace('_', '-')} {_value(getattr(asked, k))} (it has {_value(getattr(hp, k))})"
+                          for k in differ)
         raise RunError(f"--init-from {init_run} has another architecture than the flags ask for: {flags}; drop "
                        "those flags, a fine-tuned run keeps the architecture it starts from")
     added = sorted(set(text) - set(vocab.chars))
     if added and not extend_vocab:
         raise RunError(f"the new text has {len(added)} characters that the vocabulary of {init_run} lacks: {added!r}; "
                        "pass --extend-vocab to add them (new embedding and output rows), or remove them from the text")
-    return InitFrom(run=os.path.abspath(init_run), weights_path=os.path.abspath(path), sha256=digest, cell=cell,
-                    units=units, embedding_dim=embedding_dim, dropout=dropout, old_vocab=vocab,
-                    vocab=Vocab(vocab.chars + added), added=added, weights=weights)
+    return InitFrom(run=os.path.abspath(init_run), weights_path=os.path.abspath(path), sha256=digest, hparams=hp,
+                    old_vocab=vocab, vocab=Vocab(vocab.chars + added), added=added, weights=weights)
 
 
-def read_weights(path, vocab_size, embedding_dim, units, cell, dropout, run) -> dict:
+def _value(value):
+    return format_units(value) if isinstance(value, list) else value
+
+
+def read_weights(path, vocab_size, hp, run) -> dict:
     from .model import build_model, layer_names
 
-    model = build_model(vocab_size, embedding_dim, units, cell=cell, dropout=dropout)
+    model = build_model(vocab_size, hp.embedding_dim, hp.units, cell=hp.cell, dropout=hp.dropout)
     try:
         model.load_weights(path)
     except Exception as e:  # Keras raises ValueError or OSError by cause
-        raise RunError(f"--init-from {run}: cannot load {path} into its own architecture ({cell} {units}, "
-                       f"E={embedding_dim}, V={vocab_size}): {e}") from None
-    return {name: model.get_layer(name).get_weights() for name in layer_names(cell, len(units))}
+        raise RunError(f"--init-from {run}: cannot load {path} into its own architecture (V={vocab_size} "
+                       f"E={hp.embedding_dim} {hp.describe()}): {e}") from None
+    return {name: model.get_layer(name).get_weights() for name in layer_names(hp.cell, hp.layers)}
 
 
 def apply(model, init: InitFrom):

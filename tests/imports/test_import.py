@@ -95,7 +95,7 @@ def test_a_keras2_h5_file(capsys, h5_source, source_text, tmp_path):
     assert manifest["provenance"]["import"]["format"] == "h5"
     assert manifest["parity"]["reference"]["library"].startswith("tf-keras ")
     with open(run / "config.json", encoding="utf-8") as f:
-        assert json.load(f)["dropout"] == pytest.approx(0.1)  # its Dropout layer, for a fine-tuned run
+        assert json.load(f)["hparams"]["dropout"] == pytest.approx(0.1)  # its Dropout layer, for a fine-tuned run
     check_greedy(run / "export", h5_source)
 
 
@@ -112,7 +112,8 @@ def test_a_keras3_lstm_stack_imports(capsys, lstm_source, source_text, tmp_path)
     assert code == 0, err
     with open(run / "config.json", encoding="utf-8") as f:
         cfg = json.load(f)
-    assert (cfg["cell"], cfg["layers"], cfg["units"], cfg["dropout"]) == ("lstm", 2, [16, 12], pytest.approx(0.1))
+    hp = cfg["hparams"]
+    assert (hp["cell"], hp["layers"], hp["units"], hp["dropout"]) == ("lstm", 2, [16, 12], pytest.approx(0.1))
     assert [layer["class"] for layer in cfg["import"]["layers"]] == ["Embedding", "LSTM", "Dropout", "LSTM", "Dense"]
 
 

@@ -38,16 +38,15 @@ def added_chars(run, text_file):
 
 
 def old_weights(run):
-    from estella.build.init_from import architecture
     from estella.build.config import load_config
     from estella.build.model import build_model, layer_names
     from estella.build.vocab import Vocab
 
-    cell, units, embedding_dim, dropout = architecture(load_config(run))
+    hp = load_config(run)["hparams"]
     vocab = Vocab.load(os.path.join(run, "vocab.json"))
-    model = build_model(len(vocab), embedding_dim, units, cell=cell)
+    model = build_model(len(vocab), hp.embedding_dim, hp.units, cell=hp.cell)
     model.load_weights(os.path.join(run, "best.weights.h5"))
-    return {name: model.get_layer(name).get_weights() for name in layer_names(cell, len(units))}, vocab
+    return {name: model.get_layer(name).get_weights() for name in layer_names(hp.cell, hp.layers)}, vocab
 
 
 def test_extend_vocab_keeps_every_old_weight_exactly(chapter_run, new_text, tmp_path):
@@ -58,7 +57,7 @@ def test_extend_vocab_keeps_every_old_weight_exactly(chapter_run, new_text, tmp_
     init = init_from.prepare(chapter_run, tmp_path / "new", new_text.read_text(encoding="utf-8"), True, {})
     added = added_chars(chapter_run, new_text)
     assert init.added == added and init.vocab.chars == vocab.chars + added
-    model = build_model(len(init.vocab), init.embedding_dim, init.units_value(), cell=init.cell)
+    model = build_model(len(init.vocab), init.hparams.embedding_dim, init.hparams.units, cell=init.hparams.cell)
     init_from.apply(model, init)
     V = len(vocab)
     (embedding,) = model.get_layer("embedding").get_weights()
