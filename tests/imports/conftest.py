@@ -14,7 +14,7 @@ import pytest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SOURCES = os.path.join(HERE, "sources.py")
-TF_KERAS_MODES = ("chapter-checkpoint", "keras2-h5", "refused-checkpoints")
+TF_KERAS_MODES = ("chapter-checkpoint", "chapter-lstm-checkpoint", "keras2-h5", "refused-checkpoints")
 
 
 @pytest.fixture(scope="session")
@@ -67,6 +67,11 @@ def make_source(mode, text_file):
 @pytest.fixture(scope="session")
 def chapter_source(source_text):
     return make_source("chapter-checkpoint", source_text)
+
+
+@pytest.fixture(scope="session")
+def chapter_lstm_source(source_text):
+    return make_source("chapter-lstm-checkpoint", source_text)
 
 
 @pytest.fixture(scope="session")

@@ -10,6 +10,7 @@ from the prime in its own library (the chapter's generate_text with argmax for t
   chapter-checkpoint  tf-keras: the chapter's Sequential (Embedding -> GRU(stateful, batch_input_shape)
                       -> Dense), fit one short epoch with ModelCheckpoint(save_weights_only=True)
                       into OUT_DIR/checkpoints/ckpt_{epoch}
+  chapter-lstm-checkpoint  the same with two stateful LSTM layers, LSTM_EPOCHS epochs (ckpt_1 .. ckpt_3)
   keras2-h5           tf-keras: Embedding -> GRU(stateful) -> Dropout -> Dense, model.save("model.h5")
   keras3-lstm         Keras 3: a functional Embedding -> LSTM -> Dropout -> LSTM -> Dense, model.keras
   keras3-gru          Keras 3: a Sequential Embedding -> GRU -> Dense, model.keras
@@ -27,6 +28,7 @@ PRIME = "Pip"
 CHARS = 60
 SEQ, BATCH, E, U = 24, 8, 8, 16
 LEARNING_RATE = 0.02  # high, so that one short epoch already writes words, not one repeated character
+LSTM_EPOCHS = 3  # an LSTM stack learns slower: after one epoch it writes only spaces
 
 
 def data(text, chars):
@@ -37,11 +39,12 @@ def data(text, chars):
     return x[:n], y[:n]
 
 
-def chapter_model(tf, vocab_size, batch_size, cell="GRU", **settings):
+def chapter_model(tf, vocab_size, batch_size, cell="GRU", layers=1, **settings):
     rnn = getattr(tf.keras.layers, cell)
     return tf.keras.Sequential([
         tf.keras.layers.Embedding(vocab_size, E, batch_input_shape=[batch_size, None]),
-        rnn(U, return_sequences=True, stateful=True, recurrent_initializer="glorot_uniform", **settings),
+        *[rnn(U, return_sequences=True, stateful=True, recurrent_initializer="glorot_uniform", **settings)
+          for _ in range(layers)],
         tf.keras.layers.Dense(vocab_size)])
 
 
@@ -58,19 +61,19 @@ def chapter_greedy(tf, model, chars):
     return PRIME + "".join(out)
 
 
-def chapter_checkpoint(out, text, chars):
+def chapter_checkpoint(out, text, chars, cell="GRU", layers=1, epochs=1):
     import tensorflow as tf
 
     x, y = data(text, chars)
-    model = chapter_model(tf, len(chars), BATCH)
+    model = chapter_model(tf, len(chars), BATCH, cell, layers)
     model.compile(optimizer=tf.keras.optimizers.Adam(LEARNING_RATE), loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     checkpoint_dir = os.path.join(out, "checkpoints")
     callback = tf.keras.callbacks.ModelCheckpoint(filepath=os.path.join(checkpoint_dir, "ckpt_{epoch}"),
                                                   save_weights_only=True)
-    model.fit(x, y, batch_size=BATCH, epochs=1, callbacks=[callback], verbose=0, shuffle=False)
+    model.fit(x, y, batch_size=BATCH, epochs=epochs, callbacks=[callback], verbose=0, shuffle=False)
     # The chapter rebuilds the model for batch 1 and loads the latest checkpoint to generate.
-    model = chapter_model(tf, len(chars), 1)
-    model.load_weights(tf.train.latest_checkpoint(checkpoint_dir))
+    model = chapter_model(tf, len(chars), 1, cell, layers)
+    model.load_weights(tf.train.latest_checkpoint(checkpoint_dir))  # the last epoch's
     model.build(tf.TensorShape([1, None]))
     return chapter_greedy(tf, model, chars)
 
@@ -118,7 +121,7 @@ def keras3(out, text, chars, lstm):
         model = keras.Sequential([keras.Input(shape=(None,), dtype="int32"), keras.layers.Embedding(len(chars), E),
                                   keras.layers.GRU(U, return_sequences=True), keras.layers.Dense(len(chars))])
     model.compile(optimizer=keras.optimizers.Adam(LEARNING_RATE), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    model.fit(x, y, batch_size=BATCH, epochs=1, verbose=0, shuffle=False)
+    model.fit(x, y, batch_size=BATCH, epochs=LSTM_EPOCHS if lstm else 1, verbose=0, shuffle=False)
     path = os.path.join(out, "model.keras")
     model.save(path)
     loaded = keras.saving.load_model(path)
@@ -150,7 +153,8 @@ def main(mode, out, text_file):
     import tensorflow as tf
 
     tf.keras.utils.set_random_seed(1)
-    make = {"chapter-checkpoint": chapter_checkpoint, "keras2-h5": keras2_h5, "refused-checkpoints": refused_checkpoints,
+    make = {"chapter-checkpoint": chapter_checkpoint,
+            "chapter-lstm-checkpoint": lambda o, t, c: chapter_checkpoint(o, t, c, "LSTM", 2, LSTM_EPOCHS), "keras2-h5": keras2_h5, "refused-checkpoints": refused_checkpoints,
             "keras3-lstm": lambda o, t, c: keras3(o, t, c, lstm=True),
             "keras3-gru": lambda o, t, c: keras3(o, t, c, lstm=False)}[mode]
     greedy = make(out, text, chars)
