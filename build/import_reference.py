@@ -15,7 +15,7 @@ import os
 import numpy as np
 
 from .import_source import files_sha256
-from .train import sha256_file
+from .runfolder import sha256_file
 
 
 class ReferenceUnavailable(Exception):

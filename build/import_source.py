@@ -19,6 +19,7 @@ import numpy as np
 
 from .errors import RunError
 from .model import MAX_LAYERS
+from .runfolder import sha256_file
 
 RECURRENT = {"GRU": "gru", "LSTM": "lstm"}
 GATES = {"gru": 3, "lstm": 4}
@@ -388,8 +389,6 @@ def files_sha256(files) -> str:
 
 
 def _file_entry(path) -> dict:
-    from .train import sha256_file
-
     return {"path": os.path.abspath(path), "bytes": os.path.getsize(path), "sha256": sha256_file(path)}
 
 

@@ -14,12 +14,11 @@ import shutil
 import tempfile
 
 from . import config as config_mod
+from . import runfolder
 from .fileio import write_json
 from .import_source import SourceError, read_source
-from .train import PROGRESS, sha256_file
+from .runfolder import BEST, PROGRESS, sha256_file
 from .vocab import Vocab
-
-BEST = "best.weights.h5"
 
 
 def read_vocab(path, vocab_size, source) -> Vocab:
@@ -86,15 +85,17 @@ def write_run(run_dir, source, vocab, vocab_path) -> dict:
             raise SourceError(f"{source.path}: layer {name} has weights {[list(a.shape) for a in arrays]}, "
                               f"expected {[list(s) for s in expected]}")
         layer.set_weights(arrays)
+    runfolder.claim(run_dir)
     best = os.path.join(run_dir, BEST)
     model.save_weights(best)
     digest = sha256_file(best)
     # The architecture as a trained run records it; the training settings are HParams' defaults
-    # (a fine-tuned run takes its own from its preset and flags).
+    # (a fine-tuned run takes its own from its preset and flags). "imported" names no preset, as
+    # make_random_run's "random" does not: nothing trains this folder.
     hp = config_mod.HParams(embedding_dim=source.embedding_dim, units=list(source.units), cell=source.cell,
                             layers=len(source.units), dropout=source.dropout)
     hp.check_architecture()
-    cfg = {"preset": None, "hparams": dataclasses.asdict(hp), "vocab_size": source.vocab_size,
+    cfg = {"preset": "imported", "hparams": dataclasses.asdict(hp), "vocab_size": source.vocab_size,
            "corpus": {"source": None, "path": None, "sha256": None}, "mixed_precision": "off",
            "import": import_record(source, vocab_path), "versions": config_mod.versions()}
     write_json(os.path.join(run_dir, "config.json"), cfg)
@@ -103,6 +104,7 @@ def write_run(run_dir, source, vocab, vocab_path) -> dict:
     # to train into it (see train.refuse_imported) and --init-from starts from it.
     write_json(os.path.join(run_dir, PROGRESS), {
         "epochs_done": 0, "best_val_loss": None, "history": [], "best_sha256": digest,
+        "files_sha256": runfolder.start_hashes(run_dir),
         "imported": {"source": source.path, "format": source.format, "sha256": source.sha256}})
     return cfg
 

@@ -13,13 +13,12 @@ import os
 
 import numpy as np
 
-from . import runlock
+from . import runfolder, runlock
 from .config import format_units, load_config, with_overrides
 from .errors import RunError
-from .train import read_progress, sha256_file
+from .runfolder import BEST, read_progress, sha256_file
 from .vocab import Vocab
 
-BEST = "best.weights.h5"
 # What the weights' shapes fix; dropout is a training setting, which the new run may change.
 ARCHITECTURE_FLAGS = ("embedding_dim", "cell", "layers", "units")
 
@@ -48,6 +47,25 @@ class InitFrom:
                                    layers=self.hparams.layers, units=list(self.hparams.units),
                                    dropout=self.hparams.dropout if dropout is None else dropout)
 
+    def apply(self, model):
+        """Set the new run's freshly built model to RUN's weights; the rows of added characters keep their
+        fresh initialisation (output bias: the lowest old one)."""
+        old_v = len(self.old_vocab)
+        for name, arrays in self.weights.items():
+            layer = model.get_layer(name)
+            fresh = layer.get_weights()
+            if name == "embedding":
+                fresh[0][:old_v] = arrays[0]
+            elif name == "logits":
+                fresh[0][:, :old_v] = arrays[0]
+                fresh[1][:old_v] = arrays[1]
+                fresh[1][old_v:] = np.min(arrays[1])
+            else:
+                fresh = arrays
+            if [w.shape for w in fresh] != [w.shape for w in layer.get_weights()]:
+                raise RunError(f"--init-from {self.run}: layer {name} does not fit the new model")
+            layer.set_weights(fresh)
+
 
 def prepare(init_run, new_run, text, extend_vocab, overrides) -> InitFrom:
     """Read RUN under its shared lock (a trainer writing it makes this fail at once) and check the new
@@ -61,12 +79,11 @@ def prepare(init_run, new_run, text, extend_vocab, overrides) -> InitFrom:
         progress = read_progress(init_run)
         vocab = Vocab.load(os.path.join(init_run, "vocab.json"))
         path = os.path.join(init_run, BEST)
-        if not os.path.isfile(path):
-            raise RunError(f"--init-from {init_run} has no {BEST}: it has no finished epoch (train it first)")
-        digest = sha256_file(path)
-        if progress is None or progress.get("best_sha256") not in (None, digest):
-            state = "has no state.json" if progress is None else "is damaged: its sha256 is not the one its run recorded"
-            raise RunError(f"--init-from {init_run}: {path} {state}; restore it or start from another run")
+        try:  # the weights and vocabulary that its state.json vouches for, as export checks them
+            runfolder.verify_run_files(init_run, progress)
+        except RunError as e:
+            raise RunError(f"--init-from {init_run}: {e}") from None
+        digest = progress["best_sha256"]
         hp = cfg["hparams"]
         weights = read_weights(path, len(vocab), hp, init_run)
     try:
@@ -101,23 +118,3 @@ def read_weights(path, vocab_size, hp, run) -> dict:
         raise RunError(f"--init-from {run}: cannot load {path} into its own architecture (V={vocab_size} "
                        f"E={hp.embedding_dim} {hp.describe()}): {e}") from None
     return {name: model.get_layer(name).get_weights() for name in layer_names(hp.cell, hp.layers)}
-
-
-def apply(model, init: InitFrom):
-    """Set the new run's freshly built model to RUN's weights; the rows of added characters keep their
-    fresh initialisation (output bias: the lowest old one)."""
-    old_v = len(init.old_vocab)
-    for name, arrays in init.weights.items():
-        layer = model.get_layer(name)
-        fresh = layer.get_weights()
-        if name == "embedding":
-            fresh[0][:old_v] = arrays[0]
-        elif name == "logits":
-            fresh[0][:, :old_v] = arrays[0]
-            fresh[1][:old_v] = arrays[1]
-            fresh[1][old_v:] = np.min(arrays[1])
-        else:
-            fresh = arrays
-        if [w.shape for w in fresh] != [w.shape for w in layer.get_weights()]:
-            raise RunError(f"--init-from {init.run}: layer {name} does not fit the new model")
-        layer.set_weights(fresh)

@@ -126,6 +126,11 @@ def test_the_gate_checks_against_the_source_not_the_rebuild(capsys, chapter_sour
     assert code == 0, err
     with h5py.File(run / "best.weights.h5", "r+") as f:
         f["layers/dense/vars/1"][0] += 0.5  # the output bias (Keras names a Dense's folder after its class)
+    from estella.build.runfolder import sha256_file
+
+    state = json.loads((run / "state.json").read_text())  # as an import that misread it would record it
+    state["best_sha256"] = sha256_file(run / "best.weights.h5")
+    (run / "state.json").write_text(json.dumps(state))
     code, err = cli(capsys, "export", run)
     assert code == 2 and "parity check failed" in err and "Traceback" not in err
     assert not (run / "export").exists()
