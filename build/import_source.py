@@ -22,8 +22,6 @@ from .model import MAX_LAYERS
 from .runfolder import sha256_file
 
 RECURRENT = {"GRU": "gru", "LSTM": "lstm"}
-GATES = {"gru": 3, "lstm": 4}
-NO_WEIGHTS = ("InputLayer", "Dropout")
 ATTENTION = ("Attention", "AdditiveAttention", "MultiHeadAttention", "GroupedQueryAttention")
 
 

@@ -66,7 +66,8 @@ def chapter_checkpoint(out, text, chars, cell="GRU", layers=1, epochs=1):
 
     x, y = data(text, chars)
     model = chapter_model(tf, len(chars), BATCH, cell, layers)
-    model.compile(optimizer=tf.keras.optimizers.Adam(LEARNING_RATE), loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.compile(optimizer=tf.keras.optimizers.Adam(LEARNING_RATE),
+                  loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     checkpoint_dir = os.path.join(out, "checkpoints")
     callback = tf.keras.callbacks.ModelCheckpoint(filepath=os.path.join(checkpoint_dir, "ckpt_{epoch}"),
                                                   save_weights_only=True)
@@ -87,7 +88,8 @@ def keras2_h5(out, text, chars):
         tf.keras.layers.GRU(U, return_sequences=True, stateful=True),
         tf.keras.layers.Dropout(0.1),
         tf.keras.layers.Dense(len(chars))])
-    model.compile(optimizer=tf.keras.optimizers.Adam(LEARNING_RATE), loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.compile(optimizer=tf.keras.optimizers.Adam(LEARNING_RATE),
+                  loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     model.fit(x, y, batch_size=BATCH, epochs=1, verbose=0, shuffle=False)
     path = os.path.join(out, "model.h5")
     model.save(path)
@@ -120,7 +122,8 @@ def keras3(out, text, chars, lstm):
     else:
         model = keras.Sequential([keras.Input(shape=(None,), dtype="int32"), keras.layers.Embedding(len(chars), E),
                                   keras.layers.GRU(U, return_sequences=True), keras.layers.Dense(len(chars))])
-    model.compile(optimizer=keras.optimizers.Adam(LEARNING_RATE), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.compile(optimizer=keras.optimizers.Adam(LEARNING_RATE),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     model.fit(x, y, batch_size=BATCH, epochs=LSTM_EPOCHS if lstm else 1, verbose=0, shuffle=False)
     path = os.path.join(out, "model.keras")
     model.save(path)
@@ -154,7 +157,8 @@ def main(mode, out, text_file):
 
     tf.keras.utils.set_random_seed(1)
     make = {"chapter-checkpoint": chapter_checkpoint,
-            "chapter-lstm-checkpoint": lambda o, t, c: chapter_checkpoint(o, t, c, "LSTM", 2, LSTM_EPOCHS), "keras2-h5": keras2_h5, "refused-checkpoints": refused_checkpoints,
+            "chapter-lstm-checkpoint": lambda o, t, c: chapter_checkpoint(o, t, c, "LSTM", 2, LSTM_EPOCHS),
+            "keras2-h5": keras2_h5, "refused-checkpoints": refused_checkpoints,
             "keras3-lstm": lambda o, t, c: keras3(o, t, c, lstm=True),
             "keras3-gru": lambda o, t, c: keras3(o, t, c, lstm=False)}[mode]
     greedy = make(out, text, chars)
