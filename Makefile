@@ -39,6 +39,7 @@ $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade "pip>=24"
 	$(BIN)/python -m pip install -q -e '.[$(TRAIN_EXTRA),dev,jax,serve,micro,ray]'
+	$(BIN)/python -m pip install -q --no-deps "$$($(BIN)/python -c 'import tomllib; print(tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependencies"]["keras2"][0])')"
 	touch $@
 
 train: venv

@@ -22,6 +22,10 @@ def add_parser(subparsers):
     p.add_argument("--cache-dir", default=None, help="where downloaded corpora are kept (default ~/.cache/estella)")
     p.add_argument("--quiet", action="store_true", help="one line per epoch instead of a progress bar "
                    "(always so when stdout is not a terminal)")
+    p.add_argument("--init-from", default=None, metavar="RUN", help="start a new run from RUN's best weights "
+                   "(a trained or imported run), keeping its architecture and vocabulary")
+    p.add_argument("--extend-vocab", action="store_true", help="with --init-from: add the characters of --corpus "
+                   "that RUN's vocabulary lacks (instead of refusing the text)")
     p.add_argument("--verbose", action="store_true", help="show TensorFlow's own start-up log lines")
     add_scale_arguments(p)
     p.add_argument("--cell", default=None, metavar="gru|lstm", help="the recurrent cell of every layer")
@@ -60,6 +64,8 @@ def run_train(args):
 
     overrides = {name: getattr(args, name) for name in HParams.__dataclass_fields__}
     run_dir = args.run_dir or os.path.join(DEFAULT_RUNS, args.preset or "default")
+    if args.extend_vocab and not args.init_from:
+        raise _usage_error("--extend-vocab adds characters to the vocabulary of an --init-from run; give --init-from RUN")
     try:
         preset(args.preset or "default", **overrides)  # check the flags before the slow TensorFlow import
     except ValueError as e:  # hyper-parameter checks name their flag
@@ -69,7 +75,7 @@ def run_train(args):
     from .train import train
     train(run_dir, args.corpus or DEFAULT_CORPUS, args.preset, cache_dir=args.cache_dir,
           verbose=2 if args.quiet or not sys.stdout.isatty() else 1,  # 2: a line per epoch
-          **scale_options(args), **overrides)
+          init_from=args.init_from, extend_vocab=args.extend_vocab, **scale_options(args), **overrides)
 
 
 def check_before_tensorflow(run_dir, args):

@@ -203,10 +203,11 @@ def versions() -> dict:
     return out
 
 
-def save_config(path, preset_name, hp: HParams, vocab_size: int, corpus: dict, mixed_precision="off"):
-    """`corpus`: source, path, sha256, and the character counts of the text and its two parts."""
+def save_config(path, preset_name, hp: HParams, vocab_size: int, corpus: dict, mixed_precision="off", extra=None):
+    """`corpus`: source, path, sha256, and the character counts of the text and its two parts.
+    `extra`: more top-level fields (a fine-tuned run's "init_from")."""
     write_json(path, {"preset": preset_name, "hparams": dataclasses.asdict(hp), "vocab_size": vocab_size,
-                      "corpus": corpus, "mixed_precision": mixed_precision, "versions": versions()})
+                      "corpus": corpus, "mixed_precision": mixed_precision, "versions": versions(), **(extra or {})})
 
 
 def load_config(run_dir) -> dict:

@@ -251,13 +251,15 @@ def _intact(run_dir, name, sha256):
 
 
 def train(run_dir, corpus_source, preset_name=None, cache_dir=None, verbose="auto", data_dir=None,
-          mixed_precision=None, distribute="none", **overrides):
+          mixed_precision=None, distribute="none", init_from=None, extend_vocab=False, **overrides):
     """Train a run, or continue it exactly from its last finished epoch. Returns the run's progress dict.
 
     preset_name None means the run's own preset on resume, "default" for a new run.
     data_dir: a folder from `estella prepare`, read from disk instead of corpus_source.
     mixed_precision: auto|off|bfloat16|float16 (build/precision.py); None: off, or a resumed run's own.
     distribute: none|mirrored|multi-worker (build/distribute.py).
+    init_from: a run directory whose best weights, architecture and vocabulary a new run starts from;
+    extend_vocab: add the corpus' characters that vocabulary lacks (build/init_from.py).
     The chief holds the run's exclusive lock throughout: a second trainer on the same directory fails
     at once (RunLocked). Other workers of a multi-worker run write nothing there, so take no lock."""
     config_mod.preset(preset_name or "default", **overrides)  # bad values (ValueError) write nothing, not even the folder
@@ -265,16 +267,22 @@ def train(run_dir, corpus_source, preset_name=None, cache_dir=None, verbose="aut
     dist = distribute_mod.setup(distribute)  # a multi-worker strategy must start before TensorFlow runs
     with (runlock.exclusive(run_dir) if dist.is_chief else contextlib.nullcontext(),
           reading_lock(data_dir) if data_dir else contextlib.nullcontext()):  # prepare --force waits for us
-        return _train(run_dir, corpus_source, preset_name, cache_dir, verbose, data_dir, mixed_precision, dist, overrides)
+        return _train(run_dir, corpus_source, preset_name, cache_dir, verbose, data_dir, mixed_precision, dist, overrides,
+                      init_from, extend_vocab)
 
 
-def _train(run_dir, corpus_source, preset_name, cache_dir, verbose, data_dir, mixed_precision, dist, overrides):
+def _train(run_dir, corpus_source, preset_name, cache_dir, verbose, data_dir, mixed_precision, dist, overrides,
+           init_from=None, extend_vocab=False):
     progress = read_progress(run_dir)
+    refuse_imported(run_dir, progress)
     resuming = progress is not None and progress["epochs_done"] > 0
     if resuming:
         runfolder.verify_start_files(run_dir, progress)
     cfg, preset_name, hp, mixed_precision = resolve_settings(run_dir, resuming, preset_name, mixed_precision, overrides)
+    if init_from and data_dir:
+        raise RunError("--init-from takes its text from --corpus; a prepared --data folder has a vocabulary of its own")
     text = load_training_text(data_dir, corpus_source, cache_dir, hp)
+    init, text, hp = start_from(run_dir, cfg, init_from, extend_vocab, text, hp, overrides)
     if resuming:
         check_same_corpus(run_dir, cfg, text)
     check_enough_text(text, hp)
@@ -297,10 +305,13 @@ def _train(run_dir, corpus_source, preset_name, cache_dir, verbose, data_dir, mi
                   f"(best val_loss {progress['best_val_loss']:.4f})")
         else:
             model = new_model(hp, len(text.vocab))  # first: a model that cannot be built leaves nothing behind
+            if init:
+                init.apply(model)
             progress = new_progress()
             if dist.is_chief:
                 try:
-                    progress["files_sha256"] = write_run_start(run_dir, preset_name, hp, text, mixed_precision)
+                    progress["files_sha256"] = write_run_start(run_dir, preset_name, hp, text, mixed_precision,
+                                                               extra=init and {"init_from": init.record()})
                 except OSError as e:
                     forget_unfinished_run(run_dir)
                     raise RunError(f"cannot start the run: {describe_os_error(e, run_dir)}") from None
@@ -362,6 +373,14 @@ class TrainingText:
     corpus_entry: dict
     check_unchanged: object = None  # for a prepared folder: (epoch, epochs_done) -> None, raises if it changed
 
+    def recoded(self, vocab: Vocab) -> "TrainingText":
+        """The same text in the ids of another vocabulary holding all its characters (a fine-tuned run's)."""
+        missing = sorted(set(self.vocab.chars) - set(vocab.chars))
+        if missing:
+            raise RunError(f"corpus {self.source} has characters that the run's vocabulary lacks: {missing!r}")
+        table = np.array([vocab.char_to_id[c] for c in self.vocab.chars], np.int32)
+        return dataclasses.replace(self, vocab=vocab, train_ids=table[self.train_ids], val_ids=table[self.val_ids])
+
 
 def load_training_text(data_dir, corpus_source, cache_dir, hp) -> TrainingText:
     """The prepared folder's ids (left on disk), or the corpus read, encoded and split."""
@@ -388,6 +407,30 @@ def data_guard(data_dir, at_start):
             raise RunError(f"--data {data_dir} changed while training read it (prepared again?): epoch {epoch} "
                            f"was not saved and {kept}. Train on the new data in a new run directory")
     return check
+
+
+def start_from(run_dir, cfg, init_from, extend_vocab, text: TrainingText, hp, overrides):
+    """(init or None, text, hp): a new run --init-from RUN takes RUN's weights, architecture and vocabulary
+    (build/init_from.py); a resumed one keeps the vocabulary it started with. Others: as they are."""
+    from . import init_from as init_from_mod  # here: it reads runs with this module's helpers
+
+    started = ((cfg or {}).get("init_from") or {}).get("run")
+    if cfg is not None:  # resuming: --init-from may only repeat the run's own start
+        if init_from and (not started or os.path.abspath(init_from) != started):
+            raise RunError(f"{run_dir} already has {'a start of its own (' + started + ')' if started else 'trained epochs'}"
+                           f"; --init-from {init_from} applies to a new run directory only")
+        return None, text.recoded(Vocab.load(os.path.join(run_dir, "vocab.json"))) if started else text, hp
+    if not init_from:
+        return None, text, hp
+    init = init_from_mod.prepare(init_from, run_dir, "".join(text.vocab.chars), extend_vocab, overrides)
+    return init, text.recoded(init.vocab), init.new_hparams(hp, overrides)
+
+
+def refuse_imported(run_dir, progress):
+    """An imported run has no checkpoint to resume, and training into it would overwrite its config."""
+    if progress and progress.get("imported"):
+        raise RunError(f"{run_dir} is an imported model ({progress['imported'].get('source')}); train a new run "
+                       f"from it: estella train NEW_RUN --init-from {run_dir} --corpus TEXT")
 
 
 def check_same_corpus(run_dir, cfg, text: TrainingText):
@@ -452,11 +495,12 @@ def make_datasets(text: TrainingText, hp, on_disk):
     return train_data, val_data
 
 
-def write_run_start(run_dir, preset_name, hp, text: TrainingText, mixed_precision):
-    """Mark the folder as ours, then write config.json and vocab.json; return their sha256 for state.json."""
+def write_run_start(run_dir, preset_name, hp, text: TrainingText, mixed_precision, extra=None):
+    """Mark the folder as ours, then write config.json (with `extra` fields) and vocab.json; return their
+    sha256 for state.json."""
     runfolder.claim(run_dir)
     config_mod.save_config(os.path.join(run_dir, "config.json"), preset_name, hp, len(text.vocab),
-                           corpus=text.corpus_entry, mixed_precision=mixed_precision)
+                           corpus=text.corpus_entry, mixed_precision=mixed_precision, extra=extra)
     text.vocab.save(os.path.join(run_dir, "vocab.json"))
     return runfolder.start_hashes(run_dir)
 

@@ -104,6 +104,8 @@ def provenance(run_dir, cfg, run_state, validation_text=None) -> dict:
         "validation_loss": best,
         "validation_bpc": (run_state or {}).get("best_val_bpc"),
         "validation_text": validation_text,
+        "import": cfg.get("import"),  # the source of an imported run (estella import)
+        "init_from": cfg.get("init_from"),  # the run a fine-tuned run started from (--init-from)
         "versions": versions(),
         "created": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }

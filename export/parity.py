@@ -10,6 +10,8 @@ generated text and batches stay in tests/parity: they cost thousands of steps pe
 Every number goes into the manifest, with the bits per character of int8 and float on the validation text.
 """
 
+import sys
+
 import numpy as np
 import tensorflow as tf
 
@@ -41,6 +43,37 @@ class KerasReference(Backend):
     def _step(self, ids, state):
         logits, new_state = self._call(ids, state)
         return logits.numpy(), new_state.numpy()
+
+
+class StepReference(Backend):
+    """A step function in another library behind the same interface: an imported run's source model."""
+
+    name, precision = "source", "float32"
+
+    def __init__(self, step, state_size, vocab_size, chars=None):
+        self._call, self.chars, self.vocab_size = step, chars, vocab_size
+        self.state_size = state_size
+
+    def _step(self, ids, state):
+        return self._call(ids, state)
+
+
+def reference_for_run(cfg, step_model, chars):
+    """(reference, description): an imported run is checked against its source model loaded by its own
+    library (build/import_reference.py); a trained run, or an import whose source cannot be loaded
+    (moved, changed, library missing: said in the description), against the run's Keras step model."""
+    keras_reference = KerasReference(step_model, chars)
+    record = cfg.get("import")
+    if not record:
+        return keras_reference, {"kind": "run", "library": "keras"}
+    from estella.build.import_reference import ReferenceUnavailable, source_step
+
+    try:
+        step, size, described = source_step(record)
+    except ReferenceUnavailable as e:
+        print(f"warning: checking against estella's rebuild of the import, not its source: {e}", file=sys.stderr)
+        return keras_reference, {"kind": "run", "library": "keras", "source_unavailable": str(e)}
+    return StepReference(step, size, keras_reference.vocab_size, chars), described
 
 
 def sampled_ids(reference, steps, seed=0):

@@ -25,7 +25,7 @@ from .errors import ExportError
 from .folders import INCOMPLETE, check_target, default_out, check_writable, make_temp_dir, reached, replace_dir
 from .manifest import PRECISIONS, ArtifactSpec
 from .onnx import write_onnx, write_onnx_int8
-from .parity import PRIME_STEPS, KerasReference, bpc_section, check_export, prime_ids, sampled_ids
+from .parity import PRIME_STEPS, KerasReference, bpc_section, check_export, prime_ids, reference_for_run, sampled_ids
 from .savedmodel import SAVED_MODEL_DIR, write_saved_model
 from .tflite import write_tflite
 from .micro import CALIBRATION_FALLBACK_CHARS, write_tflite_int8_full
@@ -90,10 +90,11 @@ def export_run(run_dir, out_dir=None, force=False, prime_steps=PRIME_STEPS, log=
                                              manifest_mod.provenance(run_dir, cfg, progress, val_named),
                                              dropout=cfg["hparams"].dropout)
 
-        log(f"checking parity against the Keras reference ({prime_steps} fed-back steps)")
-        reference = KerasReference(step_model, vocab.chars)
+        reference, described = reference_for_run(cfg, step_model, vocab.chars)
+        log(f"checking parity against the {described['library']} reference ({prime_steps} fed-back steps)")
         prime, prime_source = prime_ids(reference, val_ids, cfg["corpus"].get("path"), prime_steps)
         manifest["parity"] = check_export(tmp, manifest, reference, prime, prime_source, optional=(MICRO_ARTIFACT,))
+        manifest["parity"]["reference"] = described
         leave_out(tmp, manifest, manifest["parity"]["left_out"], log)
         if val_ids is not None:
             log(f"measuring bits per character on {len(val_ids)} characters of the validation text")

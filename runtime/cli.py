@@ -15,6 +15,8 @@ from .terminal import printable
 COMMANDS = {
     "train": ("estella.build.cli", "train a model on a corpus (or resume a run)", "train"),
     "prepare": ("estella.build.prepare_cli", "turn text files into a prepared corpus for training at scale", "train"),
+    "import": ("estella.build.import_cli", "turn a Keras .keras/.h5 model or a TensorFlow checkpoint into a run",
+               "train"),
     "sample": ("estella.build.cli", "sample text from a run with the Keras reference model", "train"),
     "export": ("estella.export.cli", "write SavedModel, TFLite, ONNX and numpy artifacts of a run", "train"),
     "generate": ("estella.runtime.commands", "write text with an exported model (no TensorFlow needed)", None),
