@@ -13,6 +13,7 @@ import os
 import re
 import sys
 import tempfile
+import threading
 
 NOISE = re.compile(
     rb"^(INFO: Created TensorFlow Lite XNNPACK delegate"
@@ -24,6 +25,8 @@ NOISE = re.compile(
     rb"|WARNING:root:Please consider to run pre-processing before quantization)")
 
 _show = False
+# fd 2 is the process's: one thread at a time points it elsewhere (a nested block in the same thread is fine)
+_lock = threading.RLock()
 
 
 def show_library_logs(show=True):
@@ -38,6 +41,11 @@ def library_logs_filtered():
     if _show:
         yield
         return
+    with _lock:
+        yield from _held_back()
+
+
+def _held_back():
     try:
         sys.stderr.flush()
         saved = os.dup(2)

@@ -4,7 +4,6 @@ the outside file, and never an uncaught OSError."""
 
 import os
 import shutil
-import threading
 
 import pytest
 
@@ -12,7 +11,7 @@ from estella.runtime.errors import EstellaError
 from estella.runtime.manifest import load_manifest, verify_files
 from estella.runtime.untrusted_files import FileOutside, NotRegular, TooLarge, read_file
 
-SWAPS = 3000  # bounded in count, not in time: the race is the same on a fast or a loaded machine
+SWAPS = 20_000
 
 
 @pytest.fixture
@@ -20,33 +19,36 @@ def export_copy(numpy_export, tmp_path):
     return str(shutil.copytree(numpy_export, tmp_path / "export"))
 
 
+SWAPPER = """
+import os, sys
+weights, good, secret, swaps = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+for i in range(swaps):
+    name = f"{weights}.swap{i % 2}"
+    if i % 2:
+        os.link(good, name)
+    else:
+        os.symlink(secret, name)
+    os.replace(name, weights)  # atomic: the name always exists, as the file or as a link out
+"""
+
+
 def test_a_file_swapped_for_a_link_while_it_is_verified(export_copy, tmp_path):
+    """Another process swaps weights.npz for a link to an outside file SWAPS times (bounded in count, not
+    in time); every verification meanwhile either returns the good bytes or refuses, revealing nothing."""
+    import subprocess
+    import sys
+
     secret = tmp_path / "secret.bin"
     secret.write_bytes(b"s3cret" * 2221)  # 13326 bytes: a size that must never be printed
     weights = os.path.join(export_copy, "weights.npz")
-    good = os.path.join(export_copy, "good.tmp")
+    good = os.path.join(export_copy, "good.npz")
     shutil.copy(weights, good)
-    manifest = load_manifest(export_copy)
-    artifact = manifest["artifacts"][0]
+    artifact = load_manifest(export_copy)["artifacts"][0]
     expected = open(weights, "rb").read()
-    swapping = threading.Event()
-    swapping.set()
-
-    def swap():
-        for i in range(SWAPS):
-            name = os.path.join(export_copy, f"swap{i % 2}.tmp")
-            if i % 2:
-                shutil.copy(good, name)
-            else:
-                os.symlink(str(secret), name)
-            os.replace(name, weights)  # atomic: the name always exists, as a file or as a link
-        swapping.clear()
-
-    thread = threading.Thread(target=swap)
-    thread.start()
+    swapper = subprocess.Popen([sys.executable, "-c", SWAPPER, weights, good, str(secret), str(SWAPS)])
     outcomes = {"verified": 0, "refused": 0}
     try:
-        while swapping.is_set() or outcomes["verified"] + outcomes["refused"] < 50:
+        while swapper.poll() is None or outcomes["verified"] + outcomes["refused"] < 100:
             try:
                 kept = verify_files(export_copy, artifact, keep=["weights.npz"])
             except EstellaError as e:
@@ -57,8 +59,9 @@ def test_a_file_swapped_for_a_link_while_it_is_verified(export_copy, tmp_path):
                 assert kept["weights.npz"] == expected  # what was hashed is the good file
                 outcomes["verified"] += 1
     finally:
-        thread.join()
-    assert outcomes["refused"] > 0 and outcomes["verified"] + outcomes["refused"] >= 50, outcomes
+        swapper.kill()
+        swapper.wait()
+    assert swapper.returncode == 0 and outcomes["refused"] > 0, outcomes  # all swaps made; the link was met
 
 
 def test_a_link_out_of_the_folder_is_refused_on_the_descriptor(tmp_path):
