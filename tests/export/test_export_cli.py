@@ -170,7 +170,7 @@ def test_an_unfinished_export_folder_is_not_loadable(tiny_export, tmp_path, monk
 
     seen = {}
 
-    def stop_at_the_check(export_dir, *args):
+    def stop_at_the_check(export_dir, *args, **kwargs):
         seen["files"] = sorted(os.listdir(export_dir))
         with pytest.raises(ManifestError):
             load_manifest(export_dir)
