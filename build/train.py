@@ -38,7 +38,7 @@ from .fileio import atomic_path, check_room, describe_os_error, is_no_space, kil
 from .memmap_data import DiskWindows, open_prepared
 from .memmap_data import identity as prepared_identity
 from .prepare import reading_lock
-from .model import build_model, units_list
+from .model import build_model
 from .runfolder import CHECKPOINTS, PROGRESS, new_progress, read_progress, sha256_file  # noqa: F401 (others import them from here)
 from .vocab import Vocab
 
@@ -149,6 +149,25 @@ def _plain(value):
     return float(value)
 
 
+class EpochStart(keras.callbacks.Callback):
+    """At each epoch's start the data order and the dropout masks are set from (seed, epoch) alone, so
+    a run resumed at an epoch sees what the straight run saw there. Keras' checkpoints keep neither:
+    a Dropout layer's random state is not in its weights."""
+
+    def __init__(self, train_data, seed):
+        super().__init__()
+        self.train_data, self.seed = train_data, seed
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.train_data.set_epoch(epoch)
+        dropouts = [layer for layer in self.model.layers if isinstance(layer, keras.layers.Dropout)]
+        for k, layer in enumerate(dropouts):
+            # [key, counter]: each mask drawn adds 1 to the counter; the key is the epoch's and the layer's own.
+            key = np.random.SeedSequence([self.seed, epoch, k]).generate_state(1)[0] % 2**31
+            state = layer.seed_generator.state
+            state.assign(np.array([key, 0], dtype=state.dtype))
+
+
 class EpochTimer(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch, logs=None):
         self._t0 = time.perf_counter()
@@ -213,7 +232,7 @@ def restore_model(run_dir, progress, hp, vocab_size):
             "; no earlier intact checkpoint is left: train a new run directory"
         state = "damaged (its sha256 is not the one training recorded)" if os.path.isfile(path) else "missing"
         raise RunError(f"cannot resume {run_dir}: {path} is {state}{fallback}")
-    model = build_model(vocab_size, hp.embedding_dim, hp.units)
+    model = build_model(vocab_size, hp.embedding_dim, hp.units, cell=hp.cell, dropout=hp.dropout)
     compile_model(model, hp)
     model.optimizer.build(model.trainable_variables)  # so that load_weights fills its slots too
     model.load_weights(path)
@@ -241,6 +260,7 @@ def train(run_dir, corpus_source, preset_name=None, cache_dir=None, verbose="aut
     distribute: none|mirrored|multi-worker (build/distribute.py).
     The chief holds the run's exclusive lock throughout: a second trainer on the same directory fails
     at once (RunLocked). Other workers of a multi-worker run write nothing there, so take no lock."""
+    config_mod.preset(preset_name or "default", **overrides)  # bad values (ValueError) write nothing, not even the folder
     runfolder.check_ownership(run_dir)  # before the lock file goes into it
     dist = distribute_mod.setup(distribute)  # a multi-worker strategy must start before TensorFlow runs
     with (runlock.exclusive(run_dir) if dist.is_chief else contextlib.nullcontext(),
@@ -289,7 +309,7 @@ def _train(run_dir, corpus_source, preset_name, cache_dir, verbose, data_dir, mi
         print(f"{run_dir} already has {initial_epoch} epochs (--epochs {hp.epochs}); nothing to do")
         return progress
 
-    print(f"training {run_dir}: V={len(text.vocab)} E={hp.embedding_dim} U={hp.units} "
+    print(f"training {run_dir}: V={len(text.vocab)} E={hp.embedding_dim} {hp.describe()} "
           f"params={model.count_params():,} train={len(text.train_ids):,} chars val={len(text.val_ids):,} chars "
           f"steps/epoch={len(train_data)} backend={keras.backend.backend()} precision={mixed_precision} "
           f"distribute={dist.describe()}", flush=True)
@@ -311,12 +331,17 @@ def resolve_settings(run_dir, resuming, preset_name, mixed_precision, overrides)
     cfg = config_mod.load_config(run_dir)
     hp = cfg["hparams"]
     # Only the epoch count may change on resume; anything else would be another run.
-    changed = {k: v for k, v in overrides.items() if v is not None and k != "epochs" and getattr(hp, k) != v}
+    try:
+        changed = config_mod.changed_on_resume(hp, **overrides)
+    except ValueError as e:
+        raise RunError(f"cannot resume {run_dir}: {e}") from None
     if preset_name is not None and preset_name != cfg["preset"]:
-        changed["preset"] = preset_name
+        changed["preset"] = (cfg["preset"], preset_name)
     if changed:
-        raise RunError(f"{run_dir} was trained with other settings; cannot change {sorted(changed)} on resume "
-                       "(train a new run directory instead)")
+        has = ", ".join(f"--{name.replace('_', '-')} {_flag_value(run)} (asked: {_flag_value(asked)})"
+                        for name, (run, asked) in sorted(changed.items()))
+        raise RunError(f"{run_dir} was trained with other settings; cannot change {sorted(changed)} on resume: "
+                       f"the run has {has} (train a new run directory instead)")
     if overrides.get("epochs"):
         hp.epochs = overrides["epochs"]
         hp.check()
@@ -391,9 +416,9 @@ def check_enough_text(text: TrainingText, hp):
 
 def parameter_count(hp, vocab_size) -> int:
     """The model's weights, counted from its shape (build/model.py's layers) without building it."""
-    cell = getattr(hp, "cell", "gru")
+    cell = hp.cell
     gates = {"gru": 3, "lstm": 4}[cell]
-    units = units_list(hp.units, getattr(hp, "layers", None))
+    units = hp.units
     count, inputs = vocab_size * hp.embedding_dim, hp.embedding_dim
     for u in units:
         count += gates * u * (inputs + u) + gates * u * (2 if cell == "gru" else 1)  # GRU: two bias rows
@@ -411,7 +436,7 @@ def check_model_fits(hp, vocab_size):
     except (ValueError, OSError):  # no such sysconf here: leave it to the allocator
         return
     if need > have:
-        raise RunError(f"a model of V={vocab_size} E={hp.embedding_dim} U={hp.units} has {params:,} weights; "
+        raise RunError(f"a model of V={vocab_size} E={hp.embedding_dim} {hp.describe()} has {params:,} weights; "
                        f"training it needs about {need / 2**30:,.0f} GiB (weights, gradients and Adam's two "
                        f"moments), more than this machine's {have / 2**30:,.0f} GiB: use a smaller --units or "
                        "--embedding-dim")
@@ -437,7 +462,7 @@ def write_run_start(run_dir, preset_name, hp, text: TrainingText, mixed_precisio
 
 
 def new_model(hp, vocab_size):
-    model = build_model(vocab_size, hp.embedding_dim, hp.units)
+    model = build_model(vocab_size, hp.embedding_dim, hp.units, cell=hp.cell, dropout=hp.dropout)
     compile_model(model, hp)
     return model
 
@@ -450,11 +475,9 @@ def make_callbacks(run_dir, progress, hp, train_data, check_data=None):
     early_stopping = keras.callbacks.EarlyStopping(monitor="val_loss", patience=hp.patience)
     checkpoint = RunCheckpoint(run_dir, progress, {"reduce_lr": reduce_lr, "early_stopping": early_stopping},
                                check_data)
-    def begin_epoch(epoch, logs=None):
-        train_data.set_epoch(epoch)
-        kill_point(f"epoch-{epoch + 1}-begin")
-
-    callbacks = [keras.callbacks.LambdaCallback(on_epoch_begin=begin_epoch),
+    kill_at_epoch_start = keras.callbacks.LambdaCallback(
+        on_epoch_begin=lambda epoch, logs=None: kill_point(f"epoch-{epoch + 1}-begin"))
+    callbacks = [EpochStart(train_data, hp.seed), kill_at_epoch_start,
                  keras.callbacks.TerminateOnNaN(), EpochTimer(), reduce_lr, early_stopping, checkpoint]
     return checkpoint, callbacks
 
@@ -483,6 +506,10 @@ def report_outcome(run_dir, progress, diverged):
                        f"{diverged['val_loss']}); {kept}. Train a new run with a lower --learning-rate")
     print(f"best: epoch {progress['best_epoch']}, val_loss {progress['best_val_loss']:.4f} nats "
           f"= {progress['best_val_bpc']:.3f} bits/char -> {os.path.join(run_dir, 'best.weights.h5')}")
+
+
+def _flag_value(value):
+    return config_mod.format_units(value) if isinstance(value, list) else value
 
 
 def forget_unfinished_run(run_dir):
