@@ -3,6 +3,7 @@ a folder of the user's is never written into, and damaged run files are errors, 
 
 Kills happen at named points (ESTELLA_TEST_KILL_AT, build/fileio.py): no test depends on timing."""
 
+import dataclasses
 import json
 import os
 import shutil
@@ -15,7 +16,7 @@ from estella.build import runfolder
 from estella.build.config import load_config, preset
 from estella.build.errors import RunError
 from estella.build.model import build_model
-from estella.build.train import parameter_count, read_progress, train
+from estella.build.train import check_model_fits, parameter_count, read_progress, train
 from estella.build.vocab import Vocab
 from estella.export.pipeline import export_run
 
@@ -137,7 +138,7 @@ def test_a_run_of_an_earlier_estella_without_the_marker_is_still_ours(run_copy, 
     ("vocab.json", "[]", 'has no "chars" list'),
     ("vocab.json", '{"chars": null}', 'has no "chars" list'),
     ("vocab.json", '{"chars": ["a", "a"]}', "distinct single characters"),
-    ("config.json", None, "units is '32', not an integer"),
+    ("config.json", None, "config.json is not a valid run config"),
 ])
 def test_damaged_run_files_are_named(run_copy, name, content, message):
     path = os.path.join(run_copy, name)
@@ -185,6 +186,14 @@ def test_damaged_state_json_exits_2_from_the_cli(run_copy):
     assert "Traceback" not in result.stderr
 
 
+def test_units_past_the_flags_bound_are_refused_before_anything_is_written(tmp_path, corpus_slice):
+    run_dir = tmp_path / "run"
+    result = _estella("train", str(run_dir), "--preset", "tiny", "--units", "200000", "--corpus", corpus_slice)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "--units must be from 1 to" in result.stderr and "Traceback" not in result.stderr
+    assert not run_dir.exists() or sorted(os.listdir(run_dir)) == [".lock"]
+
+
 def test_a_model_too_large_for_memory_is_refused_before_anything_is_written(tmp_path, corpus_slice):
     run_dir = tmp_path / "run"
     # Within every flag's range (--units stops at 8192), but about 10^11 weights: more than any machine
@@ -197,7 +206,16 @@ def test_a_model_too_large_for_memory_is_refused_before_anything_is_written(tmp_
     assert sorted(os.listdir(run_dir)) == [".lock"]
 
 
-@pytest.mark.parametrize("units, embedding_dim", [(32, 16), (48, 8)])
-def test_parameter_count_is_the_models(units, embedding_dim):
-    hp = preset("tiny", units=units, embedding_dim=embedding_dim)
-    assert parameter_count(hp, 74) == build_model(74, embedding_dim, units).count_params()
+def test_a_model_larger_than_memory_is_refused_by_its_weight_count():
+    hp = dataclasses.replace(preset("tiny"), units=[200_000])  # past the flag's own limit: the API's last guard
+    with pytest.raises(RunError, match=r"has 120,\d{3},\d{3},\d{3} weights; training it needs about .* more than "
+                                       r"this machine's"):
+        check_model_fits(hp, 74)
+
+
+@pytest.mark.parametrize("name, overrides", [("tiny", {}), ("tiny", {"units": 48, "embedding_dim": 8}),
+                                             ("tiny-lstm", {}), ("tiny-lstm", {"units": [24, 40]})])
+def test_parameter_count_is_the_models(name, overrides):
+    hp = preset(name, **overrides)
+    model = build_model(74, hp.embedding_dim, hp.units, cell=hp.cell, dropout=hp.dropout)
+    assert parameter_count(hp, 74) == model.count_params()
