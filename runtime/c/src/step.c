@@ -1,8 +1,10 @@
 #include "step.h"
 
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 enum { IDS, STATE };        /* input roles */
 enum { LOGITS, NEW_STATE }; /* output roles */
@@ -109,6 +111,24 @@ static int match(LiteRtSignature sig, int outputs, const tensor_spec specs[2], L
     return 0;
 }
 
+/* Compiling creates TFLite's XNNPACK delegate, which announces itself on stderr through TFLite's
+ * own logger; that logger's level is not exported by libLiteRt.so, so stderr is closed meanwhile
+ * (the text's stderr is for refusals). A failure is still reported, by the caller. */
+static LiteRtStatus compile_quietly(estella_step *s) {
+    fflush(stderr);
+    int saved = dup(2), null = open("/dev/null", O_WRONLY);
+    if (saved >= 0 && null >= 0)
+        dup2(null, 2);
+    LiteRtStatus status = LiteRtCreateCompiledModel(s->env, s->model, s->options, &s->compiled);
+    if (saved >= 0 && null >= 0)
+        dup2(saved, 2);
+    if (saved >= 0)
+        close(saved);
+    if (null >= 0)
+        close(null);
+    return status;
+}
+
 int estella_step_open(estella_step *s, const void *bytes, size_t size, int vocab_size, int state_size,
                       const char *name, const char *path, char *err, size_t n) {
     memset(s, 0, sizeof *s);
@@ -154,7 +174,7 @@ int estella_step_open(estella_step *s, const void *bytes, size_t size, int vocab
     /* The CPU accelerator must be selected: LiteRT 2.3 compiles for none otherwise. */
     if (LiteRtCreateOptions(&s->options) != kLiteRtStatusOk
             || LiteRtSetOptionsHardwareAccelerators(s->options, kLiteRtHwAcceleratorCpu) != kLiteRtStatusOk
-            || LiteRtCreateCompiledModel(s->env, s->model, s->options, &s->compiled) != kLiteRtStatusOk) {
+            || compile_quietly(s) != kLiteRtStatusOk) {
         snprintf(err, n, "LiteRT cannot compile artifact '%s' (%s) for the CPU", name, path);
         return -1;
     }
