@@ -96,3 +96,11 @@ def test_schema_2_manifest_reads_the_state_size(estella_c, real_export, tflite_g
     done = subprocess.run([estella_c, export, "--chars", "5"], capture_output=True, text=True)
     assert done.returncode == 2
     assert "does not belong with manifest.json" in done.stderr and "state" in done.stderr
+
+
+def test_int8_texts_equal_the_python_runtime(estella_c, real_export):
+    """The dynamic-range int8 TFLite file runs through the same C step and sampler."""
+    gen = Generator.load(real_export, backend="tflite", precision="int8")
+    for seed, temperature in ((2, 0.0), (2, 0.7), (9, 1.0)):
+        want = gen.generate("Pip", 300, temperature=temperature, seed=seed)
+        assert c_text(estella_c, real_export, "Pip", 300, temperature, seed=seed, extra=["--precision", "int8"]) == want + "\n"
