@@ -346,6 +346,19 @@ static int check_settings(const arguments *a) {
     return -1;
 }
 
+/* The process's peak resident memory (VmHWM), in KiB, or -1 where /proc does not say. */
+static long peak_rss_kib(void) {
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    long kib = -1;
+    while (f && fgets(line, sizeof line, f))
+        if (strncmp(line, "VmHWM:", 6) == 0)
+            kib = strtol(line + 6, NULL, 10);
+    if (f)
+        fclose(f);
+    return kib;
+}
+
 static double now(void) {
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
@@ -462,8 +475,9 @@ static int generate(const arguments *a) {
     double elapsed = now() - start;
     if (a->stats)
         fprintf(stderr, PROG " tflite %s: %lld chars in %.3f s, %.1f chars/s, %.1f µs/char "
-                "(batch 1, prime %zu chars included in the time)\n", a->precision, produced, elapsed,
-                elapsed > 0 ? produced / elapsed : 0.0, elapsed / (produced > 0 ? produced : 1) * 1e6, n);
+                "(batch 1, prime %zu chars included in the time), peak RSS %.1f MiB\n", a->precision, produced,
+                elapsed, elapsed > 0 ? produced / elapsed : 0.0, elapsed / (produced > 0 ? produced : 1) * 1e6, n,
+                peak_rss_kib() / 1024.0);
     rc = 0;
 done:
     estella_step_close(&step);
