@@ -12,8 +12,10 @@ x86, and the C runtime follows what the device's Python runtime does. Prints JSO
 
 import contextlib
 import io
+import json
 import os
 import platform
+import shlex
 import subprocess
 import sys
 import time
@@ -68,20 +70,20 @@ def main(export, estella_c):
                               encoding="utf-8")
         c_seconds = time.monotonic() - start
         same = done.returncode == 0 and done.stdout == want
-        results.append({"flags": " ".join(flags(settings, chars)), "equal": same, "chars": chars,
+        results.append({"flags": shlex.join(flags(settings, chars)), "equal": same, "chars": chars,
                         "emulated_python_seconds": python_seconds, "emulated_c_seconds": c_seconds})
         if not same:
             prefix = os.path.commonprefix([done.stdout, want])
-            failures.append(f"{' '.join(flags(settings, chars))}: estella-c exited {done.returncode}, texts agree "
+            failures.append(f"{shlex.join(flags(settings, chars))}: estella-c exited {done.returncode}, texts agree "
                             f"for {len(prefix)} of {len(want)} chars; {done.stderr.strip()[-200:]}")
     for argv in REFUSALS:
         want = python_refusal([export, *argv])
         done = subprocess.run([estella_c, export, *argv], capture_output=True, text=True, encoding="utf-8")
         got = (done.returncode, done.stderr.strip().split(": error: ", 1)[-1])
-        results.append({"flags": " ".join(argv), "equal": got == want, "refusal": True})
+        results.append({"flags": shlex.join(argv), "equal": got == want, "refusal": True})
         if got != want:
-            failures.append(f"{' '.join(argv)}: estella-c {got!r}, estella generate {want!r}")
-    print(__import__("json").dumps({
+            failures.append(f"{shlex.join(argv)}: estella-c {got!r}, estella generate {want!r}")
+    print(json.dumps({
         "row": "estella-c", "machine": platform.machine(), "hwcaps": hwcaps(), "versions": versions(),
         "binary_bytes": os.path.getsize(estella_c), "cases": results, "failures": failures}))
 

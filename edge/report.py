@@ -14,7 +14,8 @@ import sys
 CPU_TITLES = {"cortex-a72": "Cortex-A72 (Raspberry Pi 4 class)", "cortex-a76": "Cortex-A76 (Raspberry Pi 5 class)"}
 VENV_TITLES = {"tflite": "`estella[tflite]`", "onnx": "`estella[onnx]`",
                "tflite-runtime": "tflite-runtime 2.14 + numpy<2 + `estella` (no extra)",
-               "rootfs": "the whole root filesystem (Debian minbase, python3, the three virtualenvs)"}
+               "rootfs": "the whole root filesystem (Debian minbase, python3, the three virtualenvs, estella-c and "
+                         "its build packages)"}
 # What qemu's CPU models are not: said next to their table, so nobody reads more into it.
 CPU_NOTES = {"cortex-a72": "qemu's cortex-a72 has the crypto extensions (aes, pmull, sha1, sha2) that the Pi 4's "
                            "BCM2711 lacks."}
