@@ -104,3 +104,14 @@ def test_int8_texts_equal_the_python_runtime(estella_c, real_export):
     for seed, temperature in ((2, 0.0), (2, 0.7), (9, 1.0)):
         want = gen.generate("Pip", 300, temperature=temperature, seed=seed)
         assert c_text(estella_c, real_export, "Pip", 300, temperature, seed=seed, extra=["--precision", "int8"]) == want + "\n"
+
+
+def test_the_installed_litert_is_the_version_the_declarations_are_for():
+    """runtime/c/src/litert_api.h declares LiteRT's C API as it is in one version; another may differ."""
+    import importlib.metadata
+    import re
+
+    header = open(os.path.join(os.path.dirname(__file__), "..", "..", "runtime", "c", "src", "litert_api.h")).read()
+    pinned = re.search(r'#define LITERT_PINNED_VERSION "([\d.]+)"', header).group(1)
+    installed = importlib.metadata.version("ai-edge-litert")
+    assert installed.split(".")[:2] == pinned.split(".")[:2], (installed, pinned)

@@ -67,6 +67,14 @@ typedef struct {
     LiteRtLayout layout;
 } LiteRtRankedTensorType;
 
+/* LiteRT's own ABI checks of these structs (litert_layout.h, litert_model_types.h, litert_environment_options.h). */
+#if defined(__SIZEOF_POINTER__) && __SIZEOF_POINTER__ == 8
+_Static_assert(sizeof(LiteRtLayout) == 68, "LiteRtLayout size");
+_Static_assert(sizeof(LiteRtRankedTensorType) == 72, "LiteRtRankedTensorType size");
+_Static_assert(sizeof(LiteRtAny) == 16, "LiteRtAny size");
+_Static_assert(sizeof(LiteRtEnvOption) == 24, "LiteRtEnvOption size");
+#endif
+
 typedef void (*LiteRtHostMemoryDeallocator)(void *addr);
 #define LITERT_HOST_MEMORY_BUFFER_ALIGNMENT 64
 
