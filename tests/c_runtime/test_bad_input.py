@@ -113,3 +113,16 @@ def test_unfinished_export(capsys, estella_c, copied_export):
 def test_unsupported_flag_is_named(estella_c, real_export):
     code, message = c_error(estella_c, [real_export, "--num-samples", "2"])
     assert code == 2 and message == "--num-samples is not supported by estella-c (use `estella generate`)"
+
+
+def test_a_full_disk_is_reported(estella_c, real_export):
+    """stdout on /dev/full: both say so with exit 2 (the Python CLI run as a process, as here)."""
+    import sys
+
+    argv = [real_export, "--chars", "3000", "--seed", "1"]
+    with open("/dev/full", "w") as full:
+        c = subprocess.run([estella_c, *argv], stdout=full, stderr=subprocess.PIPE, text=True)
+        py = subprocess.run([sys.executable, "-m", "estella.runtime.cli", "generate", *argv, "--backend", "tflite"],
+                            stdout=full, stderr=subprocess.PIPE, text=True)
+    assert c.returncode == py.returncode == 2
+    assert c.stderr.strip().splitlines()[-1].split(": error: ")[1] == py.stderr.strip().splitlines()[-1].split(": error: ")[1]
