@@ -3,15 +3,14 @@
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <limits.h>
-#include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "paths.h"
 #include "text.h"
 
 #define MANIFEST "manifest.json"
@@ -73,294 +72,6 @@ static int positive_int(const cJSON *v) {
            && v->valuedouble == (double)(int)v->valuedouble;
 }
 
-/* os.path.join(a, b) for a relative b */
-static char *join(const char *a, const char *b) {
-    estella_str s = {0};
-    estella_str_add(&s, a);
-    if (s.len && s.data[s.len - 1] != '/')
-        estella_str_add(&s, "/");
-    estella_str_add(&s, b);
-    return s.data;
-}
-
-/* --- paths: confined to the export folder, regular files, each one listed ---------------------- */
-
-static int check_relative(const char *path, const char *field, estella_str *err) {
-    char *copy = strdup(path);
-    for (char *c = copy; *c; c++)
-        if (*c == '\\')
-            *c = '/';
-    char *first_end = strchr(copy, '/');
-    size_t first_len = first_end ? (size_t)(first_end - copy) : strlen(copy);
-    int bad = path[0] == '/' || path[0] == '\\' || memchr(copy, ':', first_len) != NULL
-              || strcmp(path, "") == 0 || strcmp(path, ".") == 0;
-    for (char *part = copy, *next; !bad && part; part = next) {
-        next = strchr(part, '/');
-        if (next)
-            *next++ = 0;
-        bad = strcmp(part, "..") == 0;
-    }
-    free(copy);
-    if (bad) {
-        estella_str_add(err, MANIFEST ": ");
-        estella_str_addf(err, "%s ", field);
-        estella_repr_utf8(err, path);
-        estella_str_add(err, " must be a relative path inside the export folder");
-        return -1;
-    }
-    return 0;
-}
-
-/* os.path.realpath: symlinks resolved; a path that does not exist (yet) is resolved as far as it does. */
-static char *resolve(const char *path) {
-    char *full = realpath(path, NULL);
-    if (full)
-        return full;
-    char *copy = strdup(path), *slash = strrchr(copy, '/');
-    char *parent = slash ? (slash == copy ? strdup("/") : strndup(copy, (size_t)(slash - copy))) : strdup(".");
-    char *resolved_parent = strcmp(parent, path) ? resolve(parent) : strdup(parent);
-    char *joined = join(resolved_parent, slash ? slash + 1 : copy);
-    free(copy);
-    free(parent);
-    free(resolved_parent);
-    return joined;
-}
-
-static int inside(const char *root, const char *full) {
-    size_t n = strlen(root);
-    return strcmp(root, "/") == 0 || (strncmp(root, full, n) == 0 && (full[n] == 0 || full[n] == '/'));
-}
-
-/* os.path.normpath for a relative path the manifest gives: no ".", no empty parts. */
-static char *normpath(const char *path) {
-    estella_str s = {0};
-    estella_str_add(&s, "");
-    char *copy = strdup(path);
-    for (char *part = strtok(copy, "/"); part; part = strtok(NULL, "/"))
-        if (strcmp(part, ".") != 0)
-            estella_str_addf(&s, "%s%s", s.len ? "/" : "", part);
-    free(copy);
-    if (!s.len)
-        estella_str_add(&s, ".");
-    return s.data;
-}
-
-/* runtime/manifest.py check_path: nothing is opened here. */
-static int check_path(const char *dir, const char *path, const char *what, estella_str *err) {
-    char *root = resolve(dir), *joined = join(dir, path), *full = resolve(joined);
-    int rc = 0;
-    struct stat st, link;
-    if (!inside(root, full)) {
-        estella_str_addf(err, "%s ", what);
-        estella_repr_utf8(err, path);
-        estella_str_addf(err, " points outside the export folder %s: refused", dir);
-        rc = -1;
-    } else if (lstat(joined, &link) == 0 && stat(full, &st) == 0 && !S_ISREG(st.st_mode)) {
-        estella_str_addf(err, "%s ", what);
-        estella_repr_utf8(err, path);
-        estella_str_addf(err, " in %s is not a regular file: refused", dir);
-        rc = -1;
-    }
-    free(root);
-    free(joined);
-    free(full);
-    return rc;
-}
-
-/* The files under a folder artifact, for the check that each one is listed. */
-static struct {
-    const char *root;
-    char **listed;
-    int n_listed;
-    char **unlisted; /* found, not listed: sorted for the message, as Python's */
-    int n_unlisted;
-    char *linked;
-} walk;
-
-static int visit(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
-    (void)st;
-    (void)ftw;
-    if (flag == FTW_D || flag == FTW_DNR || flag == FTW_DP)
-        return 0;
-    struct stat target;
-    if (flag == FTW_SL && stat(path, &target) == 0 && S_ISDIR(target.st_mode)) {
-        walk.linked = strdup(path);
-        return 1; /* os.walk lists it among the folders, and check_artifact_paths refuses it */
-    }
-    const char *relative = path + strlen(walk.root) + 1;
-    for (int i = 0; i < walk.n_listed; i++)
-        if (strcmp(walk.listed[i], relative) == 0)
-            return 0;
-    char **grown = realloc(walk.unlisted, (size_t)(walk.n_unlisted + 1) * sizeof *grown);
-    if (!grown)
-        return 1;
-    walk.unlisted = grown;
-    walk.unlisted[walk.n_unlisted++] = strdup(relative);
-    return 0;
-}
-
-static int compare_strings(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
-
-/* runtime/manifest.py check_artifact_paths */
-static int check_artifact_paths(const char *dir, const cJSON *artifact, estella_str *err) {
-    const char *name = cJSON_GetObjectItemCaseSensitive(artifact, "name")->valuestring;
-    const char *path = cJSON_GetObjectItemCaseSensitive(artifact, "path")->valuestring;
-    const cJSON *files = cJSON_GetObjectItemCaseSensitive(artifact, "files");
-    int n = cJSON_GetArraySize(files), rc = 0;
-    char **listed = calloc((size_t)n + 1, sizeof *listed);
-    estella_str what = {0}, names = {0};
-    estella_str_add(&what, "artifact ");
-    estella_repr_utf8(&what, name);
-    estella_str_add(&what, ": file");
-    estella_repr_utf8(&names, name);
-    for (int i = 0; i < n; i++) {
-        const char *file = cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(files, i), "path")->valuestring;
-        listed[i] = normpath(file);
-        if (rc == 0)
-            rc = check_path(dir, file, what.data, err);
-    }
-    char *root = resolve(dir), *joined = join(dir, path), *full = resolve(joined);
-    struct stat st;
-    if (rc != 0) {
-    } else if (!inside(root, full)) {
-        estella_str_addf(err, "artifact %s: path ", names.data);
-        estella_repr_utf8(err, path);
-        estella_str_addf(err, " points outside the export folder %s: refused", dir);
-        rc = -1;
-    } else if (stat(full, &st) == 0 && S_ISDIR(st.st_mode)) {
-        /* every file under it listed (paths relative to the folder's real root) */
-        walk.root = root;
-        walk.listed = listed;
-        walk.n_listed = n;
-        walk.unlisted = NULL;
-        walk.n_unlisted = 0;
-        walk.linked = NULL;
-        nftw(full, visit, 16, FTW_PHYS);
-        if (walk.linked) {
-            estella_str_addf(err, "artifact %s: ", names.data);
-            estella_repr_utf8(err, walk.linked + strlen(root) + 1);
-            estella_str_add(err, " is a link to a folder; a folder artifact holds plain files only");
-            free(walk.linked);
-            rc = -1;
-        } else if (walk.n_unlisted) {
-            qsort(walk.unlisted, (size_t)walk.n_unlisted, sizeof *walk.unlisted, compare_strings);
-            estella_str_addf(err, "artifact %s: %s/ holds files that the manifest does not list (", names.data, path);
-            for (int i = 0; i < walk.n_unlisted && i < 5; i++)
-                estella_str_addf(err, "%s%s", i ? ", " : "", walk.unlisted[i]);
-            estella_str_add(err, "); they would be loaded unverified: re-export it");
-            rc = -1;
-        }
-        for (int i = 0; i < walk.n_unlisted; i++)
-            free(walk.unlisted[i]);
-        free(walk.unlisted);
-    } else {
-        char *norm = normpath(path);
-        int found = 0;
-        for (int i = 0; i < n; i++)
-            found |= strcmp(listed[i], norm) == 0;
-        free(norm);
-        if (!found) {
-            estella_str_addf(err, "artifact %s: its path ", names.data);
-            estella_repr_utf8(err, path);
-            estella_str_add(err, " is not in its files list, so it cannot be verified: the manifest was edited; re-export it");
-            rc = -1;
-        } else {
-            estella_str_free(&what);
-            estella_str_add(&what, "artifact ");
-            estella_repr_utf8(&what, name);
-            estella_str_add(&what, ": path");
-            rc = check_path(dir, path, what.data, err);
-        }
-    }
-    for (int i = 0; i < n; i++)
-        free(listed[i]);
-    free(listed);
-    free(root);
-    free(joined);
-    free(full);
-    estella_str_free(&what);
-    estella_str_free(&names);
-    return rc;
-}
-
-/* --- verification: size and sha256 of every file of the artifact -------------------------------- */
-
-/* runtime/manifest.py _read_regular: opened without blocking, checked on the open descriptor. */
-static int read_regular(const char *path, const cJSON *entry, const char *artifact, int keep,
-                        unsigned char **data, size_t *size, estella_str *err) {
-    long long want = (long long)cJSON_GetObjectItemCaseSensitive(entry, "bytes")->valuedouble;
-    const char *sha = cJSON_GetObjectItemCaseSensitive(entry, "sha256")->valuestring;
-    int fd = open(path, O_RDONLY | O_NONBLOCK);
-    if (fd < 0) {
-        if (errno == ENOENT) {
-            estella_str_addf(err, "%s is missing (listed in the manifest for artifact ", path);
-            estella_repr_utf8(err, artifact);
-            FAIL(")");
-        }
-        FAIL("cannot open %s: %s", path, strerror(errno));
-    }
-    struct stat st;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        close(fd);
-        FAIL("%s is not a regular file: refused", path);
-    }
-    if ((long long)st.st_size != want) {
-        close(fd);
-        FAIL("%s is %lld bytes but the manifest lists %lld: the file is truncated or was replaced; re-export it",
-             path, (long long)st.st_size, want);
-    }
-    unsigned char *bytes = keep ? malloc((size_t)want + 1) : NULL, block[1 << 16];
-    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
-    EVP_DigestInit_ex(ctx, EVP_sha256(), NULL);
-    size_t got = 0;
-    ssize_t n;
-    while ((n = read(fd, block, sizeof block)) > 0) {
-        EVP_DigestUpdate(ctx, block, (size_t)n);
-        if (keep && got + (size_t)n <= (size_t)want)
-            memcpy(bytes + got, block, (size_t)n);
-        got += (size_t)n;
-    }
-    close(fd);
-    unsigned char digest[EVP_MAX_MD_SIZE];
-    unsigned int digest_len = 0;
-    EVP_DigestFinal_ex(ctx, digest, &digest_len);
-    EVP_MD_CTX_free(ctx);
-    char hex[2 * EVP_MAX_MD_SIZE + 1];
-    for (unsigned i = 0; i < digest_len; i++)
-        snprintf(hex + 2 * i, 3, "%02x", digest[i]);
-    if (n < 0 || got != (size_t)want || strcmp(hex, sha) != 0) {
-        free(bytes);
-        FAIL("%s does not match its sha256 in the manifest: the file is corrupt or was changed after export; re-export it",
-             path);
-    }
-    if (keep) {
-        *data = bytes;
-        *size = got;
-    }
-    return 0;
-}
-
-/* runtime/manifest.py verify_files, keeping the bytes of the artifact's own path. */
-static int verify_files(const char *dir, const cJSON *artifact, unsigned char **data, size_t *size, estella_str *err) {
-    if (check_artifact_paths(dir, artifact, err) != 0)
-        return -1;
-    const char *name = cJSON_GetObjectItemCaseSensitive(artifact, "name")->valuestring;
-    char *main_path = normpath(cJSON_GetObjectItemCaseSensitive(artifact, "path")->valuestring);
-    const cJSON *entry;
-    int rc = 0;
-    cJSON_ArrayForEach(entry, cJSON_GetObjectItemCaseSensitive(artifact, "files")) {
-        const char *file = cJSON_GetObjectItemCaseSensitive(entry, "path")->valuestring;
-        char *norm = normpath(file), *path = join(dir, file);
-        rc = read_regular(path, entry, name, strcmp(norm, main_path) == 0, data, size, err);
-        free(norm);
-        free(path);
-        if (rc != 0)
-            break;
-    }
-    free(main_path);
-    return rc;
-}
-
 /* --- structure: every field read has the type it must have (runtime/manifest.py check_manifest) -- */
 
 static int check_string_field(const cJSON *artifact, const char *key, const char *field, const char *where,
@@ -399,7 +110,7 @@ static int check_artifact(const cJSON *a, int index, const char *where, estella_
     }
     estella_str path_field = {0};
     estella_str_addf(&path_field, "%s.path", f);
-    int bad_path = check_relative(cJSON_GetObjectItemCaseSensitive(a, "path")->valuestring, path_field.data, err);
+    int bad_path = estella_check_relative(cJSON_GetObjectItemCaseSensitive(a, "path")->valuestring, path_field.data, err);
     estella_str_free(&path_field);
     if (bad_path)
         goto done;
@@ -423,7 +134,7 @@ static int check_artifact(const cJSON *a, int index, const char *where, estella_
         }
         char entry_field[128];
         snprintf(entry_field, sizeof entry_field, "%s.path", at);
-        if (check_relative(v->valuestring, entry_field, err) != 0)
+        if (estella_check_relative(v->valuestring, entry_field, err) != 0)
             goto done;
         v = cJSON_GetObjectItemCaseSensitive(entry, "bytes");
         if (!cJSON_IsNumber(v) || v->valuedouble < 0 || v->valuedouble != (double)(long long)v->valuedouble) {
@@ -592,9 +303,9 @@ static int check_finished(const char *dir, estella_str *err) {
     struct stat st;
     if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode))
         FAIL("export directory %s does not exist (write one with `estella export RUN --out DIR`)", dir);
-    char *abs = realpath(dir, NULL), *marker = join(dir, UNFINISHED_MARKER);
+    char *abs = realpath(dir, NULL), *marker = estella_join(dir, UNFINISHED_MARKER);
     /* os.path.abspath keeps the folder's own name; realpath the name a link points to */
-    char *cwd_joined = dir[0] == '/' ? strdup(dir) : join(getcwd(NULL, 0), dir);
+    char *cwd_joined = dir[0] == '/' ? strdup(dir) : estella_join(getcwd(NULL, 0), dir);
     int unfinished = base_is_unfinished(cwd_joined) || (abs && base_is_unfinished(abs)) || lstat(marker, &st) == 0;
     free(abs);
     free(marker);
@@ -606,7 +317,7 @@ static int check_finished(const char *dir, estella_str *err) {
 }
 
 static cJSON *read_manifest(const char *dir, estella_str *err) {
-    char *path = join(dir, MANIFEST), *config = join(dir, "config.json");
+    char *path = estella_join(dir, MANIFEST), *config = estella_join(dir, "config.json");
     cJSON *m = NULL;
     struct stat st;
     char *text = NULL;
@@ -617,7 +328,7 @@ static cJSON *read_manifest(const char *dir, estella_str *err) {
             estella_str_addf(err, " but a training run: export it with `estella export %s --out DIR`", dir);
         goto done;
     }
-    if (check_path(dir, MANIFEST, "the manifest", err) != 0)
+    if (estella_check_path(dir, MANIFEST, "the manifest", err) != 0)
         goto done;
     fd = open(path, O_RDONLY | O_NONBLOCK);
     if (fd < 0) {
@@ -656,13 +367,13 @@ int estella_export_open(estella_export *e, const char *dir, const char *format, 
     int rc = -1;
     if (check_finished(dir, &err) != 0 || !(m = read_manifest(dir, &err)))
         goto done;
-    char *where = join(dir, MANIFEST);
+    char *where = estella_join(dir, MANIFEST);
     int bad = check_manifest(m, where, e, &err);
     free(where);
     if (bad)
         goto done;
     cJSON_ArrayForEach(item, cJSON_GetObjectItemCaseSensitive(m, "artifacts"))
-        if (check_artifact_paths(dir, item, &err) != 0)
+        if (estella_check_artifact_paths(dir, item, &err) != 0)
             goto done;
     cJSON_ArrayForEach(item, cJSON_GetObjectItemCaseSensitive(m, "artifacts")) {
         const cJSON *role = cJSON_GetObjectItemCaseSensitive(item, "role");
@@ -689,7 +400,7 @@ int estella_export_open(estella_export *e, const char *dir, const char *format, 
             else
                 have[n++] = s.data;
         }
-        qsort(have, (size_t)n, sizeof *have, compare_strings);
+        qsort(have, (size_t)n, sizeof *have, estella_compare_strings);
         estella_str_addf(&err, "%s has no %s artifact for the %s backend; it has: ", dir, precision, format);
         for (int i = 0; i < n; i++) {
             estella_str_addf(&err, "%s%s", i ? ", " : "", have[i]);
@@ -697,7 +408,7 @@ int estella_export_open(estella_export *e, const char *dir, const char *format, 
         }
         goto done;
     }
-    if (verify_files(dir, chosen, &e->model, &e->model_size, &err) != 0)
+    if (estella_verify_files(dir, chosen, &e->model, &e->model_size, &err) != 0)
         goto done;
     if (!e->model) {
         estella_str_addf(&err, "artifact '%s' is a folder; the tflite backend runs one file",
