@@ -5,8 +5,8 @@ and peak RSS (VmHWM), one fresh process per run, in interleaved rounds.
 Both sides sample (temperature 1, seed 0) from the prime "T". The Python side is `estella generate
 --backend tflite --threads 1 --stats` for chars/s and estella.bench.probe for cold start and memory;
 the C side is one `estella-c --stream --stats` process for all three. estella-c is built here with
-`make -C runtime/c` against this virtualenv's libLiteRt.so; LiteRT's C API in 2.3 does not export
-its CPU thread option, so estella-c runs XNNPACK's default threads.
+`make -C runtime/c` against this virtualenv's libLiteRt.so. It runs on one thread, as the Python side
+does here: the compiled model's default (LiteRT 2.3's C library does not export its thread option).
 """
 
 import os

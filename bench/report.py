@@ -266,8 +266,8 @@ def c_runtime_table(c):
            "`--stats`), peak RSS (VmHWM). Python: `estella generate --backend tflite --threads 1` (chars/s) and the "
            "probe above (cold start, memory); C: `estella-c --stream --stats`, the same text. "
            f"estella-c is {sizes['estella_c_bytes'] / 1e3:.0f} KB and links libLiteRt.so "
-           f"({sizes['libLiteRt_bytes'] / 2**20:.1f} MiB), libcjson and libcrypto; LiteRT 2.3's C API does not "
-           "export its thread option, so it runs XNNPACK's default threads.\n"]
+           f"({sizes['libLiteRt_bytes'] / 2**20:.1f} MiB), libcjson and libcrypto; it runs one thread, the compiled "
+           "model's default (LiteRT 2.3's C library does not export its thread option).\n"]
     for shape_name, sides in c.items():
         if shape_name in ("sizes", "chars"):
             continue
