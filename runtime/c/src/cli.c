@@ -372,6 +372,54 @@ static void put(uint32_t cp, int flush) {
         fflush(stdout);
 }
 
+/* runtime/generator.py encode: the prime's kept characters (cps, kept) and the ids to feed (ids,
+ * n_ids: a newline for an empty prime); a refusal goes to m. Every unknown character is named,
+ * sorted and once, unless --skip-unknown drops them. Returns the prime's length in characters. */
+static size_t encode_prime(const estella_export *e, const char *prime, int skip_unknown, uint32_t *cps, size_t *kept,
+                           int *ids, size_t *n_ids, estella_str *m) {
+    uint32_t *unknown = malloc((strlen(prime) + 1) * sizeof *unknown);
+    size_t n = estella_utf8_decode(prime, cps), n_unknown = 0;
+    *kept = 0;
+    for (size_t i = 0; i < n; i++) {
+        int id = -1;
+        for (int v = 0; v < e->vocab_size && id < 0; v++)
+            if (e->vocab[v] == cps[i])
+                id = v;
+        if (id >= 0) {
+            cps[*kept] = cps[i];
+            ids[(*kept)++] = id;
+            continue;
+        }
+        size_t at = 0; /* sorted(set(prime) - vocab) */
+        while (at < n_unknown && unknown[at] < cps[i]) at++;
+        if (at < n_unknown && unknown[at] == cps[i])
+            continue;
+        memmove(unknown + at + 1, unknown + at, (n_unknown - at) * sizeof *unknown);
+        unknown[at] = cps[i];
+        n_unknown++;
+    }
+    if (n_unknown && !skip_unknown) {
+        estella_str_add(m, "the prime has characters that are not in the vocabulary: [");
+        for (size_t i = 0; i < n_unknown; i++) {
+            if (i)
+                estella_str_add(m, ", ");
+            estella_repr_str(m, &unknown[i], 1);
+        }
+        estella_str_add(m, "] (remove them, or skip them with --skip-unknown)");
+    }
+    free(unknown);
+    *n_ids = *kept;
+    if (!m->len && *kept == 0) { /* an empty prime starts from a newline, as at a new paragraph */
+        for (int v = 0; v < e->vocab_size; v++)
+            if (e->vocab[v] == '\n')
+                ids[(*n_ids)++] = v;
+        if (*n_ids == 0)
+            estella_str_add(m, "the prime is empty (after skipping unknown characters) and the vocabulary has no "
+                            "newline to start from; give a prime");
+    }
+    return n;
+}
+
 static int generate(const arguments *a) {
     estella_export e;
     char *error = NULL;
@@ -385,48 +433,12 @@ static int generate(const arguments *a) {
         estella_export_close(&e);
         return rc;
     }
-    /* runtime/generator.py encode: every unknown character named, or skipped with --skip-unknown */
     const char *prime = a->prime ? a->prime : "";
-    uint32_t *cps = malloc((strlen(prime) + 1) * sizeof *cps), *unknown = malloc((strlen(prime) + 1) * sizeof *unknown);
+    uint32_t *cps = malloc((strlen(prime) + 1) * sizeof *cps);
     int *ids = malloc((strlen(prime) + 1) * sizeof *ids);
-    size_t n = estella_utf8_decode(prime, cps), kept = 0, n_unknown = 0;
-    for (size_t i = 0; i < n; i++) {
-        int id = -1;
-        for (int v = 0; v < e.vocab_size && id < 0; v++)
-            if (e.vocab[v] == cps[i])
-                id = v;
-        if (id >= 0) {
-            cps[kept] = cps[i];
-            ids[kept++] = id;
-            continue;
-        }
-        size_t at = 0; /* sorted, each once: sorted(set(prime) - vocab) */
-        while (at < n_unknown && unknown[at] < cps[i]) at++;
-        if (at < n_unknown && unknown[at] == cps[i])
-            continue;
-        memmove(unknown + at + 1, unknown + at, (n_unknown - at) * sizeof *unknown);
-        unknown[at] = cps[i];
-        n_unknown++;
-    }
+    size_t kept, n_ids;
     estella_str m = {0};
-    if (n_unknown && !a->skip_unknown) {
-        estella_str_add(&m, "the prime has characters that are not in the vocabulary: [");
-        for (size_t i = 0; i < n_unknown; i++) {
-            if (i)
-                estella_str_add(&m, ", ");
-            estella_repr_str(&m, &unknown[i], 1);
-        }
-        estella_str_add(&m, "] (remove them, or skip them with --skip-unknown)");
-    }
-    size_t n_ids = kept;
-    if (!m.len && kept == 0) { /* an empty prime starts from a newline, as at a new paragraph */
-        for (int v = 0; v < e.vocab_size; v++)
-            if (e.vocab[v] == '\n')
-                ids[n_ids++] = v;
-        if (n_ids == 0)
-            estella_str_add(&m, "the prime is empty (after skipping unknown characters) and the vocabulary has no "
-                            "newline to start from; give a prime");
-    }
+    size_t n = encode_prime(&e, prime, a->skip_unknown, cps, &kept, ids, &n_ids, &m); /* n: for --stats */
     if (!m.len && a->seed && a->seed[0] == '-')
         estella_str_addf(&m, "--seed must be an integer >= 0, got %s", a->seed);
     estella_rng rng;
@@ -484,7 +496,6 @@ done:
     estella_sampler_free(&sampler);
     estella_export_close(&e);
     free(cps);
-    free(unknown);
     free(ids);
     return rc;
 }
