@@ -126,3 +126,12 @@ def test_a_full_disk_is_reported(estella_c, real_export):
                             stdout=full, stderr=subprocess.PIPE, text=True)
     assert c.returncode == py.returncode == 2
     assert c.stderr.strip().splitlines()[-1].split(": error: ")[1] == py.stderr.strip().splitlines()[-1].split(": error: ")[1]
+
+
+def test_control_characters_in_a_refusal_are_escaped(estella_c, tmp_path):
+    """A path (or anything an export names) cannot drive the terminal: ESC and a bidi override are shown as escapes."""
+    folder = tmp_path / "x\x1b[2Jy\u202ez"
+    folder.mkdir()
+    code, message = c_error(estella_c, [str(folder)])
+    assert code == 2 and "\x1b" not in message and "\u202e" not in message
+    assert "x\\x1b[2Jy\\u202ez/manifest.json is missing" in message

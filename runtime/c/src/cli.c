@@ -55,8 +55,14 @@ static const char *HELP_TEXT =
     "  --stream             print characters as they are produced\n"
     "  --stats              print chars/s and microseconds per character to stderr\n";
 
+/* A refusal on stderr, exit code 2; its text may hold what an export or the user gave, so it is
+ * written with control characters escaped (the Python CLI does the same). */
 static int fail(const char *message) {
-    fprintf(stderr, PROG ": error: %s\n", message);
+    estella_str shown = {0};
+    estella_str_add(&shown, "");
+    estella_printable(&shown, message);
+    fprintf(stderr, PROG ": error: %s\n", shown.data);
+    estella_str_free(&shown);
     return 2;
 }
 

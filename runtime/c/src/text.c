@@ -196,3 +196,35 @@ void estella_repr_float(estella_str *out, double v) {
         estella_str_addf(out, ".%s", digits + 1);
     estella_str_addf(out, "e%c%02d", decpt - 1 < 0 ? '-' : '+', abs(decpt - 1));
 }
+
+/* Unicode's format characters (category Cf), as of Unicode 15. */
+static int format_char(uint32_t c) {
+    static const uint32_t ranges[][2] = {
+        {0xad, 0xad}, {0x600, 0x605}, {0x61c, 0x61c}, {0x6dd, 0x6dd}, {0x70f, 0x70f}, {0x890, 0x891},
+        {0x8e2, 0x8e2}, {0x180e, 0x180e}, {0x200b, 0x200f}, {0x202a, 0x202e}, {0x2060, 0x2064},
+        {0x2066, 0x206f}, {0xfeff, 0xfeff}, {0xfff9, 0xfffb}, {0x110bd, 0x110bd}, {0x110cd, 0x110cd},
+        {0x13430, 0x1343f}, {0x1bca0, 0x1bca3}, {0x1d173, 0x1d17a}, {0xe0001, 0xe0001}, {0xe0020, 0xe007f},
+    };
+    for (size_t i = 0; i < sizeof ranges / sizeof ranges[0]; i++)
+        if (c >= ranges[i][0] && c <= ranges[i][1])
+            return 1;
+    return 0;
+}
+
+void estella_printable(estella_str *out, const char *utf8) {
+    uint32_t *cps = malloc((strlen(utf8) + 1) * sizeof *cps);
+    if (!cps)
+        exit(1);
+    size_t n = estella_utf8_decode(utf8, cps);
+    for (size_t i = 0; i < n; i++) {
+        uint32_t c = cps[i];
+        if (c != '\n' && (c < 0x20 || (c >= 0x7f && c <= 0x9f) || format_char(c) || (c >= 0xdc80 && c <= 0xdcff)))
+            estella_str_addf(out, c < 0x100 ? "\\x%02x" : c < 0x10000 ? "\\u%04x" : "\\U%08x", c);
+        else {
+            char buf[5] = {0};
+            estella_utf8_encode(c, buf);
+            estella_str_add(out, buf);
+        }
+    }
+    free(cps);
+}

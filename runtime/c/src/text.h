@@ -27,6 +27,11 @@ void estella_str_free(estella_str *s);
 void estella_repr_str(estella_str *out, const uint32_t *cps, size_t n);
 void estella_repr_utf8(estella_str *out, const char *utf8);
 
+/* A message as the terminal may show it: control and format characters (Unicode Cc, Cf) written as
+ * \xNN / \uNNNN escapes, newlines kept, and the lone surrogates of undecodable bytes as \udcNN
+ * (what the Python CLI's stderr writes), so that nothing from an export can drive the terminal. */
+void estella_printable(estella_str *out, const char *utf8);
+
 /* Python's repr() of a float (the shortest text that reads back the same: 0.5, 1e-05, inf). */
 void estella_repr_float(estella_str *out, double value);
 
