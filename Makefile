@@ -1,6 +1,7 @@
 # estella: `make train export` trains the default preset and exports it; `make test` runs the suite.
 # Variables: PRESET, RUN (run name under runs/), CORPUS (URL or path), OUT (export folder),
-# and one per hyper-parameter: EPOCHS UNITS EMBEDDING_DIM SEQ_LENGTH BATCH_SIZE LEARNING_RATE
+# and one per hyper-parameter: CELL (gru or lstm) LAYERS (1-4) UNITS (one value, or a comma list with one
+# per layer) DROPOUT EPOCHS EMBEDDING_DIM SEQ_LENGTH BATCH_SIZE LEARNING_RATE
 # PATIENCE VALIDATION_FRACTION SEED STEPS_PER_EPOCH VALIDATION_STEPS; DATA (a prepared folder),
 # MIXED_PRECISION, DISTRIBUTE (see README, "Training at scale").
 
@@ -24,7 +25,8 @@ OUT ?=
 
 hp = $(if $($(1)),--$(2) $($(1)))
 TRAIN_FLAGS = $(if $(PRESET),--preset $(PRESET)) $(if $(CORPUS),--corpus $(CORPUS)) \
-	$(call hp,EPOCHS,epochs) $(call hp,UNITS,units) $(call hp,EMBEDDING_DIM,embedding-dim) \
+	$(call hp,CELL,cell) $(call hp,LAYERS,layers) $(call hp,UNITS,units) $(call hp,DROPOUT,dropout) \
+	$(call hp,EPOCHS,epochs) $(call hp,EMBEDDING_DIM,embedding-dim) \
 	$(call hp,SEQ_LENGTH,seq-length) $(call hp,BATCH_SIZE,batch-size) $(call hp,LEARNING_RATE,learning-rate) \
 	$(call hp,PATIENCE,patience) $(call hp,VALIDATION_FRACTION,validation-fraction) $(call hp,SEED,seed) \
 	$(call hp,STEPS_PER_EPOCH,steps-per-epoch) $(call hp,VALIDATION_STEPS,validation-steps) \
@@ -36,7 +38,7 @@ venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade "pip>=24"
-	$(BIN)/python -m pip install -q -e '.[$(TRAIN_EXTRA),dev,jax,serve]'
+	$(BIN)/python -m pip install -q -e '.[$(TRAIN_EXTRA),dev,jax,serve,micro]'
 	touch $@
 
 train: venv
@@ -78,7 +80,7 @@ $(NUMPY_VENV)/.installed: pyproject.toml $(wildcard runtime/*.py runtime/backend
 
 $(RUNTIME_VENV)/.installed: pyproject.toml
 	test -x $(RUNTIME_VENV)/bin/python || $(PYTHON) -m venv $(RUNTIME_VENV)
-	$(RUNTIME_VENV)/bin/python -m pip install -q -e '.[tflite,onnx,dev,serve]'
+	$(RUNTIME_VENV)/bin/python -m pip install -q -e '.[tflite,onnx,dev,serve,micro]'
 	! $(RUNTIME_VENV)/bin/python -c "import tensorflow" 2>/dev/null
 	touch $@
 

@@ -22,8 +22,11 @@ BATCHES = (1, 8, 32)
 
 
 def load_weights(export_dir):
+    """weights.npz under schema 2's names (a schema-1 file's one GRU as layer 0)."""
+    from estella.runtime.weights_format import from_schema1
+
     with np.load(os.path.join(export_dir, "weights.npz"), allow_pickle=False) as w:
-        return {k: w[k] for k in w.files}
+        return from_schema1({k: w[k] for k in w.files})
 
 
 # --- the hardware limit: the weight bytes one character must read, and nothing else --------------
@@ -33,7 +36,7 @@ def limit_float32(weights, batch=1, transposed=False):
 
     transposed: the same product as W^T h with W^T stored row-major, the other BLAS gemv layout.
     """
-    kernels = [weights["gru_recurrent_kernel"], weights["dense_kernel"]]
+    kernels = [weights["layer0_recurrent_kernel"], weights["dense_kernel"]]
     h = np.random.default_rng(0).standard_normal((batch, kernels[0].shape[0])).astype(np.float32)
     if transposed:
         kernels = [np.ascontiguousarray(k.T) for k in kernels]
@@ -64,9 +67,9 @@ def limit_int8(weights, batch=1, threads=1):
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(0)
-    U = weights["gru_recurrent_kernel"].shape[0]
+    U = weights["layer0_recurrent_kernel"].shape[0]
     inits = [numpy_helper.from_array(rng.integers(-127, 128, weights[k].shape, dtype=np.int8), k)
-             for k in ("gru_recurrent_kernel", "dense_kernel")]
+             for k in ("layer0_recurrent_kernel", "dense_kernel")]
     nodes = [helper.make_node("MatMulInteger", ["h", k.name], [f"y{i}"]) for i, k in enumerate(inits)]
     outputs = [helper.make_tensor_value_info(f"y{i}", TensorProto.INT32, None) for i in range(len(nodes))]
     graph = helper.make_graph(nodes, "int8_limit", [helper.make_tensor_value_info("h", TensorProto.UINT8, [None, U])],
@@ -90,7 +93,7 @@ def litert_products(weights, precision):
     weights; int8 is the converter's dynamic-range quantization, as the int8 export's."""
     import tensorflow as tf
 
-    kernels = [tf.constant(weights[k]) for k in ("gru_recurrent_kernel", "dense_kernel")]
+    kernels = [tf.constant(weights[k]) for k in ("layer0_recurrent_kernel", "dense_kernel")]
 
     @tf.function(input_signature=[tf.TensorSpec([1, kernels[0].shape[0]], tf.float32)])
     def products(h):
@@ -106,7 +109,7 @@ def limit_litert(weights, graph, batch=1, threads=1):
     """The LiteRT graph of litert_products, invoked with B rows."""
     from ai_edge_litert.interpreter import Interpreter
 
-    kernels = [weights["gru_recurrent_kernel"], weights["dense_kernel"]]
+    kernels = [weights["layer0_recurrent_kernel"], weights["dense_kernel"]]
     U = kernels[0].shape[0]
     interpreter = Interpreter(model_content=graph, num_threads=threads)
     (h_in,), outputs = interpreter.get_input_details(), interpreter.get_output_details()
@@ -146,7 +149,7 @@ def numpy_int8(weights):
     """For the record: numpy's own int8 product (einsum with int32 accumulation), which is not BLAS."""
     rng = np.random.default_rng(0)
     kernels = [np.ascontiguousarray(rng.integers(-127, 128, weights[k].shape, dtype=np.int8).T)
-               for k in ("gru_recurrent_kernel", "dense_kernel")]
+               for k in ("layer0_recurrent_kernel", "dense_kernel")]
     h = rng.integers(-127, 128, kernels[0].shape[1], dtype=np.int8)
 
     def run(n):
@@ -173,9 +176,9 @@ def original_loop(run_dir):
     model = keras.Sequential([
         keras.Input(batch_shape=(1, None), dtype="int32"),
         keras.layers.Embedding(len(vocab), hp.embedding_dim),
-        keras.layers.GRU(hp.units, return_sequences=True, stateful=True, recurrent_initializer="glorot_uniform"),
+        keras.layers.GRU(hp.units[0], return_sequences=True, stateful=True, recurrent_initializer="glorot_uniform"),
         keras.layers.Dense(len(vocab)),
-    ])
+    ])  # the chapter's model: a run of one GRU layer
     for layer, name in zip(model.layers, ("embedding", "gru", "logits")):
         layer.set_weights(step_model.get_layer(name).get_weights())
     start = vocab.char_to_id[PRIME]
@@ -214,7 +217,7 @@ def tf_function_step(run_dir):
     def run(n):
         t0 = time.perf_counter()
         ids = tf.constant([[vocab.char_to_id[PRIME]]], tf.int32)
-        state = tf.zeros((1, cfg["hparams"].units))
+        state = tf.zeros((1, step_model.inputs[1].shape[-1]))
         out = []
         for _ in range(n):
             ids, state = one_step(ids, state)
@@ -285,18 +288,20 @@ def unfolded_backends(weights, vocab, out_dir, threads):
     from estella.export.onnx import write_onnx, write_onnx_int8
     from estella.export.pipeline import ARTIFACTS
     from estella.export.tflite import write_tflite
-    from estella.export.weights import dims
+    from estella.export.stepgraph import state_size
+    from estella.export.weights import architecture
     from estella.runtime.backends import open_backend
 
-    V, E, U = dims(weights)
+    arch = architecture(weights)
     os.makedirs(out_dir, exist_ok=True)
     write_tflite(weights, os.path.join(out_dir, "model.tflite"), fold=False)
     write_tflite(weights, os.path.join(out_dir, "model.int8.tflite"), int8=True, fold=False)
     write_onnx(weights, os.path.join(out_dir, "model.onnx"), fold=False)
     write_onnx_int8(os.path.join(out_dir, "model.onnx"), os.path.join(out_dir, "model.int8.onnx"))
     specs = [spec for spec in ARTIFACTS if spec.format in ("tflite", "onnx")]
-    artifacts = [manifest_mod.artifact_entry(out_dir, spec, V=V, U=U) for spec in specs]
-    manifest = manifest_mod.new_manifest(Vocab(vocab), V, E, U, artifacts, {})
+    artifacts = [manifest_mod.artifact_entry(out_dir, spec, V=arch["vocab_size"], S=state_size(weights))
+                 for spec in specs]
+    manifest = manifest_mod.new_manifest(Vocab(vocab), arch, artifacts, {})
     manifest["model"]["input_table"] = {"folded": False}
     return {case_name(spec.format, spec.precision): open_backend(out_dir, spec.format, spec.precision,
                                                                  manifest=manifest, num_threads=threads)

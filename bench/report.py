@@ -291,7 +291,8 @@ def training_tables(training):
             out.append(f"### preset {preset_name}\n\nNot measured: {t['error']}\n")
             continue
         hp = t["hparams"]
-        out.append(f"### preset {preset_name}: E={hp['embedding_dim']} U={hp['units']} seq={hp['seq_length']} "
+        units = hp["units"] if isinstance(hp["units"], int) else ",".join(map(str, hp["units"]))  # a list since 2 layers
+        out.append(f"### preset {preset_name}: {hp.get('cell', 'gru')} E={hp['embedding_dim']} U={units} seq={hp['seq_length']} "
                    f"batch={hp['batch_size']} ({t['backend']} backend)\n")
         out += ["| case | ms/step | min–max | chars/s | × original | first step s | val loss after the steps |",
                 "|---|---:|---:|---:|---:|---:|---:|"]

@@ -54,8 +54,8 @@ class Settings:
 def preset_shapes():
     """The generation models: the default preset's shape and the original's U=1024 (the seed preset)."""
     from estella.build.config import PRESETS
-    return {f"{name} (U={PRESETS[name].units})": (PRESETS[name].embedding_dim, PRESETS[name].units)
-            for name in ("default", "seed")}
+    return {f"{name} (U={PRESETS[name].units[0]})": (PRESETS[name].embedding_dim, PRESETS[name].units[0])
+            for name in ("default", "seed")}  # one-layer GRUs
 
 
 def child_env(threads):

@@ -47,7 +47,7 @@ def original_model(vocab_size, hp):
     model = keras.Sequential([
         keras.Input(batch_shape=(hp.batch_size, None), dtype="int32"),
         keras.layers.Embedding(vocab_size, hp.embedding_dim),
-        keras.layers.GRU(hp.units, return_sequences=True, stateful=True, recurrent_initializer="glorot_uniform"),
+        keras.layers.GRU(hp.units[0], return_sequences=True, stateful=True, recurrent_initializer="glorot_uniform"),
         keras.layers.Dense(vocab_size),
     ])
     model.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
@@ -59,7 +59,7 @@ def make_case(name, ids, vocab_size, hp):
     if name == "original recipe":
         return original_model(vocab_size, hp), original_dataset(ids, hp.seq_length, hp.batch_size)
     keras.config.set_dtype_policy(POLICIES.get(name, "float32"))
-    model = build_model(vocab_size, hp.embedding_dim, hp.units)
+    model = build_model(vocab_size, hp.embedding_dim, hp.units, cell=hp.cell, dropout=hp.dropout)
     compile_model(model, hp)
     keras.config.set_dtype_policy("float32")
     if name == "estella + XLA":
@@ -103,7 +103,8 @@ def measure(corpus, preset_name, cases, steps, rounds, log=print):
     seconds = {name: summary(step_seconds[name]) for name in cases}
     return {
         "preset": preset_name,
-        "hparams": {"embedding_dim": hp.embedding_dim, "units": hp.units, "seq_length": hp.seq_length,
+        "hparams": {"embedding_dim": hp.embedding_dim, "cell": hp.cell, "units": hp.units, "dropout": hp.dropout,
+                    "seq_length": hp.seq_length,
                     "batch_size": hp.batch_size, "vocab_size": len(vocab)},
         "cases": {name: {
             "about": CASES[name],

@@ -1,5 +1,6 @@
 """`estella train` and `estella sample`."""
 
+import argparse
 import os
 import sys
 
@@ -11,7 +12,7 @@ DEFAULT_RUNS = "runs"
 
 def add_parser(subparsers):
     p = subparsers.add_parser("train", help="train a model on a corpus (or resume a run)",
-                              description="Train a char-level GRU. Rerunning on a run directory resumes it.")
+                              description="Train a char-level GRU or LSTM stack. Rerunning on a run directory resumes it.")
     p.add_argument("run_dir", nargs="?", help=f"the run directory (default: {DEFAULT_RUNS}/<preset>)")
     p.add_argument("--corpus", default=None, help="URL or local path of a UTF-8 text (default: Great "
                    "Expectations from Project Gutenberg, cached)")
@@ -21,9 +22,15 @@ def add_parser(subparsers):
     p.add_argument("--quiet", action="store_true", help="one line per epoch instead of a progress bar "
                    "(always so when stdout is not a terminal)")
     add_scale_arguments(p)
+    p.add_argument("--cell", default=None, metavar="gru|lstm", help="the recurrent cell of every layer")
+    p.add_argument("--units", type=units_argument, default=None, metavar="U[,U...]",
+                   help="units of every layer, or a comma list with one per layer")
     for field in HParams.__dataclass_fields__.values():
+        if field.name in ("cell", "units"):
+            continue
         kind = float if field.type is float else int
-        p.add_argument("--" + field.name.replace("_", "-"), type=kind, default=None, metavar="N",
+        p.add_argument("--" + field.name.replace("_", "-"), type=kind, default=None,
+                       metavar="P" if field.name == "dropout" else "N",
                        help=f"override the preset's {field.name}")
     p.set_defaults(handler=run_train)
 
@@ -34,6 +41,15 @@ def add_parser(subparsers):
     s.add_argument("--temperature", type=float, default=0.5, help=">= 0; lower is more conservative, 0 is greedy")
     s.add_argument("--seed", type=int, default=None, help="seed for reproducible samples")
     s.set_defaults(handler=run_sample)
+
+
+def units_argument(text):
+    """--units 512 or --units 512,256: a list of ints (their range is HParams.check's)."""
+    try:
+        return [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number or a comma list of them (one per layer), "
+                                         f"got {text!r}") from None
 
 
 def run_train(args):

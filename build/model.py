@@ -7,7 +7,8 @@ layers and before the dense layer) rather than the cells' dropout arguments, whi
 cuDNN out; the step model has no dropout at all.
 """
 
-import keras
+# keras is imported inside the functions that make layers, so that the flag checks (build/config.py)
+# read CELLS and MAX_LAYERS without loading TensorFlow.
 
 CELLS = ("gru", "lstm")
 MAX_LAYERS = 4
@@ -50,6 +51,8 @@ def state_size(cell: str, units) -> int:
 def build_model(vocab_size: int, embedding_dim: int, units, cell="gru", dropout=0.0, batch_size=None,
                 seq_length=None):
     """The training model: ids [B, T] -> logits [B, T, V]. units: an int (one layer) or one per layer."""
+    import keras
+
     units = units_list(units)
     ids = keras.Input(batch_shape=(batch_size, seq_length), dtype="int32", name="ids")
     x = keras.layers.Embedding(vocab_size, embedding_dim, name="embedding")(ids)
@@ -69,6 +72,8 @@ def build_step_model(vocab_size: int, embedding_dim: int, units, cell="gru", bat
     state_layout says) rather than stateful layers, so that the caller carries it, exactly as
     every exported step graph does.
     """
+    import keras
+
     units = units_list(units)
     layout = state_layout(cell, units)
     ids = keras.Input(batch_shape=(batch_size, None), dtype="int32", name="ids")
@@ -85,17 +90,21 @@ def build_step_model(vocab_size: int, embedding_dim: int, units, cell="gru", bat
     return keras.Model([ids, state], [logits, new_state], name="estella_step")
 
 
-def copy_weights(source: keras.Model, target: keras.Model, cell="gru", layers=1):
+def copy_weights(source, target, cell="gru", layers=1):
     """Move the trained weights into a model of another shape (batch size, explicit state)."""
     for name in layer_names(cell, layers):
         target.get_layer(name).set_weights(source.get_layer(name).get_weights())
 
 
 def _dropout(x, rate):
+    import keras
+
     return keras.layers.Dropout(rate)(x) if rate > 0 else x
 
 
 def _rnn(cell, units, name, return_state=False):
+    import keras
+
     if cell == "gru":
         return keras.layers.GRU(units, return_sequences=True, return_state=return_state, reset_after=True,
                                 activation="tanh", recurrent_activation="sigmoid",

@@ -1,7 +1,8 @@
 """A run directory with random weights: the seed size for parity and benchmarks without training.
 
 Weights are scaled by fan-in (variance 1/fan_in), so activations and logits have the spread of a
-trained model rather than saturating or vanishing; no training loop is needed to get one.
+trained model rather than saturating or vanishing; no training loop is needed to get one. Any cell
+and depth of the model family: units is an int (one layer) or one value per layer.
 """
 
 import hashlib
@@ -11,28 +12,35 @@ import numpy as np
 
 from .config import HParams, save_config
 from .fileio import atomic_path, write_json
-from .model import build_model
+from .model import build_model, rnn_layer_names, units_list
 from .train import new_progress
 from .vocab import Vocab
 
+GATES = {"gru": 3, "lstm": 4}
 
-def make_random_run(run_dir, vocab_chars, embedding_dim=256, units=1024, seed=0):
+
+def make_random_run(run_dir, vocab_chars, embedding_dim=256, units=1024, seed=0, cell="gru"):
     vocab = Vocab(vocab_chars)
-    V, E, U = len(vocab), embedding_dim, units
+    V, E, units = len(vocab), embedding_dim, units_list(units)
     rng = np.random.default_rng(seed)
 
     def fan_in(*shape):
         return (rng.standard_normal(shape) / np.sqrt(shape[0])).astype(np.float32)
 
-    model = build_model(V, E, U)
+    G = GATES[cell]
+    model = build_model(V, E, units, cell=cell)
     model.get_layer("embedding").set_weights([rng.standard_normal((V, E)).astype(np.float32)])
-    model.get_layer("gru").set_weights([fan_in(E, 3 * U), fan_in(U, 3 * U),
-                                        (0.1 * rng.standard_normal((2, 3 * U))).astype(np.float32)])
-    model.get_layer("logits").set_weights([fan_in(U, V), (0.1 * rng.standard_normal(V)).astype(np.float32)])
+    fan = E
+    for name, U in zip(rnn_layer_names(cell, len(units)), units):
+        bias_shape = (2, G * U) if cell == "gru" else (G * U,)
+        model.get_layer(name).set_weights([fan_in(fan, G * U), fan_in(U, G * U),
+                                           (0.1 * rng.standard_normal(bias_shape)).astype(np.float32)])
+        fan = U
+    model.get_layer("logits").set_weights([fan_in(fan, V), (0.1 * rng.standard_normal(V)).astype(np.float32)])
 
     os.makedirs(run_dir, exist_ok=True)
     vocab.save(os.path.join(run_dir, "vocab.json"))
-    hp = HParams(embedding_dim=E, units=U, epochs=0)
+    hp = HParams(embedding_dim=E, units=units, cell=cell, layers=len(units), epochs=0)
     source = f"random:seed={seed}"
     save_config(os.path.join(run_dir, "config.json"), "random", hp, V, corpus={
         "source": source, "path": None, "sha256": hashlib.sha256(source.encode()).hexdigest(),

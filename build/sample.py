@@ -27,14 +27,14 @@ def load_reference(run_dir, batch_size=None, weights="best.weights.h5"):
     path = os.path.join(run_dir, weights)
     if not os.path.exists(path):
         raise RunError(f"{path} is missing: the run has no finished epoch yet (train it with `estella train`)")
-    trained = build_model(len(vocab), hp.embedding_dim, hp.units)
+    trained = build_model(len(vocab), hp.embedding_dim, hp.units, cell=hp.cell, dropout=hp.dropout)
     try:
         trained.load_weights(path)
     except Exception as e:  # Keras raises ValueError or OSError by cause; both mean the same to a user
         raise RunError(f"cannot load {path} into a model of V={len(vocab)} E={hp.embedding_dim} "
-                       f"U={hp.units}: {e}{_fallback_hint(run_dir, path)}") from None
-    step = build_step_model(len(vocab), hp.embedding_dim, hp.units, batch_size=batch_size)
-    copy_weights(trained, step)
+                       f"{hp.describe()}: {e}{_fallback_hint(run_dir, path)}") from None
+    step = build_step_model(len(vocab), hp.embedding_dim, hp.units, cell=hp.cell, batch_size=batch_size)
+    copy_weights(trained, step, cell=hp.cell, layers=hp.layers)
     return step, vocab, cfg
 
 
@@ -58,8 +58,7 @@ def generate_text(step_model, vocab, prime, n_chars=500, temperature=1.0, seed=N
         raise ValueError("--prime must have at least one character")
     sampler = Sampler(temperature)  # checks the temperature: 0 is greedy, as in `estella generate`
     rng = np.random.default_rng(seed)
-    units = step_model.get_layer("gru").units
-    state = np.zeros((1, units), np.float32)
+    state = np.zeros((1, step_model.inputs[1].shape[-1]), np.float32)  # [1, S]: the state row starts at zeros
     ids = vocab.encode(prime)[None, :]
     out = []
     for _ in range(n_chars):

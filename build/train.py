@@ -23,6 +23,7 @@ import shutil
 import time
 
 import keras
+import numpy as np
 
 from . import config as config_mod
 from . import distribute as distribute_mod
@@ -122,6 +123,25 @@ def _plain(value):
     return float(value)
 
 
+class EpochStart(keras.callbacks.Callback):
+    """At each epoch's start the data order and the dropout masks are set from (seed, epoch) alone, so
+    a run resumed at an epoch sees what the straight run saw there. Keras' checkpoints keep neither:
+    a Dropout layer's random state is not in its weights."""
+
+    def __init__(self, train_data, seed):
+        super().__init__()
+        self.train_data, self.seed = train_data, seed
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.train_data.set_epoch(epoch)
+        dropouts = [layer for layer in self.model.layers if isinstance(layer, keras.layers.Dropout)]
+        for k, layer in enumerate(dropouts):
+            # [key, counter]: each mask drawn adds 1 to the counter; the key is the epoch's and the layer's own.
+            key = np.random.SeedSequence([self.seed, epoch, k]).generate_state(1)[0] % 2**31
+            state = layer.seed_generator.state
+            state.assign(np.array([key, 0], dtype=state.dtype))
+
+
 class EpochTimer(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch, logs=None):
         self._t0 = time.perf_counter()
@@ -216,7 +236,7 @@ def restore_model(run_dir, progress, hp, vocab_size):
             "; no earlier intact checkpoint is left: train a new run directory"
         state = "damaged (its sha256 is not the one training recorded)" if os.path.isfile(path) else "missing"
         raise RunError(f"cannot resume {run_dir}: {path} is {state}{fallback}")
-    model = build_model(vocab_size, hp.embedding_dim, hp.units)
+    model = build_model(vocab_size, hp.embedding_dim, hp.units, cell=hp.cell, dropout=hp.dropout)
     compile_model(model, hp)
     model.optimizer.build(model.trainable_variables)  # so that load_weights fills its slots too
     model.load_weights(path)
@@ -244,6 +264,7 @@ def train(run_dir, corpus_source, preset_name=None, cache_dir=None, verbose="aut
     distribute: none|mirrored|multi-worker (build/distribute.py).
     The chief holds the run's exclusive lock throughout: a second trainer on the same directory fails
     at once (RunLocked). Other workers of a multi-worker run write nothing there, so take no lock."""
+    config_mod.preset(preset_name or "default", **overrides)  # bad values (ValueError) write nothing, not even the folder
     dist = distribute_mod.setup(distribute)  # first: a multi-worker strategy must start before TensorFlow runs
     with runlock.exclusive(run_dir) if dist.is_chief else contextlib.nullcontext():
         return _train(run_dir, corpus_source, preset_name, cache_dir, verbose, data_dir, mixed_precision, dist, overrides)
@@ -256,12 +277,17 @@ def _train(run_dir, corpus_source, preset_name, cache_dir, verbose, data_dir, mi
         cfg = config_mod.load_config(run_dir)
         hp = cfg["hparams"]
         # Only the epoch count may change on resume; anything else would be another run.
-        changed = {k: v for k, v in overrides.items() if v is not None and k != "epochs" and getattr(hp, k) != v}
+        try:
+            changed = config_mod.changed_on_resume(hp, **overrides)
+        except ValueError as e:
+            raise RunError(f"cannot resume {run_dir}: {e}") from None
         if preset_name is not None and preset_name != cfg["preset"]:
-            changed["preset"] = preset_name
+            changed["preset"] = (cfg["preset"], preset_name)
         if changed:
-            raise RunError(f"{run_dir} was trained with other settings; cannot change {sorted(changed)} on resume "
-                           "(train a new run directory instead)")
+            has = ", ".join(f"--{name.replace('_', '-')} {_flag_value(run)} (asked: {_flag_value(asked)})"
+                            for name, (run, asked) in sorted(changed.items()))
+            raise RunError(f"{run_dir} was trained with other settings; cannot change {sorted(changed)} on resume: "
+                           f"the run has {has} (train a new run directory instead)")
         if overrides.get("epochs"):
             hp.epochs = overrides["epochs"]
             hp.check()
@@ -322,7 +348,7 @@ def _train(run_dir, corpus_source, preset_name, cache_dir, verbose, data_dir, mi
                 config_mod.save_config(os.path.join(run_dir, "config.json"), preset_name, hp, len(vocab),
                                        corpus=corpus_entry, mixed_precision=mixed_precision)
                 vocab.save(os.path.join(run_dir, "vocab.json"))
-            model = build_model(len(vocab), hp.embedding_dim, hp.units)
+            model = build_model(len(vocab), hp.embedding_dim, hp.units, cell=hp.cell, dropout=hp.dropout)
             compile_model(model, hp)
             progress = new_progress()
             initial_epoch = 0
@@ -330,7 +356,7 @@ def _train(run_dir, corpus_source, preset_name, cache_dir, verbose, data_dir, mi
         print(f"{run_dir} already has {initial_epoch} epochs (--epochs {hp.epochs}); nothing to do")
         return progress
 
-    print(f"training {run_dir}: V={len(vocab)} E={hp.embedding_dim} U={hp.units} "
+    print(f"training {run_dir}: V={len(vocab)} E={hp.embedding_dim} {hp.describe()} "
           f"params={model.count_params():,} train={len(train_ids):,} chars val={len(val_ids):,} chars "
           f"steps/epoch={len(train_data)} backend={keras.backend.backend()} precision={mixed_precision} "
           f"distribute={dist.describe()}", flush=True)
@@ -339,8 +365,7 @@ def _train(run_dir, corpus_source, preset_name, cache_dir, verbose, data_dir, mi
                                                   min_lr=hp.learning_rate / 16, verbose=1)
     early_stopping = keras.callbacks.EarlyStopping(monitor="val_loss", patience=hp.patience)
     checkpoint = RunCheckpoint(dist.checkpoint_dir(run_dir), progress, {"reduce_lr": reduce_lr, "early_stopping": early_stopping})
-    callbacks = [keras.callbacks.LambdaCallback(on_epoch_begin=lambda epoch, logs=None: train_data.set_epoch(epoch)),
-                 keras.callbacks.TerminateOnNaN(), EpochTimer(), reduce_lr, early_stopping, checkpoint]
+    callbacks = [EpochStart(train_data, hp.seed), keras.callbacks.TerminateOnNaN(), EpochTimer(), reduce_lr, early_stopping, checkpoint]
     try:
         # shuffle=False: the data shuffles itself by epoch; Keras would reorder its batches with Python's
         # global random, which a resumed run cannot replay.
@@ -363,6 +388,10 @@ def _train(run_dir, corpus_source, preset_name, cache_dir, verbose, data_dir, mi
     print(f"best: epoch {progress['best_epoch']}, val_loss {progress['best_val_loss']:.4f} nats "
           f"= {progress['best_val_bpc']:.3f} bits/char -> {os.path.join(run_dir, 'best.weights.h5')}")
     return progress
+
+
+def _flag_value(value):
+    return config_mod.format_units(value) if isinstance(value, list) else value
 
 
 def forget_unfinished_run(run_dir):

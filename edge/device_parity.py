@@ -77,7 +77,9 @@ def main(fixture, row):
     with open(parity.__file__, "rb") as f:  # which measure ran: the host checks it is the checkout's
         parity_sha256 = hashlib.sha256(f.read()).hexdigest()
     shape = load_manifest(os.path.join(fixture, "export"), verify=False)["model"]
-    print(json.dumps({"model": {k: shape[k] for k in ("vocab_size", "embedding_dim", "units")},
+    model = {"vocab_size": shape["vocab_size"], "embedding_dim": shape.get("embedding_dim"), "cell": shape["cell"],
+             "units": [layer["units"] for layer in shape["layers"]], "state_size": shape["state_size"]}
+    print(json.dumps({"model": model,
                       "machine": platform.machine(), "python": platform.python_version(), "parity_sha256": parity_sha256,
                       "hwcaps": hwcaps(), "cpu_count": os.cpu_count(), "versions": versions(),
                       "tensorflow_imported": "tensorflow" in sys.modules,

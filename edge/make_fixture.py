@@ -1,6 +1,7 @@
 """The edge proof's fixture, made on the host: a model's export and the Keras reference's record.
 
-    python edge/make_fixture.py CACHE_DIR [--corpus PATH] [--units U] [--embedding-dim E] [--steps N]
+    python edge/make_fixture.py CACHE_DIR [--corpus PATH] [--cell gru|lstm] [--units U[,U...]]
+                                [--embedding-dim E] [--steps N]
 
 prints the fixture folder, CACHE_DIR/<key>/, holding export/ (what `estella export` writes) and
 reference.npz (the parity probe's inputs, the Keras model's record of them, keys prefixed
@@ -8,7 +9,8 @@ reference_, and the corpus' words). The key hashes the sources that make the exp
 reference and the arguments, so an unchanged fixture is reused and a changed one is remade.
 
 The model has fan-in random weights over the corpus' characters: no training, the same shapes as a
-trained one. Runs in the main virtualenv (TensorFlow); the device only reads the folder.
+trained one. --units takes one value per recurrent layer (`--cell lstm --units 256,256`: a stacked
+LSTM); the default is one GRU layer of 256. Runs in the main virtualenv (TensorFlow); the device only reads the folder.
 """
 
 import argparse
@@ -31,12 +33,24 @@ def fixture_key(args):
     runtime's sources, which make neither, are left out)."""
     files = subprocess.run(["git", "ls-files", "--", *SOURCES, ":!runtime/c"], cwd=REPO, capture_output=True, text=True,
                            check=True).stdout.split()
-    h = hashlib.sha256(repr((os.path.abspath(args.corpus), args.units, args.embedding_dim, args.steps)).encode())
+    h = hashlib.sha256(repr((os.path.abspath(args.corpus), args.cell, args.units, args.embedding_dim,
+                             args.steps)).encode())
     for name in sorted(files):
         h.update(name.encode())
         with open(os.path.join(REPO, name), "rb") as f:
             h.update(hashlib.sha256(f.read()).digest())
     return h.hexdigest()[:16]
+
+
+def units_list(text):
+    """--units: 1 to 4 comma-separated integers >= 1."""
+    try:
+        units = [int(u) for u in text.split(",")]
+    except ValueError:
+        units = []
+    if not 1 <= len(units) <= 4 or min(units) < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 to 4 comma-separated integers >= 1 (one per layer), got {text!r}")
+    return units
 
 
 def make(folder, args):
@@ -51,7 +65,7 @@ def make(folder, args):
     text = models.corpus_text(args.corpus)
     chars = sorted(set(text))
     run_dir = os.path.join(folder, "run")
-    make_random_run(run_dir, chars, embedding_dim=args.embedding_dim, units=args.units)
+    make_random_run(run_dir, chars, embedding_dim=args.embedding_dim, units=args.units, cell=args.cell)
     export_run(run_dir, os.path.join(folder, "export"), log=lambda *a: None)
     inputs = parity.make_inputs(text[:parity.BATCH * args.steps], chars, steps=args.steps)
     reference = parity.probe(models.keras_reference(run_dir), inputs)
@@ -65,7 +79,9 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("cache_dir")
     parser.add_argument("--corpus", default=CORPUS)
-    parser.add_argument("--units", type=int, default=256)
+    parser.add_argument("--cell", choices=("gru", "lstm"), default="gru")
+    parser.add_argument("--units", type=units_list, default=[256], metavar="U[,U...]",
+                        help="units of each recurrent layer, 1 to 4 comma-separated values (default 256)")
     parser.add_argument("--embedding-dim", type=int, default=64)
     parser.add_argument("--steps", type=int, default=300)
     args = parser.parse_args()

@@ -138,6 +138,16 @@ def c_runtime_section(out_dir, cpus):
     return lines + [""], problems
 
 
+def model_words(model):
+    """V, E and the recurrent layers: "V=84, E=64, LSTM 2x256 (state 1024)"; a row of the previous
+    version, before the model family, has units as one int and no cell."""
+    units = model["units"] if isinstance(model["units"], list) else [model["units"]]
+    layers = f"{len(units)}x{units[0]}" if len(set(units)) == 1 else "/".join(map(str, units))
+    state = f" (state {model['state_size']})" if "state_size" in model else ""
+    return (f"V={model['vocab_size']}, E={model['embedding_dim']}, {model.get('cell', 'gru').upper()} "
+            f"{layers}{state}")
+
+
 def render(out_dir):
     """(EDGE.md's text, [unexpected results]): a failure not known, or a known failure that passes."""
     runs = collect(out_dir)
@@ -145,7 +155,7 @@ def render(out_dir):
     sizes = dict(read_tsv(os.path.join(out_dir, "sizes.tsv")))
     first = next((r for _, _, _, r in runs if "hwcaps" in r), {})
     steps = first.get("steps", "?")
-    model = "V={vocab_size}, E={embedding_dim}, U={units}".format(**first["model"]) if first else "?"
+    model = model_words(first["model"]) if first else "?"
     lines = [
         "# Edge proof: the runtime on emulated aarch64", "",
         "Written by `make edge` (edge/report.py); do not edit by hand. The TensorFlow-free runtime runs in a",

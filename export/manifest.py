@@ -9,26 +9,43 @@ from importlib import metadata
 from typing import Optional
 
 from estella.build.fileio import write_json
+from estella.build.model import rnn_layer_names, state_layout
+from estella.build.model import state_size as model_state_size
 from estella.runtime.manifest import MANIFEST, SCHEMA_VERSION, file_sha256
+from estella.runtime.weights_format import GATES
 
 
-def model_section(vocab, V, E, U) -> dict:
+def model_section(vocab, V, E, cell, units, dropout=0.0) -> dict:
+    """Schema 2's model: the layers by their Keras names, the state size, each cell's settings, the fold."""
+    G = GATES[cell]
+    input_bias = "layer0_bias[0]" if cell == "gru" else "layer0_bias"
     return {
-        "vocab": list(vocab.chars), "vocab_size": V, "embedding_dim": E, "units": U,
-        "layers": ["embedding", "gru", "dense"],
-        "gru": {"gate_order": ["z", "r", "h"], "reset_after": True,
-                "activation": "tanh", "recurrent_activation": "sigmoid"},
+        "vocab": list(vocab.chars), "vocab_size": V, "embedding_dim": E,
+        "cell": cell,
+        "layers": [{"name": name, "cell": cell, "units": u} for name, u in zip(rnn_layer_names(cell, len(units)), units)],
+        "state_size": model_state_size(cell, units),
+        "dropout": dropout,  # training-time only: no step graph has dropout
+        "cells": {cell: CELL_SETTINGS[cell]},
         # The step graphs gather one row of this table per character (export/stepgraph.py);
         # weights.npz keeps the unfolded arrays.
-        "input_table": {"folded": True, "shape": [V, 3 * U],
-                        "value": "embedding @ gru_kernel + gru_bias[0], computed in float64, stored float32",
+        "input_table": {"folded": True, "shape": [V, G * units[0]],
+                        "value": f"embedding @ layer0_kernel + {input_bias}, computed in float64, stored float32",
                         "int8": {"tflite": "int8, per tensor (the converter quantizes the gather)",
                                  "onnx": "float32 (quantize_dynamic on MatMul only)"}},
     }
 
 
-def state_section(U) -> dict:
-    return {"name": "state", "shape": ["batch", U], "dtype": "float32", "initial": "zeros"}
+CELL_SETTINGS = {
+    "gru": {"gate_order": ["z", "r", "h"], "reset_after": True, "activation": "tanh", "recurrent_activation": "sigmoid"},
+    "lstm": {"gate_order": ["i", "f", "c", "o"], "activation": "tanh", "recurrent_activation": "sigmoid",
+             "unit_forget_bias": True},
+}
+
+
+def state_section(cell, units) -> dict:
+    S = model_state_size(cell, units)
+    return {"name": "state", "shape": ["batch", S], "dtype": "float32", "initial": "zeros",
+            "layout": state_layout(cell, units)}
 
 
 @dataclass(frozen=True)
@@ -42,7 +59,7 @@ class ArtifactSpec:
     time: Optional[int] = None
 
 
-def artifact_entry(export_dir, spec, V, U, role="step") -> dict:
+def artifact_entry(export_dir, spec, V, S, role="step") -> dict:
     """One artifact: its step signature with fixed sizes or "batch"/"time", and every file's size and sha256."""
     b = spec.batch if spec.batch is not None else "batch"
     t = spec.time if spec.time is not None else "time"
@@ -50,9 +67,9 @@ def artifact_entry(export_dir, spec, V, U, role="step") -> dict:
         "name": spec.name, "format": spec.format, "precision": spec.precision, "role": role, "path": spec.path,
         "batch": spec.batch, "time": spec.time,
         "inputs": [{"name": "ids", "shape": [b, t], "dtype": "int32"},
-                   {"name": "state", "shape": [b, U], "dtype": "float32"}],
+                   {"name": "state", "shape": [b, S], "dtype": "float32"}],
         "outputs": [{"name": "logits", "shape": [b, t, V], "dtype": "float32"},
-                    {"name": "new_state", "shape": [b, U], "dtype": "float32"}],
+                    {"name": "new_state", "shape": [b, S], "dtype": "float32"}],
         "files": list_files(export_dir, spec.path),
     }
 
@@ -112,6 +129,10 @@ def read_manifest_json(export_dir):
         return json.load(f)
 
 
-def new_manifest(vocab, V, E, U, artifacts, provenance_section) -> dict:
-    return {"schema_version": SCHEMA_VERSION, "kind": "estella.char-gru", "model": model_section(vocab, V, E, U),
-            "state": state_section(U), "artifacts": artifacts, "parity": None, "provenance": provenance_section}
+def new_manifest(vocab, arch, artifacts, provenance_section, dropout=0.0) -> dict:
+    """arch: export.weights.architecture of the weights (cell, vocab_size, embedding_dim, units)."""
+    cell, units = arch["cell"], arch["units"]
+    return {"schema_version": SCHEMA_VERSION, "kind": "estella.char-rnn",
+            "model": model_section(vocab, arch["vocab_size"], arch["embedding_dim"], cell, units, dropout),
+            "state": state_section(cell, units), "artifacts": artifacts, "parity": None,
+            "provenance": provenance_section}

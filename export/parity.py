@@ -14,7 +14,7 @@ import numpy as np
 import tensorflow as tf
 
 from estella.runtime import parity as measure
-from estella.runtime.backends import BACKENDS, open_backend
+from estella.runtime.backends import backend_for, open_backend
 from estella.runtime.backends.base import Backend
 from estella.runtime.evaluate import teacher_forced
 from estella.runtime.sampling import Sampler
@@ -32,10 +32,10 @@ class KerasReference(Backend):
 
     def __init__(self, step_model, chars=None):
         self.chars = chars
-        self.units = step_model.get_layer("gru").units
+        self.state_size = int(step_model.inputs[1].shape[-1])
         self.vocab_size = step_model.get_layer("logits").units
         self._call = tf.function(lambda ids, state: step_model([ids, state], training=False), input_signature=[
-            tf.TensorSpec([None, None], tf.int32), tf.TensorSpec([None, self.units], tf.float32)])
+            tf.TensorSpec([None, None], tf.int32), tf.TensorSpec([None, self.state_size], tf.float32)])
 
     def _step(self, ids, state):
         logits, new_state = self._call(ids, state)
@@ -69,8 +69,7 @@ def step_artifacts(manifest):
 
 
 def open_artifact(export_dir, manifest, artifact):
-    backend_of_format = {fmt: name for name, (_, _, fmt) in BACKENDS.items()}
-    return open_backend(export_dir, backend=backend_of_format[artifact["format"]],
+    return open_backend(export_dir, backend=backend_for(artifact),
                         precision=artifact["precision"], manifest=manifest)
 
 
@@ -90,6 +89,8 @@ def check_export(export_dir, manifest, reference, prime, prime_source):
         raise ParityError("export parity check failed against the Keras reference: " + "; ".join(failures))
     return {"measure": "estella.runtime.parity.check_steps", "tolerance": measure.FLOAT_TOLERANCE,
             "int8_min_top1": measure.INT8_TOP1, "int8_range_fraction": measure.INT8_RANGE_FRACTION,
+            "int8_full_text_fraction": measure.INT8_FULL_TEXT_FRACTION,
+            "int8_full_max_bpc_cost": measure.INT8_FULL_MAX_BPC_COST,
             "prime_source": prime_source, "steps": int(len(prime)),
             "one_step_cases": f"{measure.ONE_STEP_CASES} from the zero state, {measure.ONE_STEP_CASES} from "
                               "random states in (-1, 1), one at a time",
@@ -103,7 +104,7 @@ def bpc_section(export_dir, manifest, ids, source):
         return None
     steps = step_artifacts(manifest)
     floats = sorted((a for a in steps if a["precision"] == "float32"), key=lambda a: a["format"] != "tflite")
-    measured = floats[:1] + [a for a in steps if a["precision"] == "int8"]
+    measured = floats[:1] + [a for a in steps if a["precision"] != "float32"]
     return {"text": source, "chars": int(len(ids)), "float32_measured_on": floats[0]["name"] if floats else None,
             "artifacts": {a["name"]: round(teacher_forced(open_artifact(export_dir, manifest, a), ids)["bpc"], 6)
                           for a in measured}}

@@ -15,17 +15,20 @@ import tempfile
 from estella.build import runlock
 from estella.build.sample import load_reference
 from estella.build.train import read_progress
+from estella.runtime.backends.tflm import micro_runtime
+from estella.runtime.errors import MissingDependency
 from estella.runtime.manifest import MANIFEST
 
 from . import manifest as manifest_mod
 from .manifest import ArtifactSpec
 from .errors import ExportError
 from .onnx import write_onnx, write_onnx_int8
-from .parity import PRIME_STEPS, KerasReference, bpc_section, check_export, prime_ids
+from .parity import PRIME_STEPS, KerasReference, bpc_section, check_export, prime_ids, sampled_ids
 from .savedmodel import SAVED_MODEL_DIR, write_saved_model
 from .tflite import write_tflite
-from .validation import validation_text
-from .weights import dims, save_weights_npz, weights_from_model
+from .micro import CALIBRATION_FALLBACK_CHARS, write_tflite_int8_full
+from .validation import training_ids, validation_text
+from .weights import architecture, save_weights_npz, weights_from_model
 
 # The table in FORMAT.md; batch and time left out where the artifact takes any.
 ARTIFACTS = (
@@ -35,6 +38,7 @@ ARTIFACTS = (
     ArtifactSpec("onnx-float32", "onnx", "float32", "model.onnx", time=1),
     ArtifactSpec("onnx-int8", "onnx", "int8", "model.int8.onnx", time=1),
     ArtifactSpec("numpy-float32", "numpy", "float32", "weights.npz"),
+    ArtifactSpec("tflite-int8-full", "tflite", "int8-full", "model.int8-full.tflite", batch=1, time=1),
 )
 TMP_PREFIX = ".export-tmp-"
 INCOMPLETE = "INCOMPLETE"  # the runtime refuses a folder holding this file
@@ -54,25 +58,30 @@ def export_run(run_dir, out_dir=None, force=False, prime_steps=PRIME_STEPS, log=
         check_finite_best(run_dir, progress)
         step_model, vocab, cfg = load_reference(run_dir)
     weights = weights_from_model(step_model)
-    V, E, U = dims(weights)
+    arch = architecture(weights)
+    V, E, units = arch["vocab_size"], arch["embedding_dim"], arch["units"]
+    S = int(step_model.inputs[1].shape[-1])
     if V != len(vocab) or cfg.get("vocab_size", V) != V:
         raise ExportError(f"{run_dir}: vocab.json has {len(vocab)} characters, config.json says "
                           f"{cfg.get('vocab_size')}, the weights have {V}: the run is inconsistent")
 
     tmp = make_temp_dir(out_dir)
     try:
-        log(f"exporting {run_dir} (V={V} E={E} U={U}) into {out_dir}")
+        log(f"exporting {run_dir} (V={V} E={E} {arch['cell']} units={units} state={S}) into {out_dir}")
         save_weights_npz(os.path.join(tmp, "weights.npz"), weights)
         write_saved_model(weights, os.path.join(tmp, SAVED_MODEL_DIR))
         write_tflite(weights, os.path.join(tmp, "model.tflite"))
         write_tflite(weights, os.path.join(tmp, "model.int8.tflite"), int8=True)
         write_onnx(weights, os.path.join(tmp, "model.onnx"))
         write_onnx_int8(os.path.join(tmp, "model.onnx"), os.path.join(tmp, "model.int8.onnx"))
+        arenas = write_micro(weights, tmp, cfg, vocab, step_model, log)
 
-        artifacts = [manifest_mod.artifact_entry(tmp, spec, V=V, U=U) for spec in ARTIFACTS]
+        artifacts = [dict(manifest_mod.artifact_entry(tmp, spec, V=V, S=S), **arenas.get(spec.path, {}))
+                     for spec in ARTIFACTS if spec.path not in arenas or arenas[spec.path]]
         val_ids, val_named = validation_text(cfg, vocab)
-        manifest = manifest_mod.new_manifest(vocab, V, E, U, artifacts,
-                                             manifest_mod.provenance(run_dir, cfg, progress, val_named))
+        manifest = manifest_mod.new_manifest(vocab, arch, artifacts,
+                                             manifest_mod.provenance(run_dir, cfg, progress, val_named),
+                                             dropout=cfg["hparams"].dropout)
 
         log(f"checking parity against the Keras reference ({prime_steps} fed-back steps)")
         reference = KerasReference(step_model, vocab.chars)
@@ -94,6 +103,23 @@ def export_run(run_dir, out_dir=None, force=False, prime_steps=PRIME_STEPS, log=
         log(f"  {artifact['name']:<19} {size / 1e6:8.2f} MB  " + summary(numbers, bpc.get(artifact["name"])))
     log(f"wrote {out_dir}")
     return manifest
+
+
+def write_micro(weights, tmp, cfg, vocab, step_model, log) -> dict:
+    """The int8-full file for TFLite Micro, calibrated on the run's training text (or, for a run
+    without its corpus, on text the model samples itself). {path: {"arena_bytes": n}}, or
+    {path: None} where TFLite Micro is not installed (the [micro] extra): the file is then left out."""
+    path = "model.int8-full.tflite"
+    try:
+        micro_runtime()
+    except MissingDependency as e:
+        log(f"not writing {path}: {e}")
+        return {path: None}
+    ids = training_ids(cfg, vocab)
+    if ids is None:
+        ids = sampled_ids(KerasReference(step_model), CALIBRATION_FALLBACK_CHARS)
+    arena = write_tflite_int8_full(weights, os.path.join(tmp, path), ids)
+    return {path: {"arena_bytes": arena}}
 
 
 def check_finite_best(run_dir, progress):

@@ -14,6 +14,21 @@ from estella.runtime.evaluate import decode_text
 MAX_CHARS = 100_000  # the manifest's bpc is measured on at most this much of it
 
 
+def training_ids(cfg, vocab):
+    """The run's training text as ids (what the int8-full file is calibrated on), or None for a run
+    without its corpus file, or whose file changed since training."""
+    path = cfg["corpus"].get("path")
+    if not path:
+        return None
+    try:
+        corpus = load_corpus(path)
+        if corpus.sha256 != cfg["corpus"].get("sha256"):
+            return None
+        return split(vocab.encode(corpus.text), cfg["hparams"].validation_fraction)[0]
+    except (EstellaError, ValueError):
+        return None
+
+
 def validation_text(cfg, vocab, max_chars=MAX_CHARS):
     """(ids [N], named) of the start of the run's validation text; named is None where it cannot be
     found again in the file; (None, None) for a run without its corpus (moved, changed, or none)."""

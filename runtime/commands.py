@@ -30,7 +30,7 @@ def add_parser(subparsers):
     p.add_argument("--seed", type=int, default=None, help="seed for the sampler: the same seed gives the same text")
     p.add_argument("--backend", default="auto", choices=["auto", *BACKENDS],
                    help="auto (the fastest installed: tflite, onnx, then numpy), or one backend")
-    p.add_argument("--precision", default="float32", choices=list(PRECISIONS), help="float32 (or float), int8")
+    p.add_argument("--precision", default="float32", choices=list(PRECISIONS), help="float32 (or float), int8, int8-full")
     p.add_argument("--stream", action="store_true", help="print characters as they are produced (one text only)")
     p.add_argument("--num-samples", type=int, default=1,
                    help="texts to write, as one batch (seeds S, S+1, ...; at most 4096)")
@@ -63,7 +63,7 @@ def generate(args):
     if args.verbose:
         b = gen.backend
         print(f"backend: {b.name} {b.precision} ({'chosen by auto: ' if args.backend == 'auto' else ''}"
-              f"{type(b).__name__}, V={b.vocab_size} U={b.units})", file=sys.stderr)
+              f"{type(b).__name__}, V={b.vocab_size} S={b.state_size})", file=sys.stderr)
     settings = dict(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed,
                     stop=args.stop, echo=args.echo, skip_unknown=args.skip_unknown)
     primes = [args.prime] * args.num_samples
@@ -128,21 +128,21 @@ def inspect(args):
     loaded and its shapes checked against the manifest; the output says which were, and which not."""
     import os
 
-    from .backends import open_backend
+    from .backends import backend_for, open_backend
     from .errors import MissingDependency
     from .manifest import load_manifest
 
     m = load_manifest(args.export_dir, verify=args.verify)  # structure and paths always; sha256 with verify
     model = m["model"]
     print(f"export: {os.path.abspath(args.export_dir)} (schema {m['schema_version']}, {m.get('kind', '?')})")
+    units = "/".join(str(layer["units"]) for layer in model["layers"])
     print(f"model: vocab_size={model['vocab_size']} embedding_dim={model.get('embedding_dim')} "
-          f"units={model['units']} layers={'/'.join(map(str, model.get('layers', [])))}")
+          f"cell={model['cell']} layers={len(model['layers'])} units={units} state_size={model['state_size']}")
     print(f"vocab: {''.join(model['vocab'])!r}")
     state = m.get("state")
     if isinstance(state, dict):
         print(f"state: {state.get('name')} {state.get('shape')} {state.get('dtype')} initial={state.get('initial')}")
     print("artifacts:")
-    backend_of_format = {fmt: name for name, (_, _, fmt) in BACKENDS.items()}
     loaded, not_loaded, refused = [], [], []
     for a in m["artifacts"]:
         size = sum(f["bytes"] for f in a["files"])
@@ -153,8 +153,9 @@ def inspect(args):
             print(f"      out: {_specs(a['outputs'])}")
         if not args.verify:
             continue
-        backend = backend_of_format.get(a["format"])
-        if backend is None or a.get("role", "step") != "step" or a["precision"] not in PRECISIONS:
+        known = a["format"] in {fmt for _, _, fmt in BACKENDS.values()} and a["precision"] in PRECISIONS
+        backend = backend_for(a) if known else None
+        if backend is None or a.get("role", "step") != "step":
             not_loaded.append(f"{a['name']} (not a step artifact this runtime runs)")
             continue
         try:

@@ -149,7 +149,7 @@ def evaluate_command(args):
     ids = encode(text[:args.chars] if args.chars else text, manifest["model"]["vocab"],
                  args.text or "the validation text", args.skip_unknown)
     if args.all:
-        rows = [(b, p) for p in ("float32", "int8") for b in BACKENDS if find_artifact(manifest, b, p)]
+        rows = [(b, p) for p in ("float32", "int8", "int8-full") for b in BACKENDS if find_artifact(manifest, b, p)]
     else:
         rows = [(args.backend or "auto", args.precision or "float32")]
     print(f"{source}: {len(ids)} characters, {len(ids) - 1} predictions, one stream teacher-forced")

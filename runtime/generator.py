@@ -68,7 +68,7 @@ class Generator:
                    manifest["model"]["vocab"])
 
     def step(self, ids, state):
-        """The bare model: ids int32 [B, T], state float32 [B, U] -> logits [B, T, V], new_state [B, U]."""
+        """The bare model: ids int32 [B, T], state float32 [B, S] -> logits [B, T, V], new_state [B, S]."""
         return self.backend.step(ids, state)
 
     def initial_state(self, batch=1):

@@ -13,8 +13,10 @@ import re
 import stat
 
 from .errors import EstellaError
+from .weights_format import GATES, MAX_LAYERS, STATE_PARTS
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # what `estella export` writes
+SCHEMA_VERSIONS = (1, 2)  # what this runtime reads: a schema-1 manifest reads as a one-layer GRU
 MANIFEST = "manifest.json"
 # `estella export` builds its folder under this prefix and renames it when done; a marker file of
 # this name means the same. Either way the folder is unfinished (a killed export) and never loaded.
@@ -55,7 +57,7 @@ def load_manifest(export_dir, verify=True) -> dict:
             manifest = json.loads(f.read().decode("utf-8"))
     except (OSError, ValueError, RecursionError) as e:
         raise ManifestError(f"cannot read {path}: {e}") from None
-    check_manifest(manifest, path)
+    manifest = check_manifest(manifest, path)
     for artifact in manifest["artifacts"]:
         check_artifact_paths(export_dir, artifact)
     if verify:
@@ -76,17 +78,20 @@ def check_finished(export_dir):
 
 # --- structure: every field the runtime reads has the type it expects ----------------------------
 
-def check_manifest(manifest, where=MANIFEST):
-    """Raise ManifestError naming the first field that is missing or has the wrong type or value."""
+def check_manifest(manifest, where=MANIFEST) -> dict:
+    """Raise ManifestError naming the first field that is missing or has the wrong type or value.
+
+    Returns the manifest in schema 2's terms: a schema-1 manifest comes back as a copy with
+    model.cell, model.layers, model.state_size and state.layout filled in (a one-layer GRU)."""
     def fail(field, what):
         raise ManifestError(f"{where}: {field} {what}")
 
     if not isinstance(manifest, dict):
         raise ManifestError(f"{where}: the manifest must be a JSON object, got {type(manifest).__name__}")
     version = manifest.get("schema_version")
-    if version != SCHEMA_VERSION:
-        raise ManifestError(f"{where} has schema_version {version!r}; this runtime reads version {SCHEMA_VERSION} "
-                            "(upgrade estella, or re-export with this version)")
+    if version not in SCHEMA_VERSIONS or isinstance(version, bool):
+        raise ManifestError(f"{where} has schema_version {version!r}; this runtime reads versions "
+                            f"{', '.join(map(str, SCHEMA_VERSIONS))} (upgrade estella, or re-export with this version)")
     for key, kind in (("model", dict), ("artifacts", list)):
         if key not in manifest:
             raise ManifestError(f"{where} has no {key!r} section")
@@ -102,18 +107,70 @@ def check_manifest(manifest, where=MANIFEST):
     if len(set(vocab)) != len(vocab):
         dupes = sorted({v for v in vocab if vocab.count(v) > 1})
         fail("model.vocab", f"has characters more than once: {dupes!r}")
-    for key in ("vocab_size", "units"):
+    for key in ("vocab_size", "units" if version == 1 else "state_size"):
         if not _positive_int(model.get(key)):
             fail(f"model.{key}", f"must be an integer >= 1, got {model.get(key)!r}")
     if "embedding_dim" in model and not _positive_int(model["embedding_dim"]):
         fail("model.embedding_dim", f"must be an integer >= 1, got {model['embedding_dim']!r}")
     if model["vocab_size"] != len(vocab):
         fail("model.vocab_size", f"is {model['vocab_size']} but model.vocab has {len(vocab)} characters")
+    if version == 1:
+        manifest = schema1_as_schema2(manifest)
+    else:
+        _check_state(manifest, fail)
     for i, artifact in enumerate(manifest["artifacts"]):
-        _check_artifact(artifact, f"artifacts[{i}]", fail)
+        _check_artifact(artifact, f"artifacts[{i}]", fail, manifest["model"]["state_size"])
+    return manifest
 
 
-def _check_artifact(artifact, field, fail):
+def schema1_as_schema2(manifest) -> dict:
+    """A schema-1 manifest (one GRU of model.units) with schema 2's model and state fields added."""
+    units = manifest["model"]["units"]
+    model = {**manifest["model"], "cell": "gru", "layers": [{"name": "gru", "cell": "gru", "units": units}],
+             "state_size": units}
+    state = {**(manifest.get("state") if isinstance(manifest.get("state"), dict) else {}),
+             "layout": [{"layer": 0, "cell": "gru", "part": "h", "offset": 0, "size": units}]}
+    return {**manifest, "model": model, "state": state}
+
+
+def _check_state(manifest, fail):
+    """Schema 2: model.cell and model.layers, and a state.layout that is contiguous from 0, has each
+    layer's parts in order with that layer's units, and sums to model.state_size."""
+    model = manifest["model"]
+    cell = model.get("cell")
+    if cell not in GATES:
+        fail("model.cell", f"must be one of {', '.join(GATES)}, got {cell!r}")
+    layers = model.get("layers")
+    if not isinstance(layers, list) or not 1 <= len(layers) <= MAX_LAYERS:
+        fail("model.layers", f"must be a list of 1 to {MAX_LAYERS} layers, got {layers!r}")
+    for k, layer in enumerate(layers):
+        if not isinstance(layer, dict) or layer.get("cell") != cell or not _positive_int(layer.get("units")):
+            fail(f"model.layers[{k}]", f"must be {{name, cell: {cell!r}, units >= 1}}, got {layer!r}")
+    state = manifest.get("state")
+    layout = state.get("layout") if isinstance(state, dict) else None
+    if not isinstance(layout, list) or not layout:
+        fail("state.layout", f"must be a non-empty list of state parts, got {layout!r}")
+    expected = [(k, cell, part, layer["units"]) for k, layer in enumerate(layers) for part in STATE_PARTS[cell]]
+    offset = 0
+    for i, part in enumerate(layout):
+        if not isinstance(part, dict):
+            fail(f"state.layout[{i}]", f"must be a JSON object, got {part!r}")
+        if part.get("offset") != offset:
+            fail(f"state.layout[{i}].offset", f"is {part.get('offset')!r}; the layout must be contiguous from 0, so it "
+                                              f"must be {offset}")
+        if i >= len(expected):
+            fail("state.layout", f"has {len(layout)} parts but model.layers ({len(layers)} {cell}) has {len(expected)}")
+        got = (part.get("layer"), part.get("cell"), part.get("part"), part.get("size"))
+        if got != expected[i]:
+            fail(f"state.layout[{i}]", "is (layer, cell, part, size) = {}, but model.layers says {}".format(got, expected[i]))
+        offset += part["size"]
+    if len(layout) != len(expected):
+        fail("state.layout", f"has {len(layout)} parts but model.layers ({len(layers)} {cell}) has {len(expected)}")
+    if offset != model["state_size"]:
+        fail("model.state_size", f"is {model['state_size']} but state.layout's parts add up to {offset}")
+
+
+def _check_artifact(artifact, field, fail, state_size):
     if not isinstance(artifact, dict):
         fail(field, f"must be a JSON object, got {type(artifact).__name__}")
     for key in ("name", "format", "precision", "path"):
@@ -150,6 +207,11 @@ def _check_artifact(artifact, field, fail):
                 isinstance(s, dict) and isinstance(s.get("name"), str) and isinstance(s.get("dtype"), str)
                 and isinstance(s.get("shape"), list) for s in specs):
             fail(f"{field}.{key}", "must be a list of {name, shape, dtype} objects")
+        for spec in specs:  # the state width the artifact declares is the layout's
+            width = spec["shape"][-1] if spec["name"] in ("state", "new_state") and spec["shape"] else None
+            if width is not None and width != state_size:
+                fail(f"{field}.{key} {spec['name']}", f"has width {width!r} but model.state_size (the sum of "
+                                                      f"state.layout) is {state_size}")
 
 
 def _positive_int(value):

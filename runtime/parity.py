@@ -23,6 +23,13 @@ TEMPERATURE, TOP_P, SAMPLE_SEED = 0.8, 0.95, 1234
 FLOAT_TOLERANCE = 1e-4  # max |delta logits| and |delta state| of a float row
 INT8_TOP1 = 0.95  # top-1 agreement of an int8 row over the fed-back steps
 INT8_RANGE_FRACTION = 0.02  # int8 max |delta logits| as a fraction of the reference logits' range
+# int8-full (int8 activations, for TFLite Micro) requantizes the state to 8 bits at every step, so its
+# error grows along fed-back text where the hybrid int8 files' does not. Its own rule: the int8 rule on
+# single steps and top-1, a wider bound on fed-back logits, and what that costs in bits per character
+# along the same text. Measured (tiny preset, U=64, trained): one step 1.8% of the range, fed back 2.4%,
+# top-1 97%, +0.006 bits per character; see FORMAT.md.
+INT8_FULL_TEXT_FRACTION = 0.05
+INT8_FULL_MAX_BPC_COST = 0.05
 WORDS_MIN = 0.8  # share of greedy text's non-blank characters that spell words of the corpus
 
 
@@ -49,14 +56,15 @@ def make_inputs(text, chars, steps=STEPS, seed=0):
     }
 
 
-def random_states(inputs, units):
-    """Uniform in (-1, 1), the range of a GRU state; drawn from the inputs' seed so every row gets the same."""
+def random_states(inputs, state_size):
+    """Uniform in (-1, 1), the range of a GRU state (and of an LSTM's h; its c is in that range for a
+    few steps); drawn from the inputs' seed so every row gets the same."""
     rng = np.random.default_rng(int(inputs["seed"]))
-    return rng.uniform(-1, 1, (ONE_STEP_CASES, units)).astype(np.float32)
+    return rng.uniform(-1, 1, (ONE_STEP_CASES, state_size)).astype(np.float32)
 
 
 def trace(backend, ids, state):
-    """Feed ids [B, N] one character at a time, carrying the state: logits [B, N, V] and states [B, N, U]."""
+    """Feed ids [B, N] one character at a time, carrying the state: logits [B, N, V] and states [B, N, S]."""
     logits, states = [], []
     for t in range(ids.shape[1]):
         step_logits, state = backend.step(ids[:, t:t + 1], state)
@@ -66,7 +74,7 @@ def trace(backend, ids, state):
 
 
 def one_steps(backend, ids, states):
-    """One step for each (id, state) pair, each as a batch of one: logits [K, V], new states [K, U]."""
+    """One step for each (id, state) pair, each as a batch of one: logits [K, V], new states [K, S]."""
     out = [backend.step(ids[k:k + 1, None], states[k:k + 1]) for k in range(len(ids))]
     return np.concatenate([o[0][:, 0] for o in out]), np.concatenate([o[1] for o in out])
 
@@ -74,11 +82,11 @@ def one_steps(backend, ids, states):
 def probe_steps(backend, inputs):
     """The step measures' record: single steps from the zero and random states, and the fed-back text.
     What the export's gate runs for every artifact; probe adds generated text and the batch."""
-    zeros = np.zeros((ONE_STEP_CASES, backend.units), np.float32)
+    zeros = np.zeros((ONE_STEP_CASES, backend.state_size), np.float32)
     record = {}
     record["zero_logits"], record["zero_states"] = one_steps(backend, inputs["one_ids"], zeros)
     record["random_logits"], record["random_states"] = one_steps(
-        backend, inputs["one_ids"], random_states(inputs, backend.units))
+        backend, inputs["one_ids"], random_states(inputs, backend.state_size))
     text_logits, text_states = trace(backend, inputs["text"][None], backend.initial_state(1))
     record["text_logits"], record["text_states"] = text_logits[0], text_states[0]
     record["text_ids"] = np.asarray(inputs["text"], np.int32)
@@ -128,6 +136,9 @@ def compare_steps(reference, row):
         # Teacher-forced loss of the row along the same text (its own logits predicting the next id).
         "text_bpc": (bits_per_char(row["text_logits"][:-1], np.asarray(text_ids)[1:]) if text_ids is not None
                      else float("nan")),
+        "text_bpc_cost": (bits_per_char(row["text_logits"][:-1], np.asarray(text_ids)[1:])
+                          - bits_per_char(reference["text_logits"][:-1], np.asarray(text_ids)[1:])
+                          if text_ids is not None else float("nan")),
     }
 
 
@@ -158,11 +169,14 @@ def check_steps(m, precision):
         return failures
     if not m["top1"] >= INT8_TOP1:
         failures.append(f"top-1 agreement {m['top1']:.1%} < {INT8_TOP1:.0%}")
-    for key, span in (("text_dlogits", "text_range"), ("zero_dlogits", "one_step_range"),
-                      ("random_dlogits", "one_step_range")):
-        limit = INT8_RANGE_FRACTION * m[span]
-        if not m[key] <= limit:
-            failures.append(f"{key} {m[key]:.3g} > {INT8_RANGE_FRACTION:.0%} of the reference range {m[span]:.3g}")
+    text_fraction = INT8_FULL_TEXT_FRACTION if precision == "int8-full" else INT8_RANGE_FRACTION
+    for key, span, fraction in (("text_dlogits", "text_range", text_fraction),
+                                ("zero_dlogits", "one_step_range", INT8_RANGE_FRACTION),
+                                ("random_dlogits", "one_step_range", INT8_RANGE_FRACTION)):
+        if not m[key] <= fraction * m[span]:
+            failures.append(f"{key} {m[key]:.3g} > {fraction:.0%} of the reference range {m[span]:.3g}")
+    if precision == "int8-full" and not m["text_bpc_cost"] <= INT8_FULL_MAX_BPC_COST:
+        failures.append(f"costs {m['text_bpc_cost']:.3g} bits per character along the text > {INT8_FULL_MAX_BPC_COST}")
     for key in ("zero_dstate", "random_dstate", "text_dstate"):
         if not np.isfinite(m[key]):  # int8 has no state tolerance, but a NaN state is no model
             failures.append(f"{key} is {m[key]}")

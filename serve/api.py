@@ -169,7 +169,7 @@ def create_app(engine, model_name="estella", api_keys=(), cors_origins=()):
         backend = engine.backend
         return {"object": "list", "data": [{
             "id": model_name, "object": "model", "created": int(time.time()), "owned_by": "estella",
-            "vocab_size": len(engine.vocab), "units": backend.units, "precision": backend.precision,
+            "vocab_size": len(engine.vocab), "state_size": backend.state_size, "precision": backend.precision,
             "backend": backend.name, "max_chars": engine.max_chars}]}
 
     @app.post("/v1/completions")

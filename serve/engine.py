@@ -7,7 +7,7 @@ stream in one batched call per tick (continuous batching).
     engine.shutdown()
 
 A GRU stream's whole context is its state row, so a stream joins or leaves the batch at any tick:
-its row is added to or cut from the [B, U] state. Each tick:
+its row is added to or cut from the [B, S] state. Each tick:
   1. samples every stream whose logits are ready in ONE call of the runtime's sampler
      (sample_batch), each stream drawing one uniform per character from its own
      np.random.default_rng(seed), exactly as Generator does: a seeded stream writes the text

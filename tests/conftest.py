@@ -40,6 +40,16 @@ def tiny_run(corpus_slice, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def tiny_lstm_run(corpus_slice, tmp_path_factory):
+    """The same for a stack: the `tiny-lstm` preset (2 x 32 LSTM, dropout 0.1), two short epochs."""
+    from estella.build.train import train
+
+    run_dir = str(tmp_path_factory.mktemp("runs") / "tiny-lstm")
+    train(run_dir, corpus_slice, "tiny-lstm", verbose=0)
+    return run_dir
+
+
+@pytest.fixture(scope="session")
 def real_export(request, tmp_path_factory):
     """A real `estella export` of a tiny trained run (every format). In the TensorFlow-free
     virtualenvs it is the folder named by ESTELLA_RUNTIME_EXPORT, made beforehand in the main one

@@ -16,11 +16,15 @@ BACKENDS = {
     "onnx": ("onnx", "ONNXBackend", "onnx"),
     "numpy": ("numpy", "NumpyBackend", "numpy"),
     "savedmodel": ("savedmodel", "SavedModelBackend", "savedmodel"),
+    # TensorFlow Lite Micro runs the same .tflite files, one stream at a time (the int8-full file is for it).
+    "tflm": ("tflm", "TFLMBackend", "tflite"),
 }
 # `auto` tries these in order, fastest first at batch 1 (measured: see the runtime's README section);
 # savedmodel is never picked by auto, numpy (always installed) is faster than TensorFlow per step.
 AUTO_ORDER = ("tflite", "onnx", "numpy")
-PRECISIONS = {"float32": "float32", "float": "float32", "int8": "int8"}
+# int8: int8 weights, float activations (LiteRT, ONNX Runtime). int8-full: int8 weights and activations,
+# for microcontrollers (FORMAT.md).
+PRECISIONS = {"float32": "float32", "float": "float32", "int8": "int8", "int8-full": "int8-full"}
 
 
 class BackendError(EstellaError):
@@ -29,7 +33,7 @@ class BackendError(EstellaError):
 
 def open_backend(export_dir, backend="auto", precision="float32", manifest=None, num_threads=None):
     """Return a Backend for one artifact of the export; its files are verified against the manifest first,
-    and the shapes the artifact itself declares must agree with the manifest's vocab_size and units.
+    and the shapes the artifact itself declares must agree with the manifest's vocab_size and state_size.
 
     num_threads (at most the number of cores) goes to the interpreter; the numpy backend pins its BLAS
     to it (default one thread). A manifest passed in (the export's own check) is checked, not re-read.
@@ -37,13 +41,13 @@ def open_backend(export_dir, backend="auto", precision="float32", manifest=None,
     if backend != "auto" and backend not in BACKENDS:
         raise BackendError(f"unknown backend {backend!r}; choose one of auto, {', '.join(BACKENDS)}")
     if precision not in PRECISIONS:
-        raise BackendError(f"unknown precision {precision!r}; choose one of float32 (or float), int8")
+        raise BackendError(f"unknown precision {precision!r}; choose one of float32 (or float), int8, int8-full")
     precision = PRECISIONS[precision]
     check_threads(num_threads)
     if manifest is None:
         manifest = load_manifest(export_dir, verify=False)  # only the files used are verified, below
     else:
-        check_manifest(manifest)
+        manifest = check_manifest(manifest)
     if backend != "auto":
         return _open(export_dir, manifest, backend, precision, num_threads)
     tried = []
@@ -67,7 +71,17 @@ def check_threads(num_threads):
         raise BackendError(f"--threads must be an integer from 1 to {cores} (the number of CPU cores), got {num_threads!r}")
 
 
+def backend_for(artifact) -> str:
+    """The backend that runs an artifact: the first of its format, except that an int8-full file
+    (made for microcontrollers) is run by TensorFlow Lite Micro, where it is meant to run."""
+    if artifact["precision"] == "int8-full":
+        return "tflm"
+    return next(name for name, (_, _, fmt) in BACKENDS.items() if fmt == artifact["format"])
+
+
 def find_artifact(manifest, backend, precision):
+    if backend == "tflm" and precision != "int8-full":
+        return None  # a microcontroller's arena is measured for the int8-full file only
     fmt = BACKENDS[backend][2]
     for artifact in manifest["artifacts"]:
         if (artifact["format"] == fmt and artifact["precision"] == precision
@@ -97,7 +111,7 @@ def check_shapes(backend, artifact, manifest):
     """The artifact's own shapes (read by the backend from the graph or arrays) against the manifest."""
     model = manifest["model"]
     for what, have, want in (("vocabulary size", backend.vocab_size, model["vocab_size"]),
-                             ("units", backend.units, model["units"])):
+                             ("state size", backend.state_size, model["state_size"])):
         if have != want:
             raise BackendError(f"artifact {artifact['name']!r} ({artifact['path']}) has {what} {have} but the "
                                f"manifest says {want}: the artifact and manifest.json do not belong together; re-export")

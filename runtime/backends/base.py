@@ -15,7 +15,7 @@ class ArtifactError(EstellaError):
 
 def check_signature(artifact, specs):
     """specs: {tensor name: (shape, dtype)} as the graph declares them (dims None or a name where dynamic).
-    Returns (vocab_size, units, batch, time) or raises ArtifactError naming the artifact and tensor."""
+    Returns (vocab_size, state_size, batch, time) or raises ArtifactError naming the artifact and tensor."""
     def fail(why):
         raise ArtifactError(f"artifact {artifact['name']!r} ({artifact['path']}) is not an estella step graph: {why}; "
                             "re-export it")
@@ -30,19 +30,21 @@ def check_signature(artifact, specs):
             fail(f"{name} has shape {shape}, not rank {rank}")
         if dtype is not None and dtype != dtypes[name]:
             fail(f"{name} is {dtype}, not {dtypes[name]}")
-    vocab_size, units = specs["logits"][0][-1], specs["state"][0][-1]
-    if not isinstance(vocab_size, int) or not isinstance(units, int):
-        fail(f"logits' last dimension ({vocab_size}) and state's ({units}) must be fixed")
-    if specs["new_state"][0][-1] != units:
-        fail(f"new_state has {specs['new_state'][0][-1]} units but state has {units}")
+    vocab_size, state_size = specs["logits"][0][-1], specs["state"][0][-1]
+    if not isinstance(vocab_size, int) or not isinstance(state_size, int):
+        fail(f"logits' last dimension ({vocab_size}) and state's ({state_size}) must be fixed")
+    if specs["new_state"][0][-1] != state_size:
+        fail(f"new_state has width {specs['new_state'][0][-1]} but state has {state_size}")
     batch, time = (d if isinstance(d, int) and d > 0 else None for d in specs["ids"][0])
-    return int(vocab_size), int(units), batch, time
+    return int(vocab_size), int(state_size), batch, time
 
 
 class Backend:
-    """One exported step function: (ids int32 [B, T], state float32 [B, U]) -> (logits [B, T, V], new_state [B, U]).
+    """One exported step function: (ids int32 [B, T], state float32 [B, S]) -> (logits [B, T, V], new_state [B, S]).
 
-    Subclasses set name, precision, vocab_size, units, max_batch, max_time (None where dynamic)
+    The state row is opaque above the backends: S floats, zeros at the start (how its parts split
+    into layers is the manifest's state.layout, which only a backend that runs the cells reads).
+    Subclasses set name, precision, vocab_size, state_size, max_batch, max_time (None where dynamic)
     and implement _step, which trusts its inputs (checked by step) and takes at most max_time steps.
     open_backend constructs one as cls(export_dir, artifact, manifest, content=verified bytes or None
     for a folder artifact, num_threads=N or None); the constructor reads the shapes from the artifact
@@ -51,7 +53,7 @@ class Backend:
     """
 
     name = precision = None
-    vocab_size = units = 0
+    vocab_size = state_size = 0
     max_batch = max_time = None
 
     @classmethod
@@ -80,7 +82,7 @@ class Backend:
         return self._step
 
     def initial_state(self, batch=1):
-        return np.zeros((batch, self.units), np.float32)
+        return np.zeros((batch, self.state_size), np.float32)
 
     def check_inputs(self, ids, state):
         ids = np.asarray(ids)
@@ -92,10 +94,10 @@ class Backend:
         if not isinstance(state, np.ndarray) or state.dtype != np.float32:
             raise StepInputError(f"state must be a float32 numpy array, got {getattr(state, 'dtype', type(state).__name__)}")
         batch = ids.shape[0]
-        if state.shape != (batch, self.units):
-            raise StepInputError(f"state must have shape [batch, units] = [{batch}, {self.units}], "
+        if state.shape != (batch, self.state_size):
+            raise StepInputError(f"state must have shape [batch, state_size] = [{batch}, {self.state_size}], "
                                  f"got {list(state.shape)}")
         return np.ascontiguousarray(ids, np.int32), np.ascontiguousarray(state)
 
     def __repr__(self):
-        return f"<{type(self).__name__} {self.name} {self.precision} V={self.vocab_size} U={self.units}>"
+        return f"<{type(self).__name__} {self.name} {self.precision} V={self.vocab_size} S={self.state_size}>"

@@ -1,8 +1,10 @@
-"""The GRU step in plain numpy from weights.npz: no dependency beyond numpy, and the readable reference.
+"""The step in plain numpy from weights.npz: no dependency beyond numpy, and the readable reference.
 
-It is Keras' GRU with reset_after=True (export/FORMAT.md). The embedding lookup and the input
-projection are both linear in the one-hot id, so they fold into one table: row i of
-embedding @ gru_kernel + gru_bias[0] is the input gates' pre-activation for character i.
+Every cell and depth of export/FORMAT.md: 1 to 4 layers of Keras' GRU (reset_after=True) or LSTM.
+The embedding lookup and the first layer's input projection are both linear in the one-hot id, so
+they fold into one table: row i of embedding @ layer0_kernel + input bias is the first layer's
+input-gate pre-activation for character i. The state row is split and joined by the manifest's
+state.layout (h for a GRU layer; h then c for an LSTM layer).
 """
 
 import io
@@ -10,11 +12,8 @@ import zipfile
 
 import numpy as np
 
+from .. import weights_format
 from .base import ArtifactError, Backend
-
-# weights.npz: each array's shape in V (vocabulary), E (embedding), U (units); FORMAT.md.
-ARRAYS = {"embedding": ("V", "E"), "gru_kernel": ("E", "3U"), "gru_recurrent_kernel": ("U", "3U"),
-          "gru_bias": (2, "3U"), "dense_kernel": ("U", "V"), "dense_bias": ("V",)}
 
 
 class NumpyBackend(Backend):
@@ -22,59 +21,86 @@ class NumpyBackend(Backend):
 
     def __init__(self, export_dir, artifact, manifest, content=None, num_threads=None):
         pin_blas_threads(num_threads or 1)
+
+        def fail(why):
+            raise ArtifactError(f"artifact {artifact['name']!r} ({artifact['path']}) is not estella weights: {why}; "
+                                "re-export it")
+
         try:
             with np.load(io.BytesIO(content), allow_pickle=False) as npz:
-                w = {key: npz[key] for key in ARRAYS if key in npz.files}
+                w = weights_format.from_schema1({key: npz[key] for key in npz.files})
         except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
             raise ArtifactError(f"numpy cannot read artifact {artifact['name']!r} ({artifact['path']}): {e}") from None
-        V, U = check_arrays(artifact, w)
-        self.input_table = w["embedding"] @ w["gru_kernel"] + w["gru_bias"][0]  # [V, 3U]
-        self.recurrent_kernel = w["gru_recurrent_kernel"]  # [U, 3U]
-        self.recurrent_bias = w["gru_bias"][1]  # [3U]
-        self.dense_kernel, self.dense_bias = w["dense_kernel"], w["dense_bias"]  # [U, V], [V]
+        try:
+            arch = weights_format.architecture(w)
+        except weights_format.WeightsFormatError as e:
+            fail(str(e))
+        self.cell, units = arch["cell"], arch["units"]
+        model = manifest["model"]
+        declared = (model["cell"], [layer["units"] for layer in model["layers"]])
+        if declared != (self.cell, units):
+            fail(f"its arrays hold {len(units)} {self.cell} layers of {units} units, but the manifest says "
+                 f"{len(declared[1])} {declared[0]} layers of {declared[1]}")
+        # (layer, part) -> the slice of the state row it occupies; the manifest checked the layout.
+        self.parts = {(p["layer"], p["part"]): slice(p["offset"], p["offset"] + p["size"])
+                      for p in manifest["state"]["layout"]}
+        self.layers = []
+        for k in range(len(units)):
+            kernel, recurrent_kernel, bias = (w[key] for key in weights_format.layer_keys(k))
+            input_bias = bias[0] if self.cell == "gru" else bias
+            layer = {"recurrent_kernel": recurrent_kernel,
+                     "recurrent_bias": bias[1] if self.cell == "gru" else None, "units": units[k]}
+            if k == 0:  # [V, G*U0]: embedding, input projection and input bias folded
+                layer["input_table"] = w["embedding"] @ kernel + input_bias
+            else:
+                layer["kernel"], layer["input_bias"] = kernel, input_bias
+            self.layers.append(layer)
+        self.dense_kernel, self.dense_bias = w["dense_kernel"], w["dense_bias"]  # [U_last, V], [V]
         self.precision = "float32"
-        self.vocab_size, self.units = V, U
+        self.vocab_size, self.state_size = arch["vocab_size"], int(model["state_size"])
+        self._cell = _gru if self.cell == "gru" else _lstm
 
     def _step(self, ids, state):
-        U = self.units
-        h = state
-        hs = []
+        state = state.copy()
+        outputs = []
         for t in range(ids.shape[1]):
-            x = self.input_table[ids[:, t]]  # [B, 3U]: xz, xr, xh
-            r_h = h @ self.recurrent_kernel + self.recurrent_bias  # [B, 3U]: hz, hr, hh
-            gates = _sigmoid(x[:, :2 * U] + r_h[:, :2 * U])  # z and r in one pass: fewer numpy calls
-            z, r = gates[:, :U], gates[:, U:]
-            candidate = np.tanh(x[:, 2 * U:] + r * r_h[:, 2 * U:])
-            h = z * h + (1 - z) * candidate
-            hs.append(h)
-        hs = hs[0][:, None] if len(hs) == 1 else np.stack(hs, axis=1)  # [B, T, U]; T=1 while decoding
+            x = None
+            for k, layer in enumerate(self.layers):
+                gates = layer["input_table"][ids[:, t]] if k == 0 else x @ layer["kernel"] + layer["input_bias"]
+                x = self._cell(layer, gates, state, self.parts, k)  # updates the layer's parts of `state`
+            outputs.append(x)
+        hs = outputs[0][:, None] if len(outputs) == 1 else np.stack(outputs, axis=1)  # [B, T, U_last]
         logits = hs @ self.dense_kernel + self.dense_bias  # [B, T, V]
-        return logits.astype(np.float32, copy=False), h.astype(np.float32, copy=False)
+        return logits.astype(np.float32, copy=False), state.astype(np.float32, copy=False)
+
+
+def _gru(layer, x, state, parts, k):
+    """Keras GRU(reset_after=True): x [B, 3U] the input gates (xz, xr, xh); h from the state row."""
+    U, h_part = layer["units"], parts[(k, "h")]
+    h = state[:, h_part]
+    r_h = h @ layer["recurrent_kernel"] + layer["recurrent_bias"]  # [B, 3U]: hz, hr, hh
+    gates = _sigmoid(x[:, :2 * U] + r_h[:, :2 * U])  # z and r in one pass: fewer numpy calls
+    z, r = gates[:, :U], gates[:, U:]
+    candidate = np.tanh(x[:, 2 * U:] + r * r_h[:, 2 * U:])
+    h = z * h + (1 - z) * candidate
+    state[:, h_part] = h
+    return h
+
+
+def _lstm(layer, x, state, parts, k):
+    """Keras LSTM: x [B, 4U] the input gates with the bias (i, f, c, o); h and c from the state row."""
+    U, h_part, c_part = layer["units"], parts[(k, "h")], parts[(k, "c")]
+    z = x + state[:, h_part] @ layer["recurrent_kernel"]  # [B, 4U]
+    i, f = _sigmoid(z[:, :U]), _sigmoid(z[:, U:2 * U])
+    g, o = np.tanh(z[:, 2 * U:3 * U]), _sigmoid(z[:, 3 * U:])
+    c = f * state[:, c_part] + i * g
+    h = o * np.tanh(c)
+    state[:, h_part], state[:, c_part] = h, c
+    return h
 
 
 def _sigmoid(x):
     return 1 / (1 + np.exp(-x))
-
-
-def check_arrays(artifact, w):
-    """Every array of FORMAT.md present, float32, with shapes that agree with each other; returns (V, U)."""
-    def fail(why):
-        raise ArtifactError(f"artifact {artifact['name']!r} ({artifact['path']}) is not estella weights: {why}; re-export it")
-
-    missing = [k for k in ARRAYS if k not in w]
-    if missing:
-        fail(f"it has no array {missing[0]!r}")
-    for key, dims in ARRAYS.items():
-        if w[key].dtype != np.float32 or w[key].ndim != len(dims):
-            fail(f"{key} is {w[key].dtype} of rank {w[key].ndim}, not float32 of rank {len(dims)}")
-    V, E = w["embedding"].shape
-    U = w["gru_recurrent_kernel"].shape[0]
-    sizes = {"V": V, "E": E, "U": U, "3U": 3 * U}
-    for key, dims in ARRAYS.items():
-        want = tuple(sizes.get(d, d) for d in dims)
-        if w[key].shape != want:
-            fail(f"{key} has shape {list(w[key].shape)}, expected {list(want)} (V={V} E={E} U={U})")
-    return int(V), int(U)
 
 
 def pin_blas_threads(threads):

@@ -39,7 +39,7 @@ class ONNXBackend(Backend):
                                 f"{str(e)[:300]}") from None
         specs = {t.name: ([n if isinstance(n, int) else None for n in t.shape], ONNX_DTYPES.get(t.type, t.type))
                  for t in self.session.get_inputs() + self.session.get_outputs()}
-        self.vocab_size, self.units, self.max_batch, self.max_time = check_signature(artifact, specs)
+        self.vocab_size, self.state_size, self.max_batch, self.max_time = check_signature(artifact, specs)
         self.precision = artifact["precision"]
         self.output_names = ["logits", "new_state"]
 
@@ -47,7 +47,7 @@ class ONNXBackend(Backend):
         return self.session.run(self.output_names, {"ids": ids, "state": state})
 
     def decoder(self, batch):
-        return BoundStep(self.session, batch, self.units, self.vocab_size)
+        return BoundStep(self.session, batch, self.state_size, self.vocab_size)
 
 
 class BoundStep:
@@ -59,10 +59,10 @@ class BoundStep:
     The next call overwrites the logits it returned; the state, the call after.
     """
 
-    def __init__(self, session, batch, units, vocab_size):
+    def __init__(self, session, batch, state_size, vocab_size):
         self.session = session
         self.ids = np.zeros((batch, 1), np.int32)
-        self.states = (np.zeros((batch, units), np.float32), np.zeros((batch, units), np.float32))
+        self.states = (np.zeros((batch, state_size), np.float32), np.zeros((batch, state_size), np.float32))
         self.logits = np.zeros((batch, 1, vocab_size), np.float32)
         self.bindings = (self._bind(self.states[0], self.states[1]), self._bind(self.states[1], self.states[0]))
 

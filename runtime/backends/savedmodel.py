@@ -37,7 +37,7 @@ class SavedModelBackend(Backend):
         outputs = self.function.structured_outputs
         specs = {name: (spec.shape.as_list() if spec.shape.rank is not None else None, spec.dtype.name)
                  for name, spec in {**inputs, **outputs}.items()}
-        self.vocab_size, self.units, self.max_batch, self.max_time = check_signature(artifact, specs)
+        self.vocab_size, self.state_size, self.max_batch, self.max_time = check_signature(artifact, specs)
         self.precision = artifact["precision"]
 
     def _step(self, ids, state):

@@ -47,7 +47,7 @@ class TFLiteBackend(Backend):
         inputs, outputs = _details_by_name(self.interpreter)
         specs = {name: ([int(n) for n in d["shape"]], np.dtype(d["dtype"]).name)
                  for name, d in {**inputs, **outputs}.items()}
-        self.vocab_size, self.units, batch, time = check_signature(artifact, specs)
+        self.vocab_size, self.state_size, batch, time = check_signature(artifact, specs)
         self.ids_index, self.state_index = inputs["ids"]["index"], inputs["state"]["index"]
         self.logits_index, self.new_state_index = outputs["logits"]["index"], outputs["new_state"]["index"]
         self.precision = artifact["precision"]
@@ -65,7 +65,7 @@ class TFLiteBackend(Backend):
 
     def _resize(self, batch):
         self.interpreter.resize_tensor_input(self.ids_index, [batch, 1])
-        self.interpreter.resize_tensor_input(self.state_index, [batch, self.units])
+        self.interpreter.resize_tensor_input(self.state_index, [batch, self.state_size])
         self.interpreter.allocate_tensors()
         self.batch = batch
 

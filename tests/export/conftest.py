@@ -22,6 +22,18 @@ def seed_export(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def lstm_export(tmp_path_factory):
+    """(run, export dir) of a 2-layer LSTM (48 then 32 units, E=16), fan-in-scaled random weights, no corpus."""
+    from estella.build.random_run import make_random_run
+    from estella.export.pipeline import export_run
+
+    root = tmp_path_factory.mktemp("lstm")
+    run = make_random_run(str(root / "run"), SEED_CHARS, embedding_dim=16, units=[48, 32], cell="lstm", seed=1)
+    export_run(run, str(root / "export"), log=lambda *a: None)
+    return run, str(root / "export")
+
+
+@pytest.fixture(scope="session")
 def tiny_export(tiny_run, tmp_path_factory):
     """(run, export dir) of the tiny trained run, written by the CLI to its default folder RUN/export."""
     from estella.runtime.cli import main
@@ -32,6 +44,6 @@ def tiny_export(tiny_run, tmp_path_factory):
     return run, os.path.join(run, "export")
 
 
-@pytest.fixture(params=["seed_export", "tiny_export"])
+@pytest.fixture(params=["seed_export", "tiny_export", "lstm_export"])
 def export(request):
     return request.getfixturevalue(request.param)

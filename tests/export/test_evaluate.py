@@ -42,7 +42,7 @@ def test_the_loss_is_the_keras_models_cross_entropy(tiny_export):
     step_model, vocab, cfg = load_reference(run)
     ids, _ = validation_text(cfg, vocab)
     ids = ids[:700]
-    logits, _ = step_model([ids[None, :-1], np.zeros((1, cfg["hparams"].units), np.float32)])
+    logits, _ = step_model([ids[None, :-1], np.zeros((1, step_model.inputs[1].shape[-1]), np.float32)])
     expected = float(keras.ops.convert_to_numpy(keras.losses.sparse_categorical_crossentropy(
         ids[None, 1:], logits, from_logits=True)).mean())
     for backend in ("numpy", "tflite"):

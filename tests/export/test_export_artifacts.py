@@ -10,22 +10,32 @@ import pytest
 
 pytestmark = pytest.mark.tensorflow
 
-ARTIFACT_NAMES = {"savedmodel-float32", "tflite-float32", "tflite-int8", "onnx-float32", "onnx-int8", "numpy-float32"}
+ARTIFACT_NAMES = {"savedmodel-float32", "tflite-float32", "tflite-int8", "onnx-float32", "onnx-int8", "numpy-float32",
+                  "tflite-int8-full"}
 
 
 def dims(export_dir):
+    """(V, E, S): vocabulary, embedding and the state row's width."""
     from estella.runtime.manifest import load_manifest
     model = load_manifest(export_dir)["model"]
-    return model["vocab_size"], model["embedding_dim"], model["units"]
+    return model["vocab_size"], model["embedding_dim"], model["state_size"]
+
+
+def first_gates(export_dir):
+    """G * U_0: the width of the folded input table."""
+    from estella.runtime.manifest import load_manifest
+    model = load_manifest(export_dir)["model"]
+    return {"gru": 3, "lstm": 4}[model["cell"]] * model["layers"][0]["units"]
 
 
 def test_manifest_describes_every_file(export):
     from estella.build.config import load_config
+    from estella.build.model import rnn_layer_names, state_layout
     from estella.runtime.manifest import load_manifest
 
     run, export_dir = export
     manifest = load_manifest(export_dir, verify=True)  # sizes and sha256 of every listed file
-    assert manifest["schema_version"] == 1
+    assert manifest["schema_version"] == 2 and manifest["kind"] == "estella.char-rnn"
     assert {a["name"] for a in manifest["artifacts"]} == ARTIFACT_NAMES
     listed = {f["path"] for a in manifest["artifacts"] for f in a["files"]}
     on_disk = {os.path.relpath(os.path.join(d, f), export_dir).replace(os.sep, "/")
@@ -33,11 +43,21 @@ def test_manifest_describes_every_file(export):
     assert on_disk - {"manifest.json"} == listed
     V, E, U = dims(export_dir)
     cfg = load_config(run)
-    assert (E, U) == (cfg["hparams"].embedding_dim, cfg["hparams"].units)
-    assert len(manifest["model"]["vocab"]) == V == cfg["vocab_size"]
-    assert manifest["model"]["gru"] == {"gate_order": ["z", "r", "h"], "reset_after": True,
-                                        "activation": "tanh", "recurrent_activation": "sigmoid"}
-    assert manifest["state"] == {"name": "state", "shape": ["batch", U], "dtype": "float32", "initial": "zeros"}
+    hp = cfg["hparams"]
+    cell, units = hp.cell, hp.units
+    model = manifest["model"]
+    assert E == cfg["hparams"].embedding_dim and len(model["vocab"]) == V == cfg["vocab_size"]
+    assert model["cell"] == cell and model["dropout"] == hp.dropout
+    assert model["layers"] == [{"name": n, "cell": cell, "units": u}
+                               for n, u in zip(rnn_layer_names(cell, len(units)), units)]
+    assert U == model["state_size"] == (2 if cell == "lstm" else 1) * sum(units)
+    settings = {"gru": {"gate_order": ["z", "r", "h"], "reset_after": True, "activation": "tanh",
+                        "recurrent_activation": "sigmoid"},
+                "lstm": {"gate_order": ["i", "f", "c", "o"], "activation": "tanh", "recurrent_activation": "sigmoid",
+                         "unit_forget_bias": True}}
+    assert model["cells"] == {cell: settings[cell]}
+    assert manifest["state"] == {"name": "state", "shape": ["batch", U], "dtype": "float32", "initial": "zeros",
+                                 "layout": state_layout(cell, units)}
     for a in manifest["artifacts"]:
         b = a["batch"] if a["batch"] is not None else "batch"
         t = a["time"] if a["time"] is not None else "time"
@@ -64,14 +84,21 @@ def test_tiny_manifest_has_the_validation_loss(tiny_export):
 
 
 def test_weights_npz_is_plain_arrays(export):
+    from estella.runtime.manifest import load_manifest
+
     _, export_dir = export
-    V, E, U = dims(export_dir)
+    V, E, _ = dims(export_dir)
+    model = load_manifest(export_dir)["model"]
+    units = [layer["units"] for layer in model["layers"]]
     with np.load(os.path.join(export_dir, "weights.npz"), allow_pickle=False) as w:
         shapes = {k: (w[k].shape, w[k].dtype) for k in w.files}
-    f32 = np.dtype("float32")
-    assert shapes == {"embedding": ((V, E), f32), "gru_kernel": ((E, 3 * U), f32),
-                      "gru_recurrent_kernel": ((U, 3 * U), f32), "gru_bias": ((2, 3 * U), f32),
-                      "dense_kernel": ((U, V), f32), "dense_bias": ((V,), f32)}
+    G = {"gru": 3, "lstm": 4}[model["cell"]]
+    want = {"embedding": (V, E), "dense_kernel": (units[-1], V), "dense_bias": (V,)}
+    for k, u in enumerate(units):  # FORMAT.md's schema 2, written out here
+        want[f"layer{k}_kernel"] = (E if k == 0 else units[k - 1], G * u)
+        want[f"layer{k}_recurrent_kernel"] = (u, G * u)
+        want[f"layer{k}_bias"] = (2, 3 * u) if model["cell"] == "gru" else (4 * u,)
+    assert shapes == {k: (shape, np.dtype("float32")) for k, shape in want.items()}
 
 
 @pytest.mark.parametrize("name", ["model.tflite", "model.int8.tflite"])
@@ -105,7 +132,7 @@ def test_tflite_int8_weights_are_per_tensor(seed_export):
 
     model = flatbuffer_utils.read_model(os.path.join(seed_export[1], "model.int8.tflite"))
     int8 = [t for t in model.subgraphs[0].tensors if t.type == schema.TensorType.INT8]
-    assert len(int8) >= 3  # the GRU's two kernels and the dense kernel at least
+    assert len(int8) >= 3  # the recurrent layer's two kernels and the dense kernel at least
     assert all(len(t.quantization.scale) == 1 for t in int8), [len(t.quantization.scale) for t in int8]
 
 
@@ -197,7 +224,7 @@ def test_saved_model_cli_runs_both_signatures(tiny_export, tmp_path):
 
     run, export_dir = tiny_export
     step_model, vocab, _ = load_reference(run)
-    U = step_model.get_layer("gru").units
+    U = step_model.inputs[1].shape[-1]
     ids = vocab.encode("Pip and Joe")[None, :]
     state = np.random.default_rng(0).uniform(-1, 1, (1, U)).astype(np.float32)
     inputs = tmp_path / "inputs.npz"
@@ -221,32 +248,38 @@ def test_saved_model_cli_runs_both_signatures(tiny_export, tmp_path):
 
 
 def test_every_step_graph_gathers_the_folded_input_table(export):
-    """One [V, 3U] table replaces the [V, E] embedding and the [E, 3U] input kernel in every graph."""
+    """One [V, G*U0] table replaces the [V, E] embedding and the first layer's [E, G*U0] input kernel in every graph."""
     import onnx
     from onnx import numpy_helper
     from tensorflow.lite.tools import flatbuffer_utils
 
+    from estella.export.stepgraph import graph_weights
+
     _, export_dir = export
-    V, E, U = dims(export_dir)
+    V, E, _ = dims(export_dir)
+    G0 = first_gates(export_dir)
     with np.load(os.path.join(export_dir, "weights.npz")) as w:
-        table = (w["embedding"].astype(np.float64) @ w["gru_kernel"] + w["gru_bias"][0]).astype(np.float32)
-        assert w["embedding"].shape == (V, E)  # weights.npz keeps the unfolded arrays
+        weights = {k: w[k] for k in w.files}
+    bias = weights["layer0_bias"]
+    table = (weights["embedding"].astype(np.float64) @ weights["layer0_kernel"]
+             + (bias[0] if bias.ndim == 2 else bias)).astype(np.float32)
+    assert weights["embedding"].shape == (V, E)  # weights.npz keeps the unfolded arrays
     for name in ("model.tflite", "model.int8.tflite"):
         shapes = [list(t.shape) for t in flatbuffer_utils.read_model(os.path.join(export_dir, name)).subgraphs[0].tensors]
-        assert [V, 3 * U] in shapes and [V, E] not in shapes and [3 * U, E] not in shapes, (name, shapes)
+        assert [V, G0] in shapes and [V, E] not in shapes and [G0, E] not in shapes, (name, shapes)
     for name in ("model.onnx", "model.int8.onnx"):
         initializers = {i.name: numpy_helper.to_array(i) for i in onnx.load(os.path.join(export_dir, name)).graph.initializer}
         shapes = [list(a.shape) for a in initializers.values()]
-        assert [V, E] not in shapes and [E, 3 * U] not in shapes, (name, shapes)
+        assert [V, E] not in shapes and [E, G0] not in shapes, (name, shapes)
         # The int8 file keeps the table in float32: only the MatMuls are quantized.
-        (found,) = [a for a in initializers.values() if list(a.shape) == [V, 3 * U]]
+        (found,) = [a for a in initializers.values() if list(a.shape) == [V, G0]]
         assert found.dtype == np.float32 and np.array_equal(found, table), name
     import tensorflow as tf
 
     loaded = tf.saved_model.load(os.path.join(export_dir, "saved_model", "1"))
     variables = {name: v.shape.as_list() for name, v in loaded.weights.items()}
-    assert variables == {"input_table": [V, 3 * U], "gru_recurrent_kernel": [U, 3 * U], "gru_recurrent_bias": [3 * U],
-                         "dense_kernel": [U, V], "dense_bias": [V]}
+    assert variables == {name: list(a.shape) for name, a in graph_weights(weights).items()}
+    assert variables["input_table"] == [V, G0] and "embedding" not in variables and "layer0_kernel" not in variables
     assert load_manifest_model(export_dir)["input_table"]["folded"] is True
 
 
@@ -264,7 +297,8 @@ def test_the_unfolded_graph_for_the_bench_computes_the_same(tiny_export, tmp_pat
     _, export_dir = tiny_export
     with np.load(os.path.join(export_dir, "weights.npz")) as w:
         weights = {k: w[k] for k in w.files}
-    V, _, U = weights["embedding"].shape[0], None, weights["gru_recurrent_kernel"].shape[0]
+    V, U = weights["embedding"].shape[0], dims(export_dir)[2]
+    G0 = first_gates(export_dir)
     rng = np.random.default_rng(0)
     ids = rng.integers(0, V, (3, 1)).astype(np.int32)
     state = rng.uniform(-1, 1, (3, U)).astype(np.float32)
@@ -277,4 +311,4 @@ def test_the_unfolded_graph_for_the_bench_computes_the_same(tiny_export, tmp_pat
     write_tflite(weights, str(tmp_path / "unfolded.tflite"), fold=False)
     from tensorflow.lite.tools import flatbuffer_utils
     shapes = [list(t.shape) for t in flatbuffer_utils.read_model(str(tmp_path / "unfolded.tflite")).subgraphs[0].tensors]
-    assert [V, 3 * U] not in shapes and [V, weights["embedding"].shape[1]] in shapes
+    assert [V, G0] not in shapes and [V, weights["embedding"].shape[1]] in shapes

@@ -48,10 +48,10 @@ def test_half_written_weights(capsys, tiny_run, tmp_path):
 def test_weights_that_do_not_match_the_config(capsys, tiny_run, tmp_path):
     run = copy_run(tiny_run, tmp_path)
     cfg = json.loads((run / "config.json").read_text())
-    cfg["hparams"]["units"] *= 2
+    cfg["hparams"]["units"] = [2 * u for u in cfg["hparams"]["units"]]
     (run / "config.json").write_text(json.dumps(cfg))
     code, err = export_cli(capsys, run, "--out", tmp_path / "out")
-    assert code == 2 and "cannot load" in err and f"U={cfg['hparams']['units']}" in err
+    assert code == 2 and "cannot load" in err and f"--units {cfg['hparams']['units'][0]} " in err
 
 
 def test_existing_output_needs_force(capsys, tiny_export, tmp_path):

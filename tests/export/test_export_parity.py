@@ -50,7 +50,7 @@ def test_runtime_backends_follow_the_reference_along_a_prime(tiny_export, backen
     run, export_dir = tiny_export
     step_model, vocab, _ = load_reference(run)
     ids = vocab.encode("Mr. Pumblechook's premises in the High-street")[None, :]
-    state = np.zeros((1, step_model.get_layer("gru").units), np.float32)
+    state = np.zeros((1, step_model.inputs[1].shape[-1]), np.float32)
     ref_logits, ref_state = (np.asarray(t) for t in step_model([ids, state]))
     logits, new_state = open_backend(export_dir, backend, precision).step(ids, state)
     np.testing.assert_allclose(logits, ref_logits, atol=1e-4)
@@ -155,16 +155,17 @@ def test_an_onnx_graph_with_a_loop_is_refused(tiny_export, tmp_path, monkeypatch
     """The step over any T (tf.scan) instead of the written-out T=1 cell: tf2onnx makes it a Loop."""
     import tensorflow as tf
     from estella.export import onnx as onnx_mod
-    from estella.export.stepgraph import graph_weights, gru_sequence
+    from estella.export.stepgraph import Stack, graph_weights, sequence, state_size
+    from estella.runtime.weights_format import architecture
 
     def scanning_step(weights, batch_size=None, fold=True):
         w = {k: tf.constant(v) for k, v in graph_weights(weights, fold).items()}
+        arch = architecture(weights)
 
         @tf.function(input_signature=[tf.TensorSpec([batch_size, None], tf.int32, name="ids"),
-                                      tf.TensorSpec([batch_size, w["gru_recurrent_kernel"].shape[0]], tf.float32,
-                                                    name="state")])
+                                      tf.TensorSpec([batch_size, state_size(weights)], tf.float32, name="state")])
         def step(ids, state):
-            logits, new_state = gru_sequence(w, ids, state)
+            logits, new_state = sequence(Stack(w, arch["cell"], arch["units"]), ids, state)
             return {"logits": logits, "new_state": new_state}
         return step
 

@@ -60,6 +60,10 @@ def parity_exports(request, tmp_path_factory, corpus_path, parity_text):
                 run_dir = models.random_model(str(runs / "run"), models.seed_vocab(parity_text), 256, 1024)
             elif name == "small":
                 run_dir = models.random_model(str(runs / "run"), models.SMALL_VOCAB, 32, 64, seed=1)
+            elif name in models.STACKS:
+                cell, units, embedding_dim = models.STACKS[name]
+                run_dir = models.random_model(str(runs / "run"), models.seed_vocab(parity_text), embedding_dim,
+                                              units, seed=2, cell=cell)
             elif name == "tiny":
                 run_dir = request.getfixturevalue("tiny_run")
             else:

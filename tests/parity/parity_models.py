@@ -2,7 +2,9 @@
 
 (a) the seed size, U=1024 E=256, fan-in random weights over an 84-character vocabulary;
 (b) the default preset trained for a short while (in CI: the tiny preset's test run);
-(c) another vocabulary and width: U=64 E=32 over 30 characters.
+(c) another vocabulary and width: U=64 E=32 over 30 characters;
+(d)-(f) stacks of the model family at the seed vocabulary, fan-in random: GRU 2x512, LSTM 2x512,
+LSTM 3x256; and (g) a tiny 2-layer LSTM (2x64, E=32), the stacked row `make test` always runs.
 """
 
 import os
@@ -22,7 +24,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 # model (b) in `make parity`: the default preset trained 3 x 100 steps, kept under runs/ for reuse.
 TRAINED_RUN = os.path.join(REPO, "runs", "parity-default")
 TRAINED_STEPS_PER_EPOCH, TRAINED_EPOCHS = 100, 3
-SHORT_STEPS = 100  # the seed size in CI: 100 fed-back and generated characters instead of 500
+SHORT_STEPS = 100  # the seed size and the small LSTM in CI: 100 fed-back and generated characters instead of 500
 
 # key -> (title, which export, steps). SLOW_MODELS run in `make parity`, not in `make test`.
 MODELS = {
@@ -31,8 +33,15 @@ MODELS = {
     "b": ("(b) default preset, trained briefly", "default", probe.STEPS),
     "b-tiny": ("(b) tiny preset, the test suite's run (CI)", "tiny", probe.STEPS),
     "c": ("(c) 30-character vocabulary, U=64", "small", probe.STEPS),
+    "d": ("(d) GRU 2x512, random weights", "gru-2x512", probe.STEPS),
+    "e": ("(e) LSTM 2x512, random weights", "lstm-2x512", probe.STEPS),
+    "f": ("(f) LSTM 3x256, random weights", "lstm-3x256", probe.STEPS),
+    "g": ("(g) LSTM 2x64, random weights, short (CI)", "lstm-2x64", SHORT_STEPS),
 }
-SLOW_MODELS = ("a", "b")
+SLOW_MODELS = ("a", "b", "d", "e", "f")
+# Export name -> (cell, units per layer, embedding_dim) of the random stacks (d)-(g).
+STACKS = {"gru-2x512": ("gru", [512, 512], 256), "lstm-2x512": ("lstm", [512, 512], 256),
+          "lstm-3x256": ("lstm", [256, 256, 256], 256), "lstm-2x64": ("lstm", [64, 64], 32)}
 
 
 def keras_reference(run_dir):
@@ -68,10 +77,10 @@ def seed_vocab(text):
     return sorted(chars + spare[:SEED_VOCAB_SIZE - len(chars)])
 
 
-def random_model(run_dir, chars, embedding_dim, units, seed=0):
+def random_model(run_dir, chars, embedding_dim, units, seed=0, cell="gru"):
     from estella.build.random_run import make_random_run
 
-    return make_random_run(run_dir, chars, embedding_dim=embedding_dim, units=units, seed=seed)
+    return make_random_run(run_dir, chars, embedding_dim=embedding_dim, units=units, seed=seed, cell=cell)
 
 
 def trained_default(corpus_path, run_dir=TRAINED_RUN):
@@ -93,11 +102,15 @@ def export(run_dir, out_dir):
 
 
 def describe(run_dir):
-    """V, E, U and where the weights came from, for the table's heading."""
+    """V, E, the recurrent layers and where the weights came from, for the table's heading."""
     from estella.build.config import load_config
 
     cfg = load_config(run_dir)
     hp = cfg["hparams"]
+    units = hp.units
+    layers = (f"U={units[0]}" if hp.cell == "gru" and len(units) == 1
+              else f"{hp.cell.upper()} {'x'.join(map(str, [len(units), units[0]]))}" if len(set(units)) == 1
+              else f"{hp.cell.upper()} units {'/'.join(map(str, units))}")
     if cfg["preset"] == "random":
         origin = "fan-in random weights"
     else:
@@ -108,7 +121,7 @@ def describe(run_dir):
                                                    else "full epochs")
         origin = (f"preset `{cfg['preset']}` trained {epochs}, "
                   f"validation loss {state.get('best_val_loss', float('nan')):.3f}")
-    return {"V": cfg["vocab_size"], "E": hp.embedding_dim, "U": hp.units, "origin": origin}
+    return {"V": cfg["vocab_size"], "E": hp.embedding_dim, "layers": layers, "origin": origin}
 
 
 def words_array(words):

@@ -44,7 +44,7 @@ def _model_table(result):
     any_row = next(iter(rows.values()))
     n = any_row["steps"]
     out = [f"## {result['title']}", "",
-           f"V={model['V']}, E={model['E']}, U={model['U']}, {model['origin']}. N={n} steps; reference logits range "
+           f"V={model['V']}, E={model['E']}, {model['layers']}, {model['origin']}. N={n} steps; reference logits range "
            f"{any_row['text_range']:.3f} over them "
            f"(int8 limit {probe.INT8_RANGE_FRACTION * any_row['text_range']:.4f}), "
            f"{any_row['one_step_range']:.3f} over the single steps. " + _greedy_note(any_row), "",

@@ -42,7 +42,7 @@ class ShiftedLogits(Backend):
 
     def __init__(self, inner, shift):
         self.inner, self.shift = inner, np.float32(shift)
-        for attribute in ("name", "precision", "vocab_size", "units", "max_batch", "max_time"):
+        for attribute in ("name", "precision", "vocab_size", "state_size", "max_batch", "max_time"):
             setattr(self, attribute, getattr(inner, attribute))
 
     def _step(self, ids, state):

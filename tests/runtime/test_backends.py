@@ -18,7 +18,7 @@ def reference(real_export):
 def inputs(reference):
     rng = np.random.default_rng(0)
     ids = rng.integers(0, reference.vocab_size, (3, 6)).astype(np.int32)
-    state = (0.5 * rng.standard_normal((3, reference.units))).astype(np.float32)
+    state = (0.5 * rng.standard_normal((3, reference.state_size))).astype(np.float32)
     return ids, state
 
 
@@ -97,4 +97,4 @@ def test_backend_reports_its_shapes(real_export, reference):
     assert (tflite.max_batch, tflite.max_time) == (1, 1)
     assert (onnx.max_batch, onnx.max_time) == (None, 1)
     assert (reference.max_batch, reference.max_time) == (None, None)
-    assert tflite.units == onnx.units == reference.units and tflite.vocab_size == reference.vocab_size
+    assert tflite.state_size == onnx.state_size == reference.state_size and tflite.vocab_size == reference.vocab_size

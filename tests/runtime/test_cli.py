@@ -96,7 +96,8 @@ def test_inspect_prints_the_manifest(real_export, capsys):
     code, out, err = run(capsys, "inspect", real_export)
     assert code == 0
     gen = Generator.load(real_export, "numpy")
-    assert f"vocab_size={len(gen.vocab)}" in out and f"units={gen.backend.units}" in out
+    assert f"vocab_size={len(gen.vocab)}" in out and f"state_size={gen.backend.state_size}" in out
+    assert "cell=gru layers=1" in out
     assert "files verified: the size and sha256 of all" in out
     assert "loaded, shapes agree with the manifest: " in out and "tflite-float32, tflite-int8, onnx-float32" in out
     for name in ("tflite-float32", "tflite-int8", "onnx-float32", "onnx-int8", "numpy-float32", "savedmodel-float32"):

@@ -24,7 +24,7 @@ def decode(backend, step, ids, state):
 def random_inputs(backend, batch, steps=12, seed=0):
     rng = np.random.default_rng(seed)
     ids = rng.integers(0, backend.vocab_size, (batch, steps)).astype(np.int32)
-    state = (0.5 * rng.standard_normal((batch, backend.units))).astype(np.float32)
+    state = (0.5 * rng.standard_normal((batch, backend.state_size))).astype(np.float32)
     return ids, state
 
 

@@ -238,10 +238,23 @@ def test_an_artifact_that_disagrees_with_the_manifest_is_refused_at_load(real_co
     code, out, err = cli(capsys, "generate", real_copy, "--backend", backend, "--chars", "5")
     assert code == 2 and out == "" and "do not belong together" in err
 
-    edit_manifest(real_copy, _set(("model", "units"), 33))
-    with pytest.raises(EstellaError, match="has vocabulary size|has units 32 but the manifest says 33"):
+    edit_manifest(real_copy, wider_state)
+    with pytest.raises(EstellaError, match="has vocabulary size|has state size 32 but the manifest says 33|"
+                                           r"arrays hold 1 gru layers of \[32\] units, but the manifest says 1 gru layers of \[33\]"):
         open_backend(real_copy, backend)
     assert cli(capsys, "inspect", real_copy)[0] == 2
+
+
+def wider_state(m):
+    """One more unit everywhere the manifest states the state's width (a consistent manifest, wrong for the files)."""
+    m["model"]["layers"][0]["units"] += 1
+    m["model"]["state_size"] += 1
+    m["state"]["layout"][0]["size"] += 1
+    m["state"]["shape"][-1] += 1
+    for artifact in m["artifacts"]:
+        for spec in artifact["inputs"] + artifact["outputs"]:
+            if spec["name"] in ("state", "new_state"):
+                spec["shape"][-1] += 1
 
 
 def test_numpy_weights_with_a_wrong_array_are_refused(export_copy, numpy_weights, capsys):

@@ -96,7 +96,7 @@ def test_models_health_metrics_page(server):
     assert models["object"] == "list"
     (model,) = models["data"]
     assert (model["id"], model["object"], model["backend"], model["precision"]) == ("tiny", "model", "tflite", "float32")
-    assert model["vocab_size"] > 10 and model["units"] > 0
+    assert model["vocab_size"] > 10 and model["state_size"] > 0
     assert httpx.get(server.url + "/health").json() == {"status": "ok"}
     metrics = httpx.get(server.url + "/metrics").text
     for name in ("estella_requests_total", "estella_requests_running", "estella_requests_waiting",

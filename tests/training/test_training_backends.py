@@ -20,7 +20,7 @@ if action == "train":
     train(run_dir, sys.argv[4], "tiny", verbose=0, epochs=1, steps_per_epoch=20)
 model, vocab, cfg = load_reference(run_dir)
 ids = np.arange(12, dtype=np.int32).reshape(2, 6) % len(vocab)
-state = np.full((2, cfg["hparams"].units), 0.1, np.float32)
+state = np.full((2, model.inputs[1].shape[-1]), 0.1, np.float32)
 logits, new_state = model([ids, state])
 np.savez(out, logits=keras.ops.convert_to_numpy(logits), new_state=keras.ops.convert_to_numpy(new_state))
 """
@@ -37,7 +37,7 @@ def _tensorflow_outputs(run_dir):
 
     model, vocab, cfg = load_reference(run_dir)
     ids = np.arange(12, dtype=np.int32).reshape(2, 6) % len(vocab)
-    state = np.full((2, cfg["hparams"].units), 0.1, np.float32)
+    state = np.full((2, model.inputs[1].shape[-1]), 0.1, np.float32)
     return [np.asarray(t) for t in model([ids, state])]
 
 
