@@ -32,12 +32,12 @@ static const struct {
     {"--stop", 1, 0}, {"--stats", 0, 1}, {"--verbose", 0, 0}, {"--no-echo", 0, 1}, {"--skip-unknown", 0, 1},
     {"--threads", 1, 0}, {"--help", 0, 1},
 };
-static const char *const BACKENDS[] = {"auto", "tflite", "onnx", "numpy", "savedmodel"};
-static const char *const PRECISIONS[] = {"float32", "float", "int8"};
+static const char *const BACKENDS[] = {"auto", "tflite", "onnx", "numpy", "savedmodel", "tflm"};
+static const char *const PRECISIONS[] = {"float32", "float", "int8", "int8-full"};
 
 static const char *USAGE =
     "usage: " PROG " EXPORT [--prime P] [--chars N] [--temperature T] [--top-k K] [--top-p P] [--seed S]\n"
-    "                 [--precision {float32,float,int8}] [--no-echo] [--skip-unknown] [--stream] [--stats]\n";
+    "                 [--precision {float32,float,int8,int8-full}] [--no-echo] [--skip-unknown] [--stream] [--stats]\n";
 
 static const char *HELP_TEXT =
     "\nWrite text with an exported model's TFLite step graph, through the LiteRT C library: the same\n"
@@ -49,7 +49,7 @@ static const char *HELP_TEXT =
     "  --top-k K            sample among the K likeliest characters\n"
     "  --top-p P            sample among the likeliest characters whose probability adds up to P\n"
     "  --seed S             seed for the sampler: the same seed gives the same text\n"
-    "  --precision P        float32 (or float), int8\n"
+    "  --precision P        float32 (or float), int8, int8-full\n"
     "  --no-echo            do not print the prime\n"
     "  --skip-unknown       drop prime characters outside the vocabulary\n"
     "  --stream             print characters as they are produced\n"
@@ -289,7 +289,7 @@ static int parse(int argc, char **argv, arguments *a) {
             a->has_top_p = 1;
             break;
         case BACKEND:
-            if (!in(value, BACKENDS, 5)) return bad_choice(flag, value, BACKENDS, 5);
+            if (!in(value, BACKENDS, 6)) return bad_choice(flag, value, BACKENDS, 6);
             if (strcmp(value, "auto") != 0 && strcmp(value, "tflite") != 0) {
                 estella_str m = {0};
                 estella_str_addf(&m, PROG " runs the tflite backend only, got --backend %s "
@@ -298,7 +298,7 @@ static int parse(int argc, char **argv, arguments *a) {
             }
             break;
         case PRECISION:
-            if (!in(value, PRECISIONS, 3)) return bad_choice(flag, value, PRECISIONS, 3);
+            if (!in(value, PRECISIONS, 4)) return bad_choice(flag, value, PRECISIONS, 4);
             a->precision = strcmp(value, "float") == 0 ? "float32" : value;
             break;
         case STREAM: a->stream = 1; break;
