@@ -113,105 +113,34 @@ def run(out_dir=None, quick=False, corpus=None, threads=1, sections=SECTIONS, se
     started = time.time()
     settings = settings or Settings(quick)
     shapes = shapes or preset_shapes()
-    # Only a full run replaces the committed report; a quick or partial one goes to the cache.
-    full = not quick and set(sections) == set(SECTIONS)
-    out_dir = out_dir or (REPO if full else os.path.join(CACHE, "quick" if quick else "partial"))
-    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
-        from estella.runtime.errors import EstellaError
-        raise EstellaError(f"--out {out_dir} is a file; give a folder for BENCHMARKS.md, bench.json and bench.png")
+    out_dir = report_folder(out_dir, quick, sections)
     corpus = corpus or default_corpus()
     vocab = vocabulary(corpus)  # a bad --corpus fails here, before any work
     env = child_env(threads)
     result = {"command": "estella bench" + (" --quick" if quick else ""), "machine": machine(),
               "versions": versions(), "settings": settings.as_dict(threads), "errors": {}}
+    attempt = attempter(result["errors"])
 
-    def attempt(section, fn):
-        try:
-            return fn()
-        except Exception as e:  # one broken part must not lose the others' numbers
-            traceback.print_exc()
-            result["errors"][section] = f"{type(e).__name__}: {str(e).strip()[-1500:]}"
-            return None
-
-    # Serving runs on the default preset's shape only: it adds HTTP and scheduling around the same steps.
-    serving_shape = next((n for n in shapes if n.startswith("default")), next(iter(shapes)))
-    if {"generation", "processes", "c_runtime"} & set(sections):
-        wanted = shapes
-    else:
-        wanted = {serving_shape: shapes[serving_shape]} if "serving" in sections else {}
-    models = {}
-    for name, (embedding_dim, units) in wanted.items():
-        models[name] = attempt(f"export {name}", lambda: prepare(name.split()[0], vocab, embedding_dim, units,
-                                                                 cache, log))
-    ready = {name: m for name, m in models.items() if m}
-
+    serving_shape = serving_model(shapes)
+    ready = export_models(models_needed(shapes, sections, serving_shape), vocab, cache, attempt, log)
     if "generation" in sections:
-        result["generation"] = {}
-        for name, (run_dir, export_dir) in ready.items():
-            log(f"generation, {name}")
-            flags = ["--repeats", str(settings.repeats), "--threads", str(threads),
-                     "--block-seconds", str(settings.block_seconds), "--batches", settings.batches]
-            g = attempt(f"generation {name}", lambda: run_child("generation", [run_dir, export_dir], flags, env))
-            if g:
-                result["generation"][name] = g
-
+        result["generation"] = measure_generation(ready, settings, threads, env, attempt, log)
     if "serving" in sections and serving_shape in ready:
-        name = serving_shape
-        log(f"serving, {name}")
-        sv = settings.serving
-        flags = ["--clients", sv["clients"], "--requests", str(sv["requests"]), "--chars", str(sv["chars"]),
-                 "--repeats", str(sv["repeats"]), "--threads", str(threads)]
-        served = attempt(f"serving {name}", lambda: run_child("serving", [ready[name][1]], flags, env))
+        served = measure_serving(serving_shape, ready[serving_shape][1], settings, threads, env, attempt, log)
         if served:
-            result["serving"] = {name: served}
-
+            result["serving"] = {serving_shape: served}
     if "processes" in sections:
-        result["processes"] = {}
-        for name, (run_dir, export_dir) in ready.items():
-            log(f"cold start and memory, {name}")
-            cases = {f"{b} {p}": (b, p, export_dir) for b, p in RUNTIME_CASES}
-            cases["keras (TensorFlow path)"] = ("keras", "float32", run_dir)
-            p = attempt(f"processes {name}", lambda: processes.measure(
-                cases, settings.probe_repeats, settings.probe_chars, threads, env, log))
-            if p:
-                result["processes"][name] = p
-
+        result["processes"] = measure_processes(ready, settings, threads, env, attempt, log)
     if "c_runtime" in sections and ready:
-        log("C runtime (estella-c) beside the Python runtime")
-        c = attempt("c_runtime", lambda: c_runtime.measure({name: export for name, (_, export) in ready.items()},
-                                                            settings.probe_repeats, settings.c_chars, env, log))
+        c = measure_c_runtime(ready, settings, env, attempt, log)
         if c:
             result["c_runtime"] = c
-
     if "training" in sections:
-        result["training"] = {}
-        train_env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONWARNINGS="ignore")
-        for preset_name, cases, steps, rounds in settings.training:
-            log(f"training, preset {preset_name}")
-            flags = ["--preset", preset_name, "--steps", str(steps), "--rounds", str(rounds)]
-            t = attempt(f"training {preset_name}", lambda: run_child(
-                "training", [corpus], flags + (["--cases", cases] if cases else []), train_env))
-            if t and preset_name == "default" and importlib.util.find_spec("jax"):
-                # Keras' other backend is an option too; it needs its own process, run right after.
-                log("training, preset default, KERAS_BACKEND=jax")
-                jax_env = dict(train_env, KERAS_BACKEND="jax", JAX_PLATFORMS="cpu")
-                j = attempt("training default (jax)", lambda: run_child(
-                    "training", [corpus], flags + ["--cases", "estella"], jax_env))
-                if j:
-                    case = j["cases"]["estella"]
-                    case["about"] = "estella under KERAS_BACKEND=jax, in its own process right after the others"
-                    t["cases"]["estella, JAX backend"] = case
-            if t:
-                result["training"][preset_name] = t
-
+        result["training"] = measure_training(corpus, settings, attempt, log)
     if "prepare" in sections:
-        log("prepare")
-        copies, synthetic_mb, rounds = settings.prepare
-        p = attempt("prepare", lambda: run_child("preparing", [corpus], [
-            "--copies", str(copies), "--synthetic-mb", str(synthetic_mb), "--rounds", str(rounds)], env))
-        if p:
-            result["prepare"] = p
-
+        prepared = measure_prepare(corpus, settings, env, attempt, log)
+        if prepared:
+            result["prepare"] = prepared
     if "footprint" in sections:
         log("footprint")
         f = attempt("footprint", lambda: footprint.measure(sys.prefix, log))
@@ -225,3 +154,115 @@ def run(out_dir=None, quick=False, corpus=None, threads=1, sections=SECTIONS, se
     log(f"wrote {', '.join(os.path.join(out_dir, f) for f in ('BENCHMARKS.md', 'bench.json', 'bench.png'))} "
         f"in {result['seconds'] / 60:.1f} min")
     return result
+
+
+def report_folder(out_dir, quick, sections):
+    """Only a full run replaces the committed report; a quick or partial one goes to the cache."""
+    full = not quick and set(sections) == set(SECTIONS)
+    out_dir = out_dir or (REPO if full else os.path.join(CACHE, "quick" if quick else "partial"))
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        from estella.runtime.errors import EstellaError
+        raise EstellaError(f"--out {out_dir} is a file; give a folder for BENCHMARKS.md, bench.json and bench.png")
+    return out_dir
+
+
+def attempter(errors):
+    """attempt(section, fn): fn's result, or None with the failure recorded in `errors`."""
+    def attempt(section, fn):
+        try:
+            return fn()
+        except Exception as e:  # one broken part must not lose the others' numbers
+            traceback.print_exc()
+            errors[section] = f"{type(e).__name__}: {str(e).strip()[-1500:]}"
+            return None
+    return attempt
+
+
+def serving_model(shapes):
+    """Serving runs on the default preset's shape only: it adds HTTP and scheduling around the same steps."""
+    return next((n for n in shapes if n.startswith("default")), next(iter(shapes)))
+
+
+def measure_c_runtime(ready, settings, env, attempt, log):
+    """estella-c beside the Python runtime on each model's float32 TFLite file (bench/c_runtime.py)."""
+    log("C runtime (estella-c) beside the Python runtime")
+    exports = {name: export_dir for name, (_, export_dir) in ready.items()}
+    return attempt("c_runtime", lambda: c_runtime.measure(exports, settings.probe_repeats, settings.c_chars, env, log))
+
+
+def models_needed(shapes, sections, serving_shape):
+    if {"generation", "processes", "c_runtime"} & set(sections):
+        return shapes
+    return {serving_shape: shapes[serving_shape]} if "serving" in sections else {}
+
+
+def export_models(wanted, vocab, cache, attempt, log):
+    """{name: (run_dir, export_dir)} of the models that could be trained and exported."""
+    models = {}
+    for name, (embedding_dim, units) in wanted.items():
+        models[name] = attempt(f"export {name}", lambda: prepare(name.split()[0], vocab, embedding_dim, units,
+                                                                 cache, log))
+    return {name: m for name, m in models.items() if m}
+
+
+def measure_generation(ready, settings, threads, env, attempt, log):
+    out = {}
+    for name, (run_dir, export_dir) in ready.items():
+        log(f"generation, {name}")
+        flags = ["--repeats", str(settings.repeats), "--threads", str(threads),
+                 "--block-seconds", str(settings.block_seconds), "--batches", settings.batches]
+        g = attempt(f"generation {name}", lambda: run_child("generation", [run_dir, export_dir], flags, env))
+        if g:
+            out[name] = g
+    return out
+
+
+def measure_serving(name, export_dir, settings, threads, env, attempt, log):
+    log(f"serving, {name}")
+    sv = settings.serving
+    flags = ["--clients", sv["clients"], "--requests", str(sv["requests"]), "--chars", str(sv["chars"]),
+             "--repeats", str(sv["repeats"]), "--threads", str(threads)]
+    return attempt(f"serving {name}", lambda: run_child("serving", [export_dir], flags, env))
+
+
+def measure_processes(ready, settings, threads, env, attempt, log):
+    out = {}
+    for name, (run_dir, export_dir) in ready.items():
+        log(f"cold start and memory, {name}")
+        cases = {f"{b} {p}": (b, p, export_dir) for b, p in RUNTIME_CASES}
+        cases["keras (TensorFlow path)"] = ("keras", "float32", run_dir)
+        p = attempt(f"processes {name}", lambda: processes.measure(
+            cases, settings.probe_repeats, settings.probe_chars, threads, env, log))
+        if p:
+            out[name] = p
+    return out
+
+
+def measure_training(corpus, settings, attempt, log):
+    out = {}
+    train_env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONWARNINGS="ignore")
+    for preset_name, cases, steps, rounds in settings.training:
+        log(f"training, preset {preset_name}")
+        flags = ["--preset", preset_name, "--steps", str(steps), "--rounds", str(rounds)]
+        t = attempt(f"training {preset_name}", lambda: run_child(
+            "training", [corpus], flags + (["--cases", cases] if cases else []), train_env))
+        if t and preset_name == "default" and importlib.util.find_spec("jax"):
+            # Keras' other backend is an option too; it needs its own process, run right after.
+            log("training, preset default, KERAS_BACKEND=jax")
+            jax_env = dict(train_env, KERAS_BACKEND="jax", JAX_PLATFORMS="cpu")
+            j = attempt("training default (jax)", lambda: run_child(
+                "training", [corpus], flags + ["--cases", "estella"], jax_env))
+            if j:
+                case = j["cases"]["estella"]
+                case["about"] = "estella under KERAS_BACKEND=jax, in its own process right after the others"
+                t["cases"]["estella, JAX backend"] = case
+        if t:
+            out[preset_name] = t
+    return out
+
+
+def measure_prepare(corpus, settings, env, attempt, log):
+    log("prepare")
+    copies, synthetic_mb, rounds = settings.prepare
+    return attempt("prepare", lambda: run_child("preparing", [corpus], [
+        "--copies", str(copies), "--synthetic-mb", str(synthetic_mb), "--rounds", str(rounds)], env))

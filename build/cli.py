@@ -5,6 +5,7 @@ import os
 import sys
 
 from .config import PRESETS, HParams, preset
+from .quiet import import_tensorflow
 from .scale_cli import add_scale_arguments, scale_options
 
 DEFAULT_RUNS = "runs"
@@ -21,6 +22,7 @@ def add_parser(subparsers):
     p.add_argument("--cache-dir", default=None, help="where downloaded corpora are kept (default ~/.cache/estella)")
     p.add_argument("--quiet", action="store_true", help="one line per epoch instead of a progress bar "
                    "(always so when stdout is not a terminal)")
+    p.add_argument("--verbose", action="store_true", help="show TensorFlow's own start-up log lines")
     add_scale_arguments(p)
     p.add_argument("--cell", default=None, metavar="gru|lstm", help="the recurrent cell of every layer")
     p.add_argument("--units", type=units_argument, default=None, metavar="U[,U...]",
@@ -40,6 +42,7 @@ def add_parser(subparsers):
     s.add_argument("--chars", type=int, default=500, help="characters to generate (default: %(default)s)")
     s.add_argument("--temperature", type=float, default=0.5, help=">= 0; lower is more conservative, 0 is greedy")
     s.add_argument("--seed", type=int, default=None, help="seed for reproducible samples")
+    s.add_argument("--verbose", action="store_true", help="show TensorFlow's own start-up log lines")
     s.set_defaults(handler=run_sample)
 
 
@@ -61,15 +64,33 @@ def run_train(args):
         preset(args.preset or "default", **overrides)  # check the flags before the slow TensorFlow import
     except ValueError as e:  # hyper-parameter checks name their flag
         raise _usage_error(e) from None
+    check_before_tensorflow(run_dir, args)
+    import_tensorflow(args.verbose)
     from .train import train
     train(run_dir, args.corpus or DEFAULT_CORPUS, args.preset, cache_dir=args.cache_dir,
           verbose=2 if args.quiet or not sys.stdout.isatty() else 1,  # 2: a line per epoch
           **scale_options(args), **overrides)
 
 
+def check_before_tensorflow(run_dir, args):
+    """The cheap checks of train(): files and folders, answered in a blink instead of after the
+    import of TensorFlow. train() makes them again (it is an API too)."""
+    from .corpus import is_url
+    from .errors import CorpusError
+    from .runfolder import check_ownership
+
+    check_ownership(run_dir)
+    data = getattr(args, "data", None)
+    if not data and args.corpus and not is_url(args.corpus) and not os.path.isfile(args.corpus):
+        raise CorpusError(f"corpus file not found: {args.corpus} (give a local path or an http(s) URL)")
+    if data and not os.path.isdir(data):
+        raise CorpusError(f"--data {data} is not a folder; make one with `estella prepare SOURCE... --out DIR`")
+
+
 def run_sample(args):
     from estella.runtime.sampling import check_settings
 
+    import_tensorflow(args.verbose)
     from .sample import generate_text, load_reference
 
     if args.chars < 0:

@@ -33,11 +33,12 @@ class HParams:
     steps_per_epoch: int | None = None  # None: one pass over the training text
     validation_steps: int | None = None  # None: every window of the validation text; N: N batches spread over it
 
-    def check(self):
-        """Raise ValueError naming the flag and what is allowed."""
+    def check(self, saved=False):
+        """Raise ValueError naming the flag and what is allowed. saved: a config.json read back, where
+        0 epochs is a random-weights run (build/random_run.py)."""
         self.check_architecture()
         for name in ("embedding_dim", "seq_length", "batch_size", "epochs"):
-            if getattr(self, name) < 1:
+            if getattr(self, name) < (0 if saved and name == "epochs" else 1):
                 raise ValueError(f"--{_flag(name)} must be >= 1, got {getattr(self, name)}")
         if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
             raise ValueError(f"--learning-rate must be a finite number > 0, got {self.learning_rate}")
@@ -45,6 +46,8 @@ class HParams:
             raise ValueError(f"--patience must be >= 0, got {self.patience}")
         if not 0 < self.validation_fraction < 0.5:
             raise ValueError(f"--validation-fraction must be in (0, 0.5), got {self.validation_fraction}")
+        if not 0 <= self.seed < 2**32:  # what numpy's and TensorFlow's seeding accept
+            raise ValueError(f"--seed must be in [0, 2**32), got {self.seed}")
         for name in ("steps_per_epoch", "validation_steps"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"--{_flag(name)} must be >= 1, got {getattr(self, name)}")
@@ -120,6 +123,12 @@ PRESETS = {
     # as the vocabulary can learn any input table that one-hot input can.
     "char-rnn": HParams(embedding_dim=128, units=[512, 512], cell="lstm", layers=2, dropout=0.5, seq_length=50,
                         batch_size=50, learning_rate=2e-3, epochs=50, patience=5),
+    # For a microcontroller (an ESP32-S3 or a Cortex-M7): its int8-full file (the input table, recurrent
+    # kernel and output layer at one byte a weight: V x 3U + U x 3U + U x V) stays under 512 KB at
+    # U = 320, and its arena under 64 KB (tests/export/test_micro.py checks both). One GRU layer: per
+    # weight byte it learned more than a stack in the quality runs, and it is the cheapest step to run.
+    "micro": HParams(embedding_dim=64, units=[320], seq_length=100, batch_size=64, learning_rate=2e-3, epochs=25,
+                     patience=4),
 }
 
 
@@ -149,8 +158,22 @@ def hparams_from_json(saved: dict) -> HParams:
         saved["units"] = [saved["units"]]
     saved.setdefault("layers", len(saved.get("units") or []))
     hp = HParams(**saved)
-    hp.check_architecture()  # not the rest: a random-weights run (build/random_run.py) has 0 epochs
+    check_types(hp)
+    hp.check(saved=True)
     return hp
+
+
+def check_types(hp: HParams):
+    """TypeError naming a hyper-parameter of the wrong JSON type (config.json is read back, not typed)."""
+    for field in dataclasses.fields(hp):
+        value = getattr(hp, field.name)
+        allowed = {int: (int,), float: (int, float), int | None: (int, type(None))}.get(field.type)
+        if allowed and (isinstance(value, bool) or not isinstance(value, allowed)):
+            raise TypeError(f"{field.name} is {value!r}, not {_type_name(field.type)}")
+
+
+def _type_name(kind):
+    return {int: "an integer", float: "a number"}.get(kind, "an integer or null")
 
 
 def _flag(name):
@@ -189,6 +212,8 @@ def load_config(run_dir) -> dict:
         with open(path, encoding="utf-8") as f:
             cfg = json.load(f)
         cfg["hparams"] = hparams_from_json(cfg["hparams"])
+        if not isinstance(cfg.get("corpus"), dict) or not isinstance(cfg.get("preset"), str):
+            raise TypeError("it lacks its preset or corpus entry")
         return cfg
     except FileNotFoundError:
         raise RunError(f"{run_dir} is not a run directory: {path} is missing (train one with `estella train`)") from None

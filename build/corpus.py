@@ -1,12 +1,18 @@
 """Corpus loading: a URL (downloaded once into a cache) or a local path, Gutenberg markers stripped."""
 
 import hashlib
+import http.client
 import os
 import re
 import urllib.parse
+import urllib.request
 from dataclasses import dataclass
 
 from .errors import CorpusError
+from .fileio import atomic_path, describe_os_error, kill_point, remove_dead_temps, temp_prefix
+
+DOWNLOAD_PREFIX = ".tmp-download-"
+DOWNLOAD_TIMEOUT = 60  # seconds without a byte before a download is given up
 
 DEFAULT_CORPUS = "https://www.gutenberg.org/files/1400/1400-0.txt"
 
@@ -29,19 +35,54 @@ def is_url(source: str) -> bool:
     return urllib.parse.urlparse(source).scheme in ("http", "https")
 
 
-def fetch(url: str, cache_dir: str | None = None) -> str:
-    """Download `url` once into the cache (keras.utils.get_file, as the original did); return the path."""
-    import keras  # only the download path needs Keras
-
-    # The whole URL picks the cache entry: two books named book.txt on two hosts are two files.
+def cache_path(url: str, cache_dir: str | None = None) -> str:
+    """The cache entry of a URL: the whole URL picks it, so two books named book.txt on two hosts are two files."""
     name = (hashlib.sha256(url.encode()).hexdigest()[:16] + "-"
             + (os.path.basename(urllib.parse.urlparse(url).path) or "corpus.txt"))
     cache_dir = os.path.abspath(cache_dir or os.environ.get("ESTELLA_CACHE", os.path.expanduser("~/.cache/estella")))
-    os.makedirs(cache_dir, exist_ok=True)  # get_file silently falls back to /tmp/.keras otherwise
+    return os.path.join(cache_dir, "corpora", name)
+
+
+def fetch(url: str, cache_dir: str | None = None) -> str:
+    """Download `url` once into the cache; return the path.
+
+    The body goes to a temp file beside the entry (named with this process's id), is checked
+    against Content-Length and for being non-empty, fsynced and only then renamed to the entry:
+    a download that is cut off or killed never leaves a file under the entry's name, and the temp
+    files of dead processes are removed by the next download into the folder."""
+    path = cache_path(url, cache_dir)
+    if os.path.isfile(path):
+        return path
+    folder = os.path.dirname(path)
     try:
-        return keras.utils.get_file(name, origin=url, cache_dir=cache_dir, cache_subdir="corpora")
-    except Exception as e:  # get_file raises several kinds (URLError, HTTPError, OSError)
-        raise CorpusError(f"could not download corpus {url}: {e}") from None
+        os.makedirs(folder, exist_ok=True)
+        remove_dead_temps(folder, DOWNLOAD_PREFIX)
+        with atomic_path(path, prefix=temp_prefix(DOWNLOAD_PREFIX)) as tmp, open(tmp, "wb") as out:
+            _download(url, out)
+    except CorpusError:
+        raise
+    except OSError as e:  # urllib's URLError and HTTPError are OSErrors, as are timeouts and disk errors
+        raise CorpusError(f"could not download corpus {url}: {describe_os_error(e, path)}") from None
+    except http.client.HTTPException as e:  # IncompleteRead: the connection ended inside the body
+        raise CorpusError(f"could not download corpus {url}: {type(e).__name__} ({e}); try again") from None
+    return path
+
+
+def _download(url, out):
+    with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT) as response:
+        declared = response.headers.get("Content-Length")
+        size = 0
+        for block in iter(lambda: response.read(1 << 16), b""):
+            out.write(block)
+            size += len(block)
+            kill_point("download-body")
+        out.flush()
+        os.fsync(out.fileno())
+    if declared is not None and declared.isdigit() and size != int(declared):
+        raise CorpusError(f"could not download corpus {url}: the connection ended after {size:,} of "
+                          f"{int(declared):,} bytes; try again")
+    if size == 0:
+        raise CorpusError(f"could not download corpus {url}: the server sent an empty file")
 
 
 def strip_gutenberg(text: str) -> str:

@@ -13,7 +13,7 @@ import numpy as np
 from .config import HParams, save_config
 from .fileio import atomic_path, write_json
 from .model import build_model, rnn_layer_names, units_list
-from .train import new_progress
+from .runfolder import BEST, claim, new_progress, sha256_file, start_hashes
 from .vocab import Vocab
 
 GATES = {"gru": 3, "lstm": 4}
@@ -39,13 +39,16 @@ def make_random_run(run_dir, vocab_chars, embedding_dim=256, units=1024, seed=0,
     model.get_layer("logits").set_weights([fan_in(fan, V), (0.1 * rng.standard_normal(V)).astype(np.float32)])
 
     os.makedirs(run_dir, exist_ok=True)
+    claim(run_dir)
     vocab.save(os.path.join(run_dir, "vocab.json"))
     hp = HParams(embedding_dim=E, units=units, cell=cell, layers=len(units), epochs=0)
     source = f"random:seed={seed}"
     save_config(os.path.join(run_dir, "config.json"), "random", hp, V, corpus={
         "source": source, "path": None, "sha256": hashlib.sha256(source.encode()).hexdigest(),
         "chars": 0, "train_chars": 0, "validation_chars": 0})
-    with atomic_path(os.path.join(run_dir, "best.weights.h5")) as tmp:
+    with atomic_path(os.path.join(run_dir, BEST)) as tmp:
         model.save_weights(tmp)
-    write_json(os.path.join(run_dir, "state.json"), new_progress())
+    # No epoch, but the hashes export checks: these weights and files are the run.
+    progress = dict(new_progress(start_hashes(run_dir)), best_sha256=sha256_file(os.path.join(run_dir, BEST)))
+    write_json(os.path.join(run_dir, "state.json"), progress)
     return run_dir

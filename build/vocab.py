@@ -43,6 +43,10 @@ class Vocab:
     def load(cls, path: str) -> "Vocab":
         try:
             with open(path, encoding="utf-8") as f:
-                return cls(json.load(f)["chars"])
-        except (OSError, ValueError, KeyError) as e:
+                data = json.load(f)
+            chars = data.get("chars") if isinstance(data, dict) else None
+            if not isinstance(chars, list) or not chars:
+                raise ValueError('it has no "chars" list')
+            return cls(chars)
+        except (OSError, ValueError) as e:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
             raise RunError(f"cannot read vocabulary {path}: {e}") from None

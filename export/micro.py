@@ -12,7 +12,7 @@ export measures with the Micro interpreter and records in the manifest.
 import numpy as np
 import tensorflow as tf
 
-from estella.runtime.backends.tflm import measure_arena, signature_positions
+from estella.runtime.backends.tflm import measure_arena, signature_tensors
 
 from .errors import ExportError
 from .stepgraph import step_function
@@ -70,10 +70,9 @@ def write_tflite_int8_full(weights, path, train_ids) -> int:
     step = step_function(weights, batch_size=1)
     model_bytes = convert_int8_full(step, calibration_samples(step, calibration_ids(train_ids)))
     check_micro_ops(model_bytes, path)
-    positions = signature_positions(model_bytes)
-    feeds = {positions["ids"][1]: np.zeros((1, 1), np.int32),
-             positions["state"][1]: np.zeros(step.input_signature[1].shape, np.float32)}
-    arena = measure_arena(model_bytes, feeds)
+    inputs = {pos: (shape, dtype) for kind, pos, shape, dtype in signature_tensors(model_bytes).values()
+              if kind == "inputs"}
+    arena = measure_arena(model_bytes, inputs)
     with open(path, "wb") as f:
         f.write(model_bytes)
     return arena

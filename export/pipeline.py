@@ -12,7 +12,8 @@ import os
 import shutil
 import tempfile
 
-from estella.build import runlock
+from estella.build import runfolder, runlock
+from estella.build.fileio import describe_os_error, is_no_space
 from estella.build.sample import load_reference
 from estella.build.train import read_progress
 from estella.runtime.backends.tflm import micro_runtime
@@ -56,6 +57,7 @@ def export_run(run_dir, out_dir=None, force=False, prime_steps=PRIME_STEPS, log=
     with runlock.shared(run_dir):  # a trainer holds it exclusively: the run is never read mid-epoch
         progress = read_progress(run_dir)
         check_finite_best(run_dir, progress)
+        runfolder.verify_run_files(run_dir, progress)  # the weights and vocabulary that state.json vouches for
         step_model, vocab, cfg = load_reference(run_dir)
     weights = weights_from_model(step_model)
     arch = architecture(weights)
@@ -93,6 +95,11 @@ def export_run(run_dir, out_dir=None, force=False, prime_steps=PRIME_STEPS, log=
         manifest_mod.write_manifest(tmp, manifest)  # last: a folder without it is not an export
         os.remove(os.path.join(tmp, INCOMPLETE))
         replace_dir(tmp, out_dir, force)
+    except Exception as e:  # TensorFlow, h5py and ONNX report a full disk in their own exception types
+        if is_no_space(e):
+            raise ExportError(f"cannot write --out {out_dir}: {describe_os_error(e, tmp)}; nothing was "
+                              "replaced: free some space and export again") from None
+        raise
     finally:
         if os.path.exists(tmp):
             shutil.rmtree(tmp)

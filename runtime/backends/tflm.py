@@ -7,8 +7,8 @@ the size the manifest records, which the export measured with this same interpre
 build allocates exactly that much.
 """
 
-import contextlib
-import os
+import json
+import subprocess
 import sys
 
 import numpy as np
@@ -16,12 +16,11 @@ import numpy as np
 from ..errors import MissingDependency
 from .base import ArtifactError, Backend, check_signature
 
-# The Python wrapper of TFLite Micro crashes (SIGSEGV, not an error) when an arena cannot even hold
-# the interpreter's own bookkeeping (seen below ~0.5 KB), so no arena below this is ever asked for,
-# whatever a manifest says; a real step graph needs several KB anyway.
+# Arenas outside these bounds are refused whatever a manifest says; a real step graph needs several KB.
 MIN_ARENA = 4096
 MAX_ARENA = 1 << 30
 STEP_NAMES = {"inputs": ("ids", "state"), "outputs": ("logits", "new_state")}
+TENSOR_TYPES = {0: "float32", 2: "int32", 9: "int8"}  # the flatbuffer's TensorType values that a step uses
 
 
 def micro_runtime():
@@ -33,11 +32,12 @@ def micro_runtime():
     return runtime
 
 
-def signature_positions(model_bytes) -> dict:
-    """{tensor name: (\"inputs\"|\"outputs\", position)} from the flatbuffer's serving_default signature.
+def signature_tensors(model_bytes) -> dict:
+    """{name: (\"inputs\"|\"outputs\", position, shape, dtype)} of the serving_default signature's tensors.
 
     The Micro interpreter addresses inputs and outputs by position only, so the names the export
-    gave them are read from the file's SignatureDef once."""
+    gave them are read from the file's SignatureDef, with their shapes and types, before any
+    interpreter is made."""
     from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as schema
 
     try:
@@ -45,17 +45,20 @@ def signature_positions(model_bytes) -> dict:
         subgraph = model.Subgraphs(0)
         lists = {"inputs": [subgraph.Inputs(i) for i in range(subgraph.InputsLength())],
                  "outputs": [subgraph.Outputs(i) for i in range(subgraph.OutputsLength())]}
-        positions = {}
+        found = {}
         for s in range(model.SignatureDefsLength()):
             signature = model.SignatureDefs(s)
             for kind, length, get in (("inputs", signature.InputsLength(), signature.Inputs),
                                       ("outputs", signature.OutputsLength(), signature.Outputs)):
                 for i in range(length):
                     entry = get(i)
-                    positions[entry.Name().decode("utf-8")] = (kind, lists[kind].index(entry.TensorIndex()))
+                    tensor = subgraph.Tensors(entry.TensorIndex())
+                    shape = [int(tensor.Shape(d)) for d in range(tensor.ShapeLength())]
+                    found[entry.Name().decode("utf-8")] = (kind, lists[kind].index(entry.TensorIndex()), shape,
+                                                           TENSOR_TYPES.get(tensor.Type(), f"type {tensor.Type()}"))
     except (ValueError, IndexError, AttributeError, UnicodeDecodeError, TypeError) as e:
         raise ArtifactError(f"the tflite file's signature cannot be read: {e}") from None
-    return positions
+    return found
 
 
 class TFLMBackend(Backend):
@@ -74,22 +77,25 @@ class TFLMBackend(Backend):
         if isinstance(arena, bool) or not isinstance(arena, int) or not MIN_ARENA <= arena <= MAX_ARENA:
             raise ArtifactError(f"{where} has no arena_bytes (an integer from {MIN_ARENA} to 2^30) in the manifest; "
                                 "the tflm backend needs the arena size the export measured")
-        positions = signature_positions(content)
-        wanted = {name: kind for kind, names in STEP_NAMES.items() for name in names}
-        if any(positions.get(name, (None,))[0] != kind for name, kind in wanted.items()):
-            raise ArtifactError(f"{where} is not an estella step graph: its signature has {sorted(positions)}, "
+        tensors = signature_tensors(content)
+        if any(tensors.get(name, (None,))[0] != kind for kind, names in STEP_NAMES.items() for name in names):
+            raise ArtifactError(f"{where} is not an estella step graph: its signature has {sorted(tensors)}, "
                                 "not ids, state -> logits, new_state; re-export it")
-        try:
+        specs = {name: (shape, dtype) for name, (_, _, shape, dtype) in tensors.items()}
+        self.vocab_size, self.state_size, _, _ = check_signature(artifact, specs)
+        if [tensors["ids"][2], tensors["state"][2]] != [[1, 1], [1, self.state_size]]:
+            raise ArtifactError(f"{where} is not a batch-1, one-character step: ids {tensors['ids'][2]}, "
+                                f"state {tensors['state'][2]}; re-export it")
+        inputs = {pos: (shape, dtype) for kind, pos, shape, dtype in tensors.values() if kind == "inputs"}
+        if not fits_arena(content, arena, inputs):
+            raise ArtifactError(f"TFLite Micro cannot load {where} in an arena of {arena} bytes (the manifest's "
+                                "arena_bytes); re-export it")
+        try:  # the same allocation just succeeded in a child process: it is deterministic
             self.interpreter = runtime.Interpreter.from_bytes(bytes(content), arena_size=arena)
-            details = {name: (self.interpreter.get_input_details(pos) if kind == "inputs"
-                              else self.interpreter.get_output_details(pos))
-                       for name, (kind, pos) in positions.items() if name in wanted}
         except (ValueError, RuntimeError) as e:
             raise ArtifactError(f"TFLite Micro cannot load {where} in an arena of {arena} bytes: {e}") from None
-        specs = {name: ([int(n) for n in d["shape"]], np.dtype(d["dtype"]).name) for name, d in details.items()}
-        self.vocab_size, self.state_size, _, _ = check_signature(artifact, specs)
-        self.ids_pos, self.state_pos = positions["ids"][1], positions["state"][1]
-        self.logits_pos, self.new_state_pos = positions["logits"][1], positions["new_state"][1]
+        self.ids_pos, self.state_pos = tensors["ids"][1], tensors["state"][1]
+        self.logits_pos, self.new_state_pos = tensors["logits"][1], tensors["new_state"][1]
         self.precision = artifact["precision"]
         self.arena_bytes = arena
 
@@ -106,45 +112,29 @@ class TFLMBackend(Backend):
         return logits, new_state
 
 
-def measure_arena(model_bytes, feeds, upper=1 << 24) -> int:
+def measure_arena(model_bytes, shapes, upper=1 << 24) -> int:
     """The smallest arena (bytes) in which TFLite Micro allocates and runs the graph: a binary search
-    over real allocations, each checked by one invoke on `feeds` ({position: array})."""
-    runtime = micro_runtime()
-    with _stderr_to_devnull():  # the Micro interpreter prints a line (in C++) for every arena too small
-        return _smallest_arena(runtime, model_bytes, feeds, upper)
-
-
-@contextlib.contextmanager
-def _stderr_to_devnull():
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "wb") as devnull:
-            os.dup2(devnull.fileno(), 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-
-
-def _smallest_arena(runtime, model_bytes, feeds, upper):
-    def fits(size):
-        try:
-            interpreter = runtime.Interpreter.from_bytes(bytes(model_bytes), arena_size=size)
-            for position, value in feeds.items():
-                interpreter.set_input(value, position)
-            interpreter.invoke()
-            return True
-        except (ValueError, RuntimeError):
-            return False
-
-    if not fits(upper):
+    over real allocations, each in a child process (fits_arena). shapes: {input position: (shape, dtype)}."""
+    if not fits_arena(model_bytes, upper, shapes):
         raise ArtifactError(f"TFLite Micro cannot run the graph even in an arena of {upper} bytes")
     low, high = MIN_ARENA, upper
     while low < high:
         middle = (low + high) // 2
-        if fits(middle):
+        if fits_arena(model_bytes, middle, shapes):
             high = middle
         else:
             low = middle + 1
     return low
+
+
+def fits_arena(model_bytes, arena, shapes) -> bool:
+    """Whether the graph allocates and runs in `arena` bytes, tried in a child process: the Python
+    wrapper of TFLite Micro crashes the process (SIGSEGV) for some arenas too small, instead of
+    raising, so an arena is only ever tried for the first time where a crash costs nothing.
+    shapes: {input position: (shape, dtype name)}; the inputs are zeros."""
+    probe = ("import sys, json, numpy as np; from tflite_micro.python.tflite_micro import runtime; "
+             "it = runtime.Interpreter.from_bytes(sys.stdin.buffer.read(), arena_size=int(sys.argv[1])); "
+             "[it.set_input(np.zeros(s, d), int(p)) for p, (s, d) in json.loads(sys.argv[2]).items()]; it.invoke()")
+    done = subprocess.run([sys.executable, "-c", probe, str(arena), json.dumps(shapes)], input=bytes(model_bytes),
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return done.returncode == 0

@@ -98,10 +98,34 @@ def test_an_arena_smaller_than_measured_is_refused(real_export, tmp_path):
     copy = str(tmp_path / "export")
     shutil.copytree(real_export, copy)
     manifest = load_manifest(copy)
-    micro_artifact(manifest)["arena_bytes"] = 4096  # the smallest ever asked for; the graph needs more
-    with pytest.raises(ArtifactError, match="arena of 4096 bytes"):
-        open_backend(copy, "tflm", "int8-full", manifest=manifest)
-    for bad in (64, "lots", True, 2 ** 40):  # below 4 KB the Micro wrapper would crash the process
+    # Too small for the graph: refused (tried in a child process, as the Micro wrapper may crash on it).
+    for small in (4096, micro_artifact(manifest)["arena_bytes"] - 16):
+        micro_artifact(manifest)["arena_bytes"] = small
+        with pytest.raises(ArtifactError, match=f"arena of {small} bytes"):
+            open_backend(copy, "tflm", "int8-full", manifest=manifest)
+    for bad in (64, "lots", True, 2 ** 40):
         micro_artifact(manifest)["arena_bytes"] = bad
         with pytest.raises(ArtifactError, match="arena_bytes"):
             open_backend(copy, "tflm", "int8-full", manifest=manifest)
+
+
+def test_the_micro_preset_fits_a_microcontroller(corpus_path, tmp_path):
+    """The `micro` preset's int8-full file under 512 KB of flash and its arena under 64 KB of RAM (an
+    ESP32-S3 or Cortex-M7 budget), measured on a run of its shape (random weights: the sizes do not
+    depend on the values) calibrated on the book."""
+    from estella.build.config import PRESETS
+    from estella.build.random_run import make_random_run
+    from estella.build.sample import load_reference
+    from estella.export.micro import write_tflite_int8_full
+    from estella.export.weights import weights_from_model
+
+    hp = PRESETS["micro"]
+    with open(corpus_path, encoding="utf-8") as f:
+        text = f.read(20_000)
+    chars = sorted(set(text))
+    run = make_random_run(str(tmp_path / "run"), chars, embedding_dim=hp.embedding_dim, units=hp.units, cell=hp.cell)
+    step_model, vocab, _ = load_reference(run)
+    path = str(tmp_path / "model.int8-full.tflite")
+    arena = write_tflite_int8_full(weights_from_model(step_model), path, vocab.encode(text))
+    assert os.path.getsize(path) < 512 * 1024, os.path.getsize(path)
+    assert arena < 64 * 1024, arena

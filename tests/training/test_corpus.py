@@ -1,10 +1,13 @@
 import functools
 import http.server
+import os
+import subprocess
+import sys
 import threading
 
 import pytest
 
-from estella.build.corpus import load, strip_gutenberg
+from estella.build.corpus import cache_path, load, strip_gutenberg
 from estella.build.errors import CorpusError
 
 BOOK = "It was the best of times.\nIt was the worst of times.\n"
@@ -99,3 +102,57 @@ def test_download_failure_names_the_url(http_root, tmp_path):
 @pytest.mark.parametrize("text", ["abc", "\ufeffabc"])
 def test_strip_keeps_unmarked_text(text):
     assert strip_gutenberg(text) == text
+
+
+class _Cut(http.server.BaseHTTPRequestHandler):
+    """Declares 10,000 bytes and sends `sent` of them (0: an empty file, honestly declared)."""
+    sent = 5000
+
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("Content-Length", str(10_000 if self.sent else 0))
+        self.end_headers()
+        self.wfile.write(b"x" * self.sent)
+        self.close_connection = True
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def cut_server():
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Cut)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.parametrize("sent, message", [(5000, "ended after 5,000 of 10,000 bytes|IncompleteRead"),
+                                           (0, "the server sent an empty file")])
+def test_a_cut_or_empty_download_leaves_no_cache_entry(cut_server, tmp_path, monkeypatch, sent, message):
+    monkeypatch.setattr(_Cut, "sent", sent)
+    _, base = cut_server
+    cache = tmp_path / "cache"
+    with pytest.raises(CorpusError, match=message):
+        load(f"{base}/book.txt", cache_dir=str(cache))
+    assert os.listdir(cache / "corpora") == []  # no entry, no temp file
+
+
+def test_a_download_killed_midway_is_never_used_and_is_cleaned_up(http_root, tmp_path):
+    """kill -9 inside the body: no file appears under the entry's name, the rerun downloads the
+    whole book, and the dead process's temp file goes."""
+    root, base = http_root
+    (root / "book.txt").write_text(WRAPPED * 2000, encoding="utf-8")  # several blocks of 64 KiB
+    cache, url = str(tmp_path / "cache"), f"{base}/book.txt"
+    code = f"from estella.build.corpus import fetch; fetch({url!r}, {cache!r})"
+    killed = subprocess.run([sys.executable, "-c", code], env=dict(os.environ, ESTELLA_TEST_KILL_AT="download-body"),
+                            capture_output=True, text=True)
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    entry = cache_path(url, cache)
+    left = os.listdir(os.path.dirname(entry))
+    assert not os.path.exists(entry) and len(left) == 1 and left[0].startswith(".tmp-download-")
+    load(url, cache_dir=cache)
+    with open(entry, "rb") as f:
+        assert f.read() == (root / "book.txt").read_bytes()
+    assert os.listdir(os.path.dirname(entry)) == [os.path.basename(entry)]

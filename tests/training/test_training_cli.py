@@ -18,6 +18,8 @@ def estella(*args):
     (["--learning-rate", "inf"], "--learning-rate must be a finite number > 0, got inf"),
     (["--learning-rate", "nan"], "--learning-rate must be a finite number > 0, got nan"),
     (["--validation-fraction", "nan"], "--validation-fraction must be in (0, 0.5), got nan"),
+    (["--seed", "-1"], "--seed must be in [0, 2**32), got -1"),
+    (["--seed", str(2**64)], f"--seed must be in [0, 2**32), got {2**64}"),
 ])
 def test_train_errors(args, message, tmp_path, corpus_slice):
     argv = ["train", str(tmp_path / "run"), "--preset", "tiny"]
@@ -26,6 +28,19 @@ def test_train_errors(args, message, tmp_path, corpus_slice):
     result = estella(*argv, *args)
     assert result.returncode == 2, result.stderr[-2000:]
     assert message in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--corpus", "/no/such/file.txt"], "corpus file not found: /no/such/file.txt"),
+    (["--data", "/no/such/folder"], "--data /no/such/folder is not a folder"),
+    (["--units", "0"], "--units must be >= 1"),
+])
+def test_cheap_checks_come_before_tensorflow_is_imported(args, message, tmp_path):
+    code = ("import sys; from estella.runtime.cli import main; code = main(sys.argv[1:]); "
+            "sys.exit(3 if 'keras' in sys.modules or 'tensorflow' in sys.modules else code)")
+    result = subprocess.run([sys.executable, "-c", code, "train", str(tmp_path / "run"), *args],
+                            capture_output=True, text=True)
+    assert result.returncode == 2 and message in result.stderr, (result.returncode, result.stderr[-2000:])
 
 
 def test_unknown_preset_is_a_usage_error(tmp_path):
