@@ -253,7 +253,7 @@ def bare_interpreter(backend):
     state = backend.initial_state(1)
     if backend.name == "tflite":
         interpreter = backend.interpreter
-        backend._step(ids, state)  # allocated for batch 1
+        backend.step_trusted(ids, state)  # allocated for batch 1
 
         def step(state):
             interpreter.set_tensor(backend.ids_index, ids)

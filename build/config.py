@@ -154,8 +154,11 @@ def hparams_from_json(saved: dict) -> HParams:
     """A config.json's hparams; one of the previous version (units an int, no cell, layers or dropout)
     reads as the one-layer GRU without dropout that it was."""
     saved = dict(saved)
-    if isinstance(saved.get("units"), int):
-        saved["units"] = [saved["units"]]
+    units = saved.get("units")
+    if isinstance(units, int) and not isinstance(units, bool):
+        saved["units"] = units = [units]
+    if not (isinstance(units, list) and units and all(isinstance(u, int) and not isinstance(u, bool) for u in units)):
+        raise TypeError(f"units is {units!r}, not an integer or a list of integers")
     saved.setdefault("layers", len(saved.get("units") or []))
     hp = HParams(**saved)
     check_types(hp)

@@ -48,6 +48,11 @@ def state_section(cell, units) -> dict:
             "layout": state_layout(cell, units)}
 
 
+# `estella export --precision`: every artifact, or the float ones alone (for a run whose int8 artifacts
+# are not wanted or do not pass the parity gate; the gate itself is the same).
+PRECISIONS = ("all", "float32")
+
+
 @dataclass(frozen=True)
 class ArtifactSpec:
     """One row of the export's artifact table (export/FORMAT.md); batch and time None where dynamic."""

@@ -16,6 +16,7 @@ import tensorflow as tf
 from estella.runtime import parity as measure
 from estella.runtime.backends import backend_for, open_backend
 from estella.runtime.backends.base import Backend
+from estella.runtime.errors import EstellaError
 from estella.runtime.evaluate import teacher_forced
 from estella.runtime.sampling import Sampler
 
@@ -79,7 +80,11 @@ def check_export(export_dir, manifest, reference, prime, prime_source):
     reference_record = measure.probe_steps(reference, inputs)
     results, failures = {}, []
     for artifact in step_artifacts(manifest):
-        backend = open_artifact(export_dir, manifest, artifact)
+        try:
+            backend = open_artifact(export_dir, manifest, artifact)
+        except EstellaError as e:  # what a user's runtime would refuse (NaN weights, a wrong precision, ...)
+            failures.append(f"{artifact['name']} ({artifact['path']}): the runtime refuses it: {e}")
+            continue
         numbers = measure.compare_steps(reference_record, measure.probe_steps(backend, inputs))
         why = measure.check_steps(numbers, artifact["precision"])
         results[artifact["name"]] = {**numbers, "passed": not why}

@@ -4,13 +4,14 @@ A failure at any point removes the temp folder and leaves the target as it was: 
 is ever visible, and an old export is only replaced (with --force) once the new one has passed.
 The temp folder (.export-tmp-PID-*) holds a file named INCOMPLETE until just before the rename and
 gets its manifest.json last, so a folder left by a killed export is never loadable; the next export
-into the same parent removes such folders once their process is gone.
+into the same parent removes such folders once their process is gone (export/folders.py).
 """
 
 import math
 import os
 import shutil
-import tempfile
+
+import numpy as np
 
 from estella.build import runfolder, runlock
 from estella.build.fileio import describe_os_error, is_no_space
@@ -18,11 +19,11 @@ from estella.build.sample import load_reference
 from estella.build.train import read_progress
 from estella.runtime.backends.tflm import micro_runtime
 from estella.runtime.errors import MissingDependency
-from estella.runtime.manifest import MANIFEST
 
 from . import manifest as manifest_mod
-from .manifest import ArtifactSpec
 from .errors import ExportError
+from .folders import INCOMPLETE, check_target, default_out, check_writable, make_temp_dir, reached, replace_dir
+from .manifest import PRECISIONS, ArtifactSpec
 from .onnx import write_onnx, write_onnx_int8
 from .parity import PRIME_STEPS, KerasReference, bpc_section, check_export, prime_ids, sampled_ids
 from .savedmodel import SAVED_MODEL_DIR, write_saved_model
@@ -41,16 +42,13 @@ ARTIFACTS = (
     ArtifactSpec("numpy-float32", "numpy", "float32", "weights.npz"),
     ArtifactSpec("tflite-int8-full", "tflite", "int8-full", "model.int8-full.tflite", batch=1, time=1),
 )
-TMP_PREFIX = ".export-tmp-"
-INCOMPLETE = "INCOMPLETE"  # the runtime refuses a folder holding this file
 
 
-def default_out(run_dir):
-    return os.path.join(run_dir, "export")
-
-
-def export_run(run_dir, out_dir=None, force=False, prime_steps=PRIME_STEPS, log=print) -> dict:
+def export_run(run_dir, out_dir=None, force=False, prime_steps=PRIME_STEPS, log=print, precision="all") -> dict:
     """Write the export folder for a run; return its manifest. Raises EstellaError for bad input."""
+    if precision not in PRECISIONS:
+        raise ExportError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    specs = [spec for spec in ARTIFACTS if precision == "all" or spec.precision == precision]
     out_dir = os.path.abspath(out_dir or default_out(run_dir))
     check_target(out_dir, force)
     check_writable(out_dir)  # before the model loads, which takes a while
@@ -60,6 +58,7 @@ def export_run(run_dir, out_dir=None, force=False, prime_steps=PRIME_STEPS, log=
         runfolder.verify_run_files(run_dir, progress)  # the weights and vocabulary that state.json vouches for
         step_model, vocab, cfg = load_reference(run_dir)
     weights = weights_from_model(step_model)
+    check_finite_weights(run_dir, weights)
     arch = architecture(weights)
     V, E, units = arch["vocab_size"], arch["embedding_dim"], arch["units"]
     S = int(step_model.inputs[1].shape[-1])
@@ -73,13 +72,16 @@ def export_run(run_dir, out_dir=None, force=False, prime_steps=PRIME_STEPS, log=
         save_weights_npz(os.path.join(tmp, "weights.npz"), weights)
         write_saved_model(weights, os.path.join(tmp, SAVED_MODEL_DIR))
         write_tflite(weights, os.path.join(tmp, "model.tflite"))
-        write_tflite(weights, os.path.join(tmp, "model.int8.tflite"), int8=True)
         write_onnx(weights, os.path.join(tmp, "model.onnx"))
-        write_onnx_int8(os.path.join(tmp, "model.onnx"), os.path.join(tmp, "model.int8.onnx"))
-        arenas = write_micro(weights, tmp, cfg, vocab, step_model, log)
+        arenas = {}
+        if precision == "all":
+            write_tflite(weights, os.path.join(tmp, "model.int8.tflite"), int8=True)
+            write_onnx_int8(os.path.join(tmp, "model.onnx"), os.path.join(tmp, "model.int8.onnx"))
+            arenas = write_micro(weights, tmp, cfg, vocab, step_model, log)
+        reached("artifacts-written")
 
         artifacts = [dict(manifest_mod.artifact_entry(tmp, spec, V=V, S=S), **arenas.get(spec.path, {}))
-                     for spec in ARTIFACTS if spec.path not in arenas or arenas[spec.path]]
+                     for spec in specs if spec.path not in arenas or arenas[spec.path]]
         val_ids, val_named = validation_text(cfg, vocab)
         manifest = manifest_mod.new_manifest(vocab, arch, artifacts,
                                              manifest_mod.provenance(run_dir, cfg, progress, val_named),
@@ -112,6 +114,14 @@ def export_run(run_dir, out_dir=None, force=False, prime_steps=PRIME_STEPS, log=
     return manifest
 
 
+def check_finite_weights(run_dir, weights):
+    """NaN or infinite weights are not a model: every artifact would write only newlines."""
+    bad = [name for name, array in weights.items() if not np.isfinite(array).all()]
+    if bad:
+        raise ExportError(f"{run_dir}: its best weights hold NaN or infinite values ({', '.join(bad)}); nothing was "
+                          "written. Train the run again (with a lower --learning-rate)")
+
+
 def write_micro(weights, tmp, cfg, vocab, step_model, log) -> dict:
     """The int8-full file for TFLite Micro, calibrated on the run's training text (or, for a run
     without its corpus, on text the model samples itself). {path: {"arena_bytes": n}}, or
@@ -136,109 +146,9 @@ def check_finite_best(run_dir, progress):
                           "not a trained model; train the run again (with a lower --learning-rate)")
 
 
-def check_writable(out_dir):
-    """Exit 2 naming the path if --out lies under a regular file, or where folders cannot be made;
-    then clear what killed exports left in the parent."""
-    parent = os.path.dirname(out_dir)
-    existing = parent
-    while not os.path.exists(existing):
-        existing = os.path.dirname(existing)
-    if not os.path.isdir(existing):
-        raise ExportError(f"cannot write --out {out_dir}: {existing} is a file, not a folder")
-    try:
-        os.makedirs(parent, exist_ok=True)
-        os.rmdir(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{os.getpid()}-", dir=parent))
-        remove_stale_temps(parent)
-    except OSError as e:
-        raise ExportError(f"cannot write --out {out_dir}: {e.strerror} ({e.filename or parent})") from None
-
-
-def make_temp_dir(out_dir):
-    """The temp folder beside out_dir, marked INCOMPLETE until the export is done."""
-    parent = os.path.dirname(out_dir)
-    tmp = tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{os.getpid()}-", dir=parent)
-    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private; the export is an ordinary folder
-    with open(os.path.join(tmp, INCOMPLETE), "w", encoding="utf-8") as f:
-        f.write("estella export is writing this folder; it is not an export until it is renamed\n")
-    return tmp
-
-
-def remove_stale_temps(parent):
-    """Remove .export-tmp-PID-* folders that an export left behind when it was killed: only folders
-    still marked INCOMPLETE (ours, unfinished) whose process is gone, so a running export keeps its own."""
-    for name in os.listdir(parent):
-        path = os.path.join(parent, name)
-        pid = name[len(TMP_PREFIX):].split("-", 1)[0]
-        if (name.startswith(TMP_PREFIX) and pid.isdigit() and not os.path.islink(path)
-                and os.path.isfile(os.path.join(path, INCOMPLETE)) and not _running(int(pid))):
-            shutil.rmtree(path, ignore_errors=True)
-
-
-def _running(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True
-
-
 def summary(numbers, bpc=None) -> str:
     one_logits = max(numbers["zero_dlogits"], numbers["random_dlogits"])
     one_state = max(numbers["zero_dstate"], numbers["random_dstate"])
     return (f"one step: dlogits {one_logits:.2e} dstate {one_state:.2e}; "
             f"{numbers['steps']} steps: dlogits {numbers['text_dlogits']:.2e} dstate {numbers['text_dstate']:.2e} "
             f"top-1 {numbers['top1']:.1%}" + (f"; {bpc:.4f} bpc" if bpc is not None else ""))
-
-
-def check_target(out_dir, force):
-    """Refuse an existing target unless --force, and even then anything but an estella export of ours."""
-    if not os.path.lexists(out_dir):
-        return
-    if not force:
-        raise ExportError(f"{out_dir} already exists; pass --force to replace it, or choose another --out")
-    if not os.path.isdir(out_dir) or os.path.islink(out_dir):
-        raise ExportError(f"{out_dir} exists and is not a directory; --force only replaces an estella export")
-    if not os.path.isfile(os.path.join(out_dir, MANIFEST)):
-        raise ExportError(f"--force refuses to replace {out_dir}: it has no {MANIFEST}, so it is not an estella "
-                          "export; move it or choose another --out")
-    foreign = foreign_files(out_dir)
-    if foreign:
-        raise ExportError(f"--force refuses to replace {out_dir}: it holds files that the export did not write "
-                          f"({', '.join(foreign[:5])}{' ...' if len(foreign) > 5 else ''}); move them or choose "
-                          "another --out")
-
-
-def foreign_files(out_dir) -> list:
-    """Files in out_dir that its manifest does not list (all of them if the manifest is unreadable)."""
-    present = sorted(os.path.relpath(os.path.join(folder, f), out_dir).replace(os.sep, "/")
-                     for folder, _, files in os.walk(out_dir) for f in files)
-    try:
-        old = manifest_mod.read_manifest_json(out_dir)
-        listed = {f["path"] for a in old["artifacts"] for f in a["files"]} | {MANIFEST}
-    except (OSError, ValueError, KeyError, TypeError):
-        return present
-    return [p for p in present if p not in listed]
-
-
-def _umask():
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def replace_dir(new, target, force):
-    """Rename `new` onto `target`; an old export (already checked by check_target) is moved aside first."""
-    if os.path.lexists(target):
-        check_target(target, force)  # again: it may have changed while we worked
-        old = tempfile.mkdtemp(prefix=".export-old-", dir=os.path.dirname(target))
-        os.rename(target, os.path.join(old, "export"))
-        try:
-            os.rename(new, target)
-        except OSError:
-            os.rename(os.path.join(old, "export"), target)
-            raise
-        shutil.rmtree(old)
-    else:
-        os.rename(new, target)

@@ -8,7 +8,8 @@ import importlib.util
 import os
 import sys
 
-from .errors import EstellaError
+from .errors import EstellaError, SettingError
+from .terminal import printable
 
 # command -> (module whose add_parser(subparsers) defines it, one line of help, pip extra it needs)
 COMMANDS = {
@@ -77,7 +78,7 @@ def main(argv=None):
     except EstellaError as e:
         if getattr(e, "discard_stdout", False):
             discard_stdout()
-        print(f"estella {command}: error: {e}", file=sys.stderr)
+        print(printable(f"estella {command}: error: {cli_message(e)}", keep_newlines=True), file=sys.stderr)
         return 2
     except ModuleNotFoundError as e:
         missing = (e.name or "").split(".")[0]
@@ -90,6 +91,13 @@ def main(argv=None):
     except KeyboardInterrupt:
         print(f"estella {command}: interrupted", file=sys.stderr)
         return 130
+
+
+def cli_message(error):
+    """The error as the CLI words it: a setting is named by its flag (field top_k: --top-k)."""
+    if isinstance(error, SettingError):
+        return error.worded(lambda field: "--" + field.replace("_", "-"))
+    return str(error)
 
 
 def discard_stdout():

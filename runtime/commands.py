@@ -6,6 +6,8 @@ import time
 
 from .backends import BACKENDS, PRECISIONS
 from .errors import EstellaError
+from .quiet import show_library_logs
+from .terminal import escape_unencodable, printable
 
 
 class OutputError(EstellaError):
@@ -37,7 +39,8 @@ def add_parser(subparsers):
     p.add_argument("--stop", action="append", default=None, metavar="STR",
                    help="stop a text once it ends with STR (kept in the output); may be given more than once")
     p.add_argument("--stats", action="store_true", help="print chars/s and µs per character to stderr")
-    p.add_argument("--verbose", action="store_true", help="say which backend and artifact run")
+    p.add_argument("--verbose", action="store_true", help="say which backend and artifact run, and show the "
+                   "interpreters' own log lines")
     p.add_argument("--no-echo", dest="echo", action="store_false", help="do not print the prime")
     p.add_argument("--skip-unknown", action="store_true", help="drop prime characters outside the vocabulary")
     p.add_argument("--threads", type=int, default=None, help="threads per step, at most the number of cores "
@@ -59,6 +62,8 @@ def generate(args):
     if args.stream and args.num_samples > 1:
         raise EstellaError(f"--stream writes one text as it is made; with --num-samples {args.num_samples} leave "
                            "out --stream (the texts are written when they are done)")
+    if args.verbose:
+        show_library_logs()
     gen = Generator.load(args.export_dir, backend=args.backend, precision=args.precision, num_threads=args.threads)
     if args.verbose:
         b = gen.backend
@@ -105,6 +110,8 @@ class Output:
         self.stream = stream
 
     def write(self, text, flush=False):
+        if self.stream is None:  # started with stdout closed (`estella ... >&-`)
+            raise OutputError("standard output is closed: nothing can be written")
         try:
             self.stream.write(text)
             if flush:
@@ -132,25 +139,31 @@ def inspect(args):
     from .errors import MissingDependency
     from .manifest import load_manifest
 
+    escape_unencodable(sys.stdout)  # an ASCII-only terminal gets \u escapes, not an error
+    out = Output(sys.stdout)
+
+    def say(line):  # everything here may come from the manifest: its control characters made visible
+        out.write(printable(line) + "\n")
+
     m = load_manifest(args.export_dir, verify=args.verify)  # structure and paths always; sha256 with verify
     model = m["model"]
-    print(f"export: {os.path.abspath(args.export_dir)} (schema {m['schema_version']}, {m.get('kind', '?')})")
+    say(f"export: {os.path.abspath(args.export_dir)} (schema {m['schema_version']}, {m.get('kind', '?')})")
     units = "/".join(str(layer["units"]) for layer in model["layers"])
-    print(f"model: vocab_size={model['vocab_size']} embedding_dim={model.get('embedding_dim')} "
-          f"cell={model['cell']} layers={len(model['layers'])} units={units} state_size={model['state_size']}")
-    print(f"vocab: {''.join(model['vocab'])!r}")
+    say(f"model: vocab_size={model['vocab_size']} embedding_dim={model.get('embedding_dim')} "
+        f"cell={model['cell']} layers={len(model['layers'])} units={units} state_size={model['state_size']}")
+    say(f"vocab: {''.join(model['vocab'])!r}")
     state = m.get("state")
     if isinstance(state, dict):
-        print(f"state: {state.get('name')} {state.get('shape')} {state.get('dtype')} initial={state.get('initial')}")
-    print("artifacts:")
+        say(f"state: {state.get('name')} {state.get('shape')} {state.get('dtype')} initial={state.get('initial')}")
+    say("artifacts:")
     loaded, not_loaded, refused = [], [], []
     for a in m["artifacts"]:
         size = sum(f["bytes"] for f in a["files"])
-        print(f"  {a['name']:<18} {a['format']:<10} {a['precision']:<8} {a.get('role', 'step'):<7} "
+        say(f"  {a['name']:<18} {a['format']:<10} {a['precision']:<8} {a.get('role', 'step'):<7} "
               f"{_size(size):>9}  {a['path']}")
         if a.get("inputs") and a.get("outputs"):
-            print(f"      in:  {_specs(a['inputs'])}")
-            print(f"      out: {_specs(a['outputs'])}")
+            say(f"      in:  {_specs(a['inputs'])}")
+            say(f"      out: {_specs(a['outputs'])}")
         if not args.verify:
             continue
         known = a["format"] in {fmt for _, _, fmt in BACKENDS.values()} and a["precision"] in PRECISIONS
@@ -165,24 +178,26 @@ def inspect(args):
             not_loaded.append(f"{a['name']} ({e})")
         except EstellaError as e:
             refused.append(f"{a['name']}: {e}")
-            print(f"      REFUSED: {e}")
+            say(f"      REFUSED: {e}")
     parity = m.get("parity")
     if isinstance(parity, dict):
-        print(f"parity (tolerance {parity.get('tolerance')}):")
+        say(f"parity (tolerance {parity.get('tolerance')}):")
         for name, numbers in (parity.get("artifacts") or {}).items():
-            print(f"  {name:<18} {_flat(numbers)}")
+            say(f"  {name:<18} {_flat(numbers)}")
     prov = m.get("provenance")
     if isinstance(prov, dict):
-        print("provenance:")
+        say("provenance:")
         for key, value in prov.items():
-            print(f"  {key}: {_flat(value)}")
+            say(f"  {key}: {_flat(value)}")
     if not args.verify:
-        print("not verified (--no-verify): neither the files' sha256 nor the artifacts' shapes were checked")
+        say("not verified (--no-verify): neither the files' sha256 nor the artifacts' shapes were checked")
+        out.flush()
         return
-    print(f"files verified: the size and sha256 of all {sum(len(a['files']) for a in m['artifacts'])} files")
-    print(f"loaded, shapes agree with the manifest: {', '.join(loaded) or 'none'}")
+    say(f"files verified: the size and sha256 of all {sum(len(a['files']) for a in m['artifacts'])} files")
+    say(f"loaded, shapes agree with the manifest: {', '.join(loaded) or 'none'}")
     if not_loaded:
-        print(f"not loaded, shapes not checked: {', '.join(not_loaded)}")
+        say(f"not loaded, shapes not checked: {', '.join(not_loaded)}")
+    out.flush()
     if refused:
         raise EstellaError(f"{args.export_dir}: {len(refused)} artifact(s) refused: " + "; ".join(refused))
 

@@ -7,21 +7,24 @@ the chunking changes nothing. (Cutting the text into B pieces run as a batch wou
 faster, but each piece would start from the zero state without its context: another, larger
 number, and one that would depend on B.)
 
-Without --text, the export's own validation text is used when its manifest names one
-(provenance.validation_text, written by `estella export`: the corpus file, its sha256, and which
-characters of it), so that the numbers match the bpc in the manifest's parity section.
+The manifest names the export's validation text (provenance.validation_text, written by `estella
+export`: the corpus file, its sha256, and which characters of it). That file lies outside the export
+and is never opened on the manifest's word: given on the command line (--text FILE) and found to be
+that corpus by its sha256, its validation characters are used, so that the numbers match the bpc in
+the manifest's parity section.
 """
 
-import hashlib
-import os
 import sys
 import time
 
 import numpy as np
 
 from .errors import EstellaError
+from .terminal import escape_unencodable, printable
+from .untrusted_files import UntrustedFileError, read_file
 
 CHUNK = 1024  # characters per backend call
+MAX_TEXT_BYTES = 256 << 20  # a text this long takes hours to evaluate; a larger one is refused, not read
 
 
 class EvaluateError(EstellaError):
@@ -79,38 +82,39 @@ def decode_text(raw: bytes) -> str:
     return raw.decode("utf-8-sig").replace("\r\n", "\n")
 
 
-def read_text(path) -> str:
+def read_text(path) -> tuple:
+    """(text, sha256 of its bytes) of the file named by --text: a regular file of at most MAX_TEXT_BYTES,
+    read once (a huge or sparse file is refused before it is read, a FIFO never hangs)."""
     try:
-        with open(path, "rb") as f:
-            raw = f.read()
-    except OSError as e:
-        raise EvaluateError(f"cannot read --text {path}: {e.strerror}") from None
+        raw, digest = read_file(path, what=f"--text {path}", max_bytes=MAX_TEXT_BYTES)
+    except UntrustedFileError as e:
+        raise EvaluateError(f"{e} (give a UTF-8 text file of at most {MAX_TEXT_BYTES >> 20} MB)") from None
     try:
-        return decode_text(raw)
+        return decode_text(raw), digest
     except UnicodeDecodeError as e:
         raise EvaluateError(f"--text {path} is not UTF-8 (byte {e.start})") from None
 
 
-def validation_text(manifest, export_dir) -> tuple:
-    """(text, description) of the validation text the manifest names, or raise EvaluateError saying why not."""
+def evaluation_text(manifest, export_dir, text_path) -> tuple:
+    """(text, description): the file the user named with --text, or the export's validation text in it
+    when it is the corpus the manifest names (same sha256). The manifest's own path is never opened:
+    a manifest could name any file, and the answer would tell whether it exists."""
     named = (manifest.get("provenance") or {}).get("validation_text")
-    if not isinstance(named, dict):
+    if text_path is None:
+        if isinstance(named, dict) and isinstance(named.get("path"), str):
+            raise EvaluateError(f"{export_dir}'s manifest names its validation text in {named['path']!r}, outside "
+                                "the export; estella opens no file that a manifest names outside its folder: give "
+                                f"it on the command line with --text {named['path']} (checked against the manifest's "
+                                "sha256), or any text with --text FILE")
         raise EvaluateError(f"{export_dir}'s manifest names no validation text; give one with --text FILE")
-    path = named.get("path")
-    if not isinstance(path, str) or not os.path.isfile(path):
-        raise EvaluateError(f"the validation text's corpus {path} is not there (it is not copied into the export); "
-                            "give a text with --text FILE")
-    with open(path, "rb") as f:
-        raw = f.read()
-    if hashlib.sha256(raw).hexdigest() != named.get("sha256"):
-        raise EvaluateError(f"{path} is not the corpus the model was trained on (its sha256 differs from the "
-                            "manifest's); give a text with --text FILE")
-    text = decode_text(raw)
+    text, digest = read_text(text_path)
+    if not (isinstance(named, dict) and named.get("sha256") == digest):
+        return text, text_path
     start, chars = named.get("start"), named.get("chars")
     if not (isinstance(start, int) and isinstance(chars, int) and 0 <= start and 2 <= chars):
         raise EvaluateError(f"{export_dir}'s manifest: provenance.validation_text needs integer start >= 0 and "
                             f"chars >= 2, got {start!r} and {chars!r}")
-    return text[start:start + chars], f"the validation text in {path} (from character {start})"
+    return text[start:start + chars], f"the validation text in {text_path} (from character {start})"
 
 
 def add_parser(subparsers):
@@ -122,7 +126,7 @@ def add_parser(subparsers):
                     "step, one stream from the zero state), and print its loss in nats and bits per character.")
     p.add_argument("export_dir", metavar="EXPORT_DIR", help="an export directory (estella export RUN --out DIR)")
     p.add_argument("--text", metavar="FILE", default=None,
-                   help="a UTF-8 text file (default: the export's validation text, if its manifest names it)")
+                   help="a UTF-8 text file; the corpus the manifest names (same sha256) gives its validation text")
     p.add_argument("--chars", type=int, default=None, metavar="N", help="use only the first N characters of the text")
     p.add_argument("--backend", default=None, choices=["auto", *BACKENDS], help="the backend (default auto)")
     p.add_argument("--precision", default=None, choices=["float32", "float", "int8"],
@@ -134,6 +138,7 @@ def add_parser(subparsers):
 
 def evaluate_command(args):
     from .backends import BACKENDS, find_artifact, open_backend
+    from .commands import Output
     from .errors import MissingDependency
     from .manifest import load_manifest
 
@@ -142,25 +147,23 @@ def evaluate_command(args):
     if args.chars is not None and args.chars < 2:
         raise EvaluateError(f"--chars must be >= 2, got {args.chars}")
     manifest = load_manifest(args.export_dir, verify=False)  # open_backend verifies the files it opens
-    if args.text is not None:
-        text, source = read_text(args.text), f"{args.text}"
-    else:
-        text, source = validation_text(manifest, args.export_dir)
+    text, source = evaluation_text(manifest, args.export_dir, args.text)
     ids = encode(text[:args.chars] if args.chars else text, manifest["model"]["vocab"],
                  args.text or "the validation text", args.skip_unknown)
     if args.all:
         rows = [(b, p) for p in ("float32", "int8", "int8-full") for b in BACKENDS if find_artifact(manifest, b, p)]
     else:
         rows = [(args.backend or "auto", args.precision or "float32")]
-    print(f"{source}: {len(ids)} characters, {len(ids) - 1} predictions, one stream teacher-forced")
-    print(f"{'backend':<11} {'precision':<9} {'nats/char':>9} {'bits/char':>9} {'seconds':>8}")
+    escape_unencodable(sys.stdout)  # an ASCII-only terminal gets \u escapes, not an error
+    out = Output(sys.stdout)
+    out.write(printable(f"{source}: {len(ids)} characters, {len(ids) - 1} predictions, one stream teacher-forced") + "\n")
+    out.write(f"{'backend':<11} {'precision':<9} {'nats/char':>9} {'bits/char':>9} {'seconds':>8}\n")
     for backend_name, precision in rows:
         try:
             backend = open_backend(args.export_dir, backend_name, precision, manifest=manifest)
         except MissingDependency as e:
-            print(f"{backend_name:<11} {precision:<9} not run: {e}")
+            out.write(printable(f"{backend_name:<11} {precision:<9} not run: {e}") + "\n")
             continue
         result = teacher_forced(backend, ids)
-        print(f"{backend.name:<11} {backend.precision:<9} {result['nats']:9.4f} {result['bpc']:9.4f} "
-              f"{result['seconds']:8.1f}")
-        sys.stdout.flush()
+        out.write(f"{backend.name:<11} {backend.precision:<9} {result['nats']:9.4f} {result['bpc']:9.4f} "
+                  f"{result['seconds']:8.1f}\n", flush=True)

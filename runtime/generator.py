@@ -14,14 +14,14 @@ Stop strings end a stream once its generated text ends with one of them; the sto
 """
 
 import dataclasses
-import numbers
 
 import numpy as np
 
 from .backends import open_backend
-from .errors import EstellaError
+from .errors import EstellaError, SettingError
 from .manifest import load_manifest
-from .sampling import BatchSampler
+from .sampling import BatchSampler, SamplingParams, check_integer, check_seed
+from .stops import StopMatcher, check_stops
 
 EMPTY_PRIME = "\n"
 # Streams in one batch: each holds a state and a row of logits; 100,000 took 3 GB for no use.
@@ -51,8 +51,18 @@ class Settings:
             raise EstellaError(f"{e}; the settings are: {fields}") from None
 
 
-class PrimeError(EstellaError):
+class PrimeError(SettingError):
     """The prime has characters outside the vocabulary, or is empty where a newline cannot stand in."""
+
+    def __init__(self, rule, value, unknown=None):
+        self.unknown = unknown
+        super().__init__("prime", rule, value)
+
+    def worded(self, name_of=str):
+        if self.unknown is None:
+            return f"{name_of('prime')} {self.rule}"
+        return (f"{name_of('prime')} has characters that are not in the vocabulary: {self.unknown!r} (remove "
+                f"them, or skip them with {name_of('skip_unknown')})")
 
 
 class Generator:
@@ -77,13 +87,12 @@ class Generator:
     def encode(self, prime, skip_unknown=False):
         unknown = sorted(set(prime) - self.char_to_id.keys())
         if unknown and not skip_unknown:
-            raise PrimeError(f"the prime has characters that are not in the vocabulary: {unknown!r} "
-                             "(remove them, or skip them with --skip-unknown)")
+            raise PrimeError("has characters that are not in the vocabulary", prime, unknown)
         kept = "".join(c for c in prime if c in self.char_to_id)
         if not kept:
             if EMPTY_PRIME not in self.char_to_id:
-                raise PrimeError("the prime is empty (after skipping unknown characters) and the vocabulary "
-                                 "has no newline to start from; give a prime")
+                raise PrimeError("is empty (after skipping unknown characters) and the vocabulary has no newline "
+                                 "to start from; give a prime", prime)
             return kept, np.array([self.char_to_id[EMPTY_PRIME]], np.int32)
         return kept, np.array([self.char_to_id[c] for c in kept], np.int32)
 
@@ -115,13 +124,12 @@ class Generator:
         if not primes:
             raise EstellaError("give at least one prime")
         if len(primes) > MAX_STREAMS:
-            raise EstellaError(f"--num-samples must be at most {MAX_STREAMS} (streams in one batch), got {len(primes)}")
-        sampler = BatchSampler([(s.temperature, s.top_k, s.top_p)] * len(primes))  # checks the settings first
-        if isinstance(n_chars, bool) or not isinstance(n_chars, numbers.Integral) or n_chars < 0:
-            raise EstellaError(f"--chars must be an integer >= 0, got {n_chars!r}")
-        stops = stop_list(s.stop)
+            raise SettingError("num_samples", f"must be at most {MAX_STREAMS} (streams in one batch)", len(primes))
+        sampler = BatchSampler([SamplingParams(s.temperature, s.top_k, s.top_p)] * len(primes))  # checks first
+        n_chars = check_integer("chars", n_chars, 0)
+        stops = check_stops(s.stop)
         encoded = [self.encode(p, s.skip_unknown) for p in primes]  # all primes checked before any work
-        seed = check_seed(s.seed)
+        seed = check_seed(s.seed, len(primes))
         seeds = [None] * len(primes) if seed is None else [seed + i for i in range(len(primes))]
         rngs = [np.random.default_rng(one) for one in seeds]
         return self._run(encoded, n_chars, sampler, rngs, stops, s.echo)
@@ -149,38 +157,21 @@ class Generator:
         batch = len(rngs)
         step, vocab = self.backend.decoder(batch), self.vocab
         ids = np.zeros((batch, 1), np.int32)
-        tails = [""] * batch  # the last characters of each stream, for stop strings
+        matchers = [StopMatcher(stops, keep=True) for _ in range(batch)] if stops else None
         done = [False] * batch
-        keep = max((len(s) for s in stops), default=0)
         last = n_chars - 1
         for n in range(n_chars):
             next_ids = sampler(logits, rngs)
             chars = [vocab[i] for i in next_ids.tolist()]
-            if keep:
+            if matchers:
                 for b in range(batch):
                     if done[b]:
                         chars[b] = ""  # a stopped stream keeps stepping; nothing more is kept
-                        continue
-                    tails[b] = (tails[b] + chars[b])[-keep:]
-                    done[b] = any(tails[b].endswith(s) for s in stops)
+                    else:
+                        done[b] = matchers[b].push(chars[b])
             yield chars
-            if n == last or (keep and all(done)):
+            if n == last or (matchers and all(done)):
                 return
             ids[:, 0] = next_ids
             step_logits, state = step(ids, state)
             logits = step_logits[:, -1]
-
-
-def check_seed(seed):
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0):
-        raise EstellaError(f"--seed must be an integer >= 0, got {seed!r}")
-    return seed
-
-
-def stop_list(stop):
-    if stop is None:
-        return []
-    stops = [stop] if isinstance(stop, str) else list(stop)
-    if not all(isinstance(s, str) and s for s in stops):
-        raise EstellaError(f"--stop must be a non-empty string, got {stop!r}")
-    return stops

@@ -6,13 +6,13 @@ relative, resolve (symlinks followed) inside the export folder and name a regula
 never says anything about a file outside the folder beyond the path the manifest itself gives.
 """
 
-import hashlib
 import json
 import os
 import re
 import stat
 
 from .errors import EstellaError
+from .untrusted_files import FileMissing, FileOutside, NotRegular, UntrustedFileError, file_sha256, read_file  # noqa: F401 (file_sha256: for export)
 from .weights_format import GATES, MAX_LAYERS, STATE_PARTS
 
 SCHEMA_VERSION = 2  # what `estella export` writes
@@ -22,6 +22,7 @@ MANIFEST = "manifest.json"
 # this name means the same. Either way the folder is unfinished (a killed export) and never loaded.
 UNFINISHED_PREFIX = ".export-tmp-"
 UNFINISHED_MARKER = "INCOMPLETE"
+MAX_FILE_BYTES = 2 << 30  # the largest model estella trains has artifacts of a few hundred MB
 MAX_MANIFEST_BYTES = 32 << 20  # a real one is a few KB; this only stops reading a huge file into memory
 SHA256 = re.compile(r"[0-9a-f]{64}")
 
@@ -46,16 +47,12 @@ def load_manifest(export_dir, verify=True) -> dict:
         hint = (f" but a training run: export it with `estella export {export_dir} --out DIR`"
                 if os.path.isfile(os.path.join(export_dir, "config.json")) else "")
         raise ManifestError(f"{path} is missing: {export_dir} is not an estella export directory{hint}")
-    check_path(export_dir, MANIFEST, "the manifest")
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-        with os.fdopen(fd, "rb") as f:
-            info = os.fstat(fd)
-            if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_MANIFEST_BYTES:
-                raise ManifestError(f"{path} is not a regular file of at most {MAX_MANIFEST_BYTES >> 20} MB: "
-                                    "not an estella manifest")
-            manifest = json.loads(f.read().decode("utf-8"))
-    except (OSError, ValueError, RecursionError) as e:
+        raw, _ = read_file(path, root=export_dir, what=path, max_bytes=MAX_MANIFEST_BYTES)
+        manifest = json.loads(raw.decode("utf-8"))
+    except UntrustedFileError as e:
+        raise _refusal(e, path, export_dir) from None
+    except (ValueError, RecursionError) as e:
         raise ManifestError(f"cannot read {path}: {e}") from None
     manifest = check_manifest(manifest, path)
     for artifact in manifest["artifacts"]:
@@ -97,6 +94,9 @@ def check_manifest(manifest, where=MANIFEST) -> dict:
             raise ManifestError(f"{where} has no {key!r} section")
         if not isinstance(manifest[key], kind):
             fail(key, f"must be a JSON {'object' if kind is dict else 'list'}, got {type(manifest[key]).__name__}")
+    for key in ("state", "parity", "provenance"):  # optional; what inspect and evaluate read
+        if manifest.get(key) is not None and not isinstance(manifest[key], dict):
+            fail(key, f"must be a JSON object or null, got {type(manifest[key]).__name__}")
     model = manifest["model"]
     vocab = model.get("vocab")
     if not isinstance(vocab, list):
@@ -231,8 +231,7 @@ def check_relative(path, field):
 def check_path(export_dir, path, what):
     """Refuse a path that resolves (symlinks followed) outside export_dir, or that exists and is not a
     regular file (a FIFO would hang the reader, a device never ends). Nothing is opened here."""
-    root = os.path.realpath(export_dir)
-    full = os.path.realpath(os.path.join(export_dir, path))
+    root, full = _resolved(export_dir, path, what)
     if os.path.commonpath([root, full]) != root:
         raise UnsafePathError(f"{what} {path!r} points outside the export folder {export_dir}: refused")
     if os.path.lexists(os.path.join(export_dir, path)):
@@ -252,13 +251,12 @@ def check_artifact_paths(export_dir, artifact):
     for entry in artifact["files"]:
         check_path(export_dir, entry["path"], f"artifact {name!r}: file")
     path = artifact["path"]
-    root = os.path.realpath(export_dir)
-    full = os.path.realpath(os.path.join(export_dir, path))
+    root, full = _resolved(export_dir, path, f"artifact {name!r}: path")
     if os.path.commonpath([root, full]) != root:
         raise UnsafePathError(f"artifact {name!r}: path {path!r} points outside the export folder {export_dir}: refused")
     if os.path.isdir(full):
         found = set()
-        for folder, dirs, files in os.walk(full):
+        for folder, dirs, files in os.walk(full, onerror=_walk_error):
             for d in dirs:
                 if os.path.islink(os.path.join(folder, d)):
                     raise UnsafePathError(f"artifact {name!r}: {os.path.relpath(os.path.join(folder, d), export_dir)!r} "
@@ -284,7 +282,15 @@ def verify_files(export_dir, artifact, keep=()) -> dict:
     for entry in artifact["files"]:
         path = os.path.join(export_dir, entry["path"])
         keep_it = os.path.normpath(entry["path"]) in keep
-        digest, data = _read_regular(path, entry["bytes"], keep_it, artifact["name"])
+        if entry["bytes"] > MAX_FILE_BYTES:
+            raise ChecksumError(f"{path} is listed at {entry['bytes']} bytes, more than the {MAX_FILE_BYTES >> 30} GB "
+                                "that any estella artifact file holds: refused unread")
+        try:
+            data, digest = read_file(path, root=export_dir, what=path, size=entry["bytes"], keep=keep_it)
+        except FileMissing:
+            raise ChecksumError(f"{path} is missing (listed in the manifest for artifact {artifact['name']!r})") from None
+        except UntrustedFileError as e:
+            raise _refusal(e, path, export_dir) from None
         if digest != entry["sha256"]:
             raise ChecksumError(f"{path} does not match its sha256 in the manifest: the file is corrupt "
                                 "or was changed after export; re-export it")
@@ -293,33 +299,24 @@ def verify_files(export_dir, artifact, keep=()) -> dict:
     return kept
 
 
-def _read_regular(path, size, keep, artifact_name):
-    """(sha256, bytes if keep) of a file checked on its open descriptor: opened without blocking (a FIFO
-    swapped in after check_path cannot hang us), then refused unless regular and of the listed size."""
+def _refusal(error, path, export_dir):
+    """The manifest's error for a file that failed a check: it names the path, never what lies outside."""
+    if isinstance(error, FileOutside):
+        return UnsafePathError(f"{path} points outside the export folder {export_dir}: refused")
+    if isinstance(error, NotRegular):
+        return UnsafePathError(f"{path} is not a regular file: refused")
+    if isinstance(error, FileMissing):
+        return ManifestError(f"{path} is missing")
+    return ChecksumError(f"{error}; re-export it")
+
+
+def _resolved(export_dir, path, what):
+    """(real root, real path): a link loop, or a link swapped while it is resolved, is a refusal."""
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-    except FileNotFoundError:
-        raise ChecksumError(f"{path} is missing (listed in the manifest for artifact {artifact_name!r})") from None
-    except OSError as e:
-        raise ChecksumError(f"cannot open {path}: {e.strerror}") from None
-    with os.fdopen(fd, "rb") as f:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise UnsafePathError(f"{path} is not a regular file: refused")
-        if info.st_size != size:
-            raise ChecksumError(f"{path} is {info.st_size} bytes but the manifest lists {size}: "
-                                "the file is truncated or was replaced; re-export it")
-        digest, blocks = hashlib.sha256(), []
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-            if keep:
-                blocks.append(block)
-    return digest.hexdigest(), b"".join(blocks) if keep else None
+        return os.path.realpath(export_dir), os.path.realpath(os.path.join(export_dir, path))
+    except (OSError, ValueError):
+        raise UnsafePathError(f"{what} {path!r} in {export_dir} cannot be resolved: refused") from None
 
 
-def file_sha256(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+def _walk_error(error):
+    raise UnsafePathError(f"cannot list {error.filename}: refused")

@@ -12,38 +12,81 @@ the [B, V] logits: a server's batch costs one call per character, not B. Sampler
 for one stream, so a stream's ids never depend on which of the two drew them.
 """
 
+import dataclasses
 import math
 import numbers
 
 import numpy as np
 
-from .errors import EstellaError
+from .errors import SettingError
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)
+FLOAT32_TINY = float(np.finfo(np.float32).tiny)
 SAFE_MAGNITUDE = FLOAT32_MAX / 2  # scaled logits below this cannot overflow float32
 
 
-class SamplingError(EstellaError):
-    """A sampling setting outside what is allowed (the message names the flag)."""
+INT64_MAX = 2**63 - 1
+
+
+class SamplingError(SettingError):
+    """A sampling setting outside what is allowed (field: temperature, top_k, top_p or seed)."""
+
+
+def check_integer(field, value, low, high=INT64_MAX, error=SettingError, what=None):
+    """value as an int in [low, high] (bools refused); else error(field, rule, value)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not low <= value <= high:
+        raise error(field, what or (f"must be an integer >= {low}" if high == INT64_MAX
+                                    else f"must be an integer from {low} to {high}"), value)
+    return int(value)
 
 
 def check_settings(temperature=1.0, top_k=None, top_p=None):
     if (isinstance(temperature, bool) or not isinstance(temperature, numbers.Real)
             or math.isnan(temperature) or temperature < 0 or math.isinf(temperature)):
-        raise SamplingError(f"--temperature must be a finite number >= 0 (0 picks the likeliest character), "
-                            f"got {temperature!r}")
-    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, numbers.Integral) or top_k < 1):
-        raise SamplingError(f"--top-k must be an integer >= 1, got {top_k!r}")
+        raise SamplingError("temperature", "must be a finite number >= 0 (0 picks the likeliest character)",
+                            temperature)
+    if top_k is not None:
+        # Any k at or above the vocabulary size keeps every character: larger values are not refused.
+        check_integer("top_k", top_k, 1, error=SamplingError)
     if top_p is not None and (isinstance(top_p, bool) or not isinstance(top_p, numbers.Real)
                               or not 0 < top_p <= 1):
-        raise SamplingError(f"--top-p must be in (0, 1], got {top_p!r}")
+        raise SamplingError("top_p", "must be in (0, 1]", top_p)
+
+
+def check_seed(seed, streams=1):
+    """A seed for `streams` streams (seeds seed .. seed + streams - 1), each within int64; or None."""
+    if seed is not None:
+        check_integer("seed", seed, 0, INT64_MAX - (streams - 1), error=SamplingError,
+                      what=f"must be an integer from 0 to {INT64_MAX - (streams - 1)}"
+                           + (f" ({streams} streams take seeds seed to seed + {streams - 1})" if streams > 1 else ""))
+    return seed
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplingParams:
+    """How one stream's characters are drawn, checked once when made: temperature (0: greedy), top_k
+    (None keeps all; any k >= the vocabulary size keeps all too), top_p (None or 1 keeps all)."""
+    temperature: float = 1.0
+    top_k: int | None = None
+    top_p: float | None = None
+
+    def __post_init__(self):
+        check_settings(self.temperature, self.top_k, self.top_p)
+
+
+def top_k_kept(top_k):
+    """The top_k of sample_batch: 0 keeps all. Clamped, so that any integer fits int64 (a k past the
+    vocabulary keeps all of it, as sample_batch clamps k to the row's width)."""
+    return 0 if top_k is None else min(int(top_k), INT64_MAX)
 
 
 def inverse_temperature(temperature):
-    """float32 1/T, or 0 for greedy: T == 0, or T so small that 1/T does not fit a float32."""
+    """float32 1/T, or 0 for greedy: T == 0, or T so small that 1/T does not fit a float32. A T so
+    large that 1/T rounds to 0 in float32 takes float32's smallest normal number instead (an all but
+    uniform draw, not greedy)."""
     if temperature == 0 or 1 / temperature > FLOAT32_MAX:
         return 0.0
-    return float(np.float32(1 / temperature))
+    return float(np.float32(1 / temperature)) or FLOAT32_TINY
 
 
 def sample_batch(logits, inv_temperature, top_k, top_p, uniforms):
@@ -71,7 +114,7 @@ def sample_batch(logits, inv_temperature, top_k, top_p, uniforms):
     pick = (lambda a: a) if rows is None else (lambda a: a[rows])
     u = pick(uniforms).astype(np.float32)  # float32 targets, as the cdf is float32
     k, p = pick(top_k), pick(top_p).astype(np.float32)
-    plain = (k == 0) & (p >= 1)
+    plain = ((k == 0) | (k >= x.shape[1])) & (p >= 1)  # a top_k past the vocabulary cuts nothing
     if plain.all():  # softmax over the whole vocabulary: no sort needed
         cdf = np.exp(x, out=x).cumsum(axis=1)
         picked = _draw(cdf, u * cdf[:, -1])
@@ -119,11 +162,11 @@ class BatchSampler:
     """
 
     def __init__(self, settings):
-        """settings: one (temperature, top_k, top_p) per stream; each is checked."""
-        for temperature, top_k, top_p in settings:
-            check_settings(temperature, top_k, top_p)
+        """settings: one SamplingParams, or (temperature, top_k, top_p), per stream; each is checked."""
+        settings = [s if isinstance(s, SamplingParams) else SamplingParams(*s) for s in settings]
+        settings = [(s.temperature, s.top_k, s.top_p) for s in settings]
         self.inv_temperature = np.array([inverse_temperature(t) for t, _, _ in settings], np.float32)
-        self.top_k = np.array([k or 0 for _, k, _ in settings], np.int64)
+        self.top_k = np.array([top_k_kept(k) for _, k, _ in settings], np.int64)
         self.top_p = np.array([1.0 if p is None else p for _, _, p in settings], np.float64)
         self.greedy = [bool(s == 0) for s in self.inv_temperature]
         self._sampled = [b for b, greedy in enumerate(self.greedy) if not greedy]
@@ -151,6 +194,13 @@ class BatchSampler:
             if drawn is not None:
                 return np.array([drawn])
         return sample_batch(logits, self.inv_temperature, self.top_k, self.top_p, uniforms)
+
+    def redraw(self, logits, b):
+        """Stream b's id alone, from its row of logits [B, V] and the uniform it drew in the last call:
+        the id that call gave (or would have given) it. For a caller isolating a failing row."""
+        rows = slice(b, b + 1)
+        return int(sample_batch(logits[rows], self.inv_temperature[rows], self.top_k[rows], self.top_p[rows],
+                                self._uniforms[rows])[0])
 
     def _draw_one(self, row, u):
         """One stream's plain draw on its row [V] as a 1-d array (numpy calls on [V] cost about half

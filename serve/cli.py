@@ -5,6 +5,9 @@ import sys
 
 from estella.runtime.errors import EstellaError
 
+from .chat import ChatTemplate
+from .engine import EngineFailed
+from .limits import Limits
 from .server import run_server
 
 
@@ -32,23 +35,57 @@ def add_parser(subparsers):
                    "requests may go on (default: 30)")
     p.add_argument("--model-name", default=None, help="the model's name in the API (default: the export folder's "
                    "name)")
+    p.add_argument("--chat-template", default=None, metavar="FILE", help="how /v1/chat/completions writes the "
+                   "messages into a prime: a JSON file of strings per role with {content}, and \"generation\" "
+                   "(default: each message a paragraph; see the README)")
+    p.add_argument("--metrics-need-key", action="store_true", help="/metrics asks for the --api-key too")
+    limits = p.add_argument_group("limits on one request (a request past one answers 400 naming it)")
+    for field, help_text in (("max_stop", "stop strings"), ("max_stop_chars", "characters per stop string"),
+                             ("max_prompt_chars", "characters per prompt (a chat's rendered messages)"),
+                             ("max_request_chars", "prompts x n x max_tokens"),
+                             ("max_logprobs", "logprobs (completions), top_logprobs (chat)"),
+                             ("max_json_depth", "nesting of the JSON body"), ("max_body_bytes", "bytes of the body")):
+        limits.add_argument(Limits.FLAGS[field], type=int, default=getattr(Limits, field), metavar="N",
+                            help=f"{help_text} (default: %(default)s)")
+    connections = p.add_argument_group("connections")
+    connections.add_argument("--timeout-keep-alive", type=float, default=5.0, metavar="S",
+                             help="close a connection idle this long after a response (default: %(default)s)")
+    connections.add_argument("--timeout-header", type=float, default=10.0, metavar="S",
+                             help="close a connection that has not sent a whole request head this long "
+                             "(default: %(default)s)")
+    connections.add_argument("--max-connections", type=int, default=1000, metavar="N",
+                             help="open connections at most; more are closed at once (default: %(default)s)")
     p.set_defaults(handler=serve)
 
 
 def serve(args):
     for flag, value, low in (("--threads", args.threads, 1), ("--max-batch", args.max_batch, 1),
                              ("--max-queue", args.max_queue, 0), ("--max-chars", args.max_chars, 0),
-                             ("--port", args.port, 1), ("--shutdown-timeout", args.shutdown_timeout, 0)):
+                             ("--port", args.port, 1), ("--shutdown-timeout", args.shutdown_timeout, 0),
+                             ("--timeout-keep-alive", args.timeout_keep_alive, 0.001),
+                             ("--timeout-header", args.timeout_header, 0.001),
+                             ("--max-connections", args.max_connections, 1)):
         if value is not None and value < low:
             raise EstellaError(f"{flag} must be >= {low}, got {value}")
+    try:
+        limits = Limits(**{field: getattr(args, field) for field in Limits.FLAGS})
+    except ValueError as e:
+        raise EstellaError(str(e)) from None
+    chat_template = ChatTemplate.load(args.chat_template)
     if args.host not in ("127.0.0.1", "localhost", "::1") and not args.api_key:
         print(f"estella serve: warning: binding {args.host} without --api-key: anyone who can reach this "
               "machine can use the server", file=sys.stderr)
     if not os.path.isfile(os.path.join(args.export_dir, "manifest.json")):
         raise EstellaError(f"{args.export_dir} is not an export directory (it has no manifest.json)")
     name = args.model_name or os.path.basename(os.path.normpath(os.path.abspath(args.export_dir)))
-    run_server(args.export_dir, host=args.host, port=args.port, backend=args.backend, precision=args.precision,
-               threads=args.threads, max_batch=args.max_batch, max_queue=args.max_queue, max_chars=args.max_chars,
-               api_keys=args.api_key, cors_origins=args.cors_origin, shutdown_timeout=args.shutdown_timeout,
-               model_name=name)
+    try:
+        run_server(args.export_dir, host=args.host, port=args.port, backend=args.backend, precision=args.precision,
+                   threads=args.threads, max_batch=args.max_batch, max_queue=args.max_queue, max_chars=args.max_chars,
+                   api_keys=args.api_key, cors_origins=args.cors_origin, shutdown_timeout=args.shutdown_timeout,
+                   model_name=name, limits=limits, chat_template=chat_template,
+                   metrics_need_key=args.metrics_need_key, timeout_keep_alive=args.timeout_keep_alive,
+                   timeout_header=args.timeout_header, max_connections=args.max_connections)
+    except EngineFailed as e:  # not bad input: exit 1, for a supervisor to restart the server
+        print(f"estella serve: error: {e}; stopped so that a supervisor can restart it", file=sys.stderr)
+        return 1
     return 0

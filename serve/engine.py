@@ -3,40 +3,57 @@ stream in one batched call per tick (continuous batching).
 
     engine = Engine.load("runs/default/export", backend="tflite", max_batch=32)
     stream = engine.submit("Pip", 200, temperature=0.5, seed=1)
-    stream.done.wait(); print(stream.text)
+    print(stream.result(timeout=30).text)
     engine.shutdown()
 
-A GRU stream's whole context is its state row, so a stream joins or leaves the batch at any tick:
-its row is added to or cut from the [B, S] state. Each tick:
+A stream's whole context is its state row, so a stream joins or leaves the batch at any tick: its
+row is added to or cut from the [B, S] state. Each tick:
   1. samples every stream whose logits are ready in ONE call of the runtime's sampler
-     (sample_batch), each stream drawing one uniform per character from its own
+     (BatchSampler), each stream drawing one uniform per character from its own
      np.random.default_rng(seed), exactly as Generator does: a seeded stream writes the text
      `estella generate` writes with the same seed, whatever runs beside it;
   2. hands each stream its character; a finished stream leaves at once and frees its slot;
-  3. steps all remaining streams in one backend call.
+  3. steps all remaining streams in one backend call, and feeds the next chunk of the primes
+     still being read.
 
-Primes. On a backend whose graph takes T > 1 characters (numpy, onnx), a joining stream's prime runs
-in one call between ticks, as Generator runs it (the same math, so the same text). On a graph
-made for T = 1 (tflite), the prime is fed one character per tick as that stream's input in the
-shared batched step: a prime then costs its length in ticks of the whole batch (a fraction of a
-millisecond each) and never stalls the running streams, as running it alone character by
-character between ticks would; time to the first character stays a few ticks for short primes.
+The scheduler thread owns every Stream's fields. A reader (the HTTP layer, on another thread) gets
+immutable Deltas through the stream's own queue (Stream.take, Stream.result) and never reads them.
+
+Primes are fed in bounded work per tick, so a long prime never stalls the others for more than a
+tick's bounded work: on a graph made for T = 1 (tflite), one character per tick as that stream's
+input in the shared batched step; on a graph that takes T > 1 (numpy, onnx), a chunk of at most
+prefill_chunk characters per stream, and at most prefill_budget characters in all, per tick, in one
+extra call per chunk length. The math is the same as Generator's (the state carries across
+chunks), so the text is too.
+
+Isolation. An error in one stream's own work (its sampler, its characters, its logprobs, its
+prime) ends that stream alone with finish_reason "error"; the others go on. A batched step that
+fails is retried row by row, and only the rows that fail alone end. If every row fails (the
+backend itself is broken) or the scheduler's own code fails, the engine is FAILED: every stream
+ends with "error", nothing new is taken, and on_fatal(error) is called (the server then exits non-zero
+so that a supervisor restarts it, rather than live on answering errors).
 
 Logprobs are of the model's own distribution (temperature 1, before top-k/top-p), as vLLM reports
 by default: they say what the model thinks, not what the sampling settings cut.
 """
 
 import collections
-import numbers
+import enum
+import sys
 import threading
-import time
 import traceback
 
 import numpy as np
 
 from estella.runtime.errors import EstellaError
-from estella.runtime.generator import Generator, check_seed, stop_list
-from estella.runtime.sampling import BatchSampler, check_settings
+from estella.runtime.generator import Generator
+from estella.runtime.sampling import BatchSampler, SamplingParams, check_integer, check_seed
+from estella.runtime.stops import check_stops
+
+from .stream import Completion, Delta, RequestParams, Stream  # noqa: F401 - the engine's public types
+
+PREFILL_CHUNK = 256    # prime characters per stream per tick, where the graph takes T > 1
+PREFILL_BUDGET = 1024  # prime characters per tick in all
 
 
 class QueueFull(EstellaError):
@@ -47,113 +64,46 @@ class Draining(EstellaError):
     """The engine is shutting down and takes no new requests."""
 
 
-class EngineFailed(EstellaError):
-    """The scheduler stopped on an error (printed with its traceback on the server's stderr)."""
+class EngineFailed(RuntimeError):
+    """The scheduler cannot go on (printed with its traceback on the server's stderr). Not bad input:
+    the process should exit and be restarted."""
 
 
-class Stream:
-    """One request inside the engine. The scheduler thread appends to it; readers (another thread)
-    read `chars[:published]`, `finish_reason` and `done`. Characters that might begin a stop
-    string are held back (not yet published) until they are known not to."""
-
-    def __init__(self, prime, ids, max_chars, settings, seed, stops, logprobs):
-        self.prime, self.ids, self.max_chars = prime, ids, max_chars
-        self.temperature, self.top_k, self.top_p = settings
-        self.seed, self.stops, self.logprobs = seed, stops, logprobs
-        self.rng = np.random.default_rng(seed)
-        self.chars = []            # every generated character, stop string included
-        self.token_logprobs = []   # per generated character, when logprobs is asked
-        self.top_logprobs = []     # per generated character: {char: logprob} of the `logprobs` likeliest
-        self.published = 0         # chars[:published] is final text
-        self.finish_reason = None  # "stop", "length", "cancelled", or "error" (the scheduler failed)
-        self.done = threading.Event()
-        self.created = time.perf_counter()
-        self.first_char_at = self.finished_at = None
-        self.cancelled = False
-        self.fed = 0               # prime characters fed so far (the scheduler's)
-        self._keep = max((len(s) for s in stops), default=0)
-        self._tail = ""
-        self._waiter = None
-
-    @property
-    def text(self):
-        return "".join(self.chars[:self.published])
-
-    def wake_me(self, callback, when_done=False):
-        """Call callback() once, from the scheduler thread, at the next character (or only when the
-        stream ends, if when_done); replaces the last callback asked for."""
-        self._waiter = (callback, when_done)
-
-    def _wake(self, done=False):
-        waiter = self._waiter
-        if waiter is not None and (done or not waiter[1]):
-            self._waiter = None
-            waiter[0]()
-
-    def _emit(self, ch, logprob=None, top=None):
-        """Append one generated character; return True when the stream has finished."""
-        chars = self.chars
-        chars.append(ch)
-        if self.logprobs is not None:
-            self.token_logprobs.append(logprob)
-            self.top_logprobs.append(top)
-        n = len(chars)
-        if self._keep:
-            self._tail = tail = (self._tail + ch)[-self._keep:]
-            for s in self.stops:
-                if tail.endswith(s):  # the stop string ends the text and is not part of it (OpenAI's rule)
-                    self._publish(n - len(s))
-                    self._finish("stop")
-                    return True
-            self._publish(n - max((k for s in self.stops for k in range(1, len(s)) if tail.endswith(s[:k])),
-                                  default=0))
-        elif self.first_char_at is None:
-            self._publish(n)
-        else:
-            self.published = n
-        if n >= self.max_chars:
-            self._finish("length")
-            return True
-        waiter = self._waiter
-        if waiter is not None and not waiter[1]:
-            self._waiter = None
-            waiter[0]()
-        return False
-
-    def _publish(self, n):
-        if n > self.published and self.first_char_at is None:
-            self.first_char_at = time.perf_counter()
-        self.published = max(self.published, n)
-
-    def _finish(self, reason):
-        if reason == "length":
-            self._publish(len(self.chars))  # a held-back partial stop string is text after all
-        self.finish_reason = reason
-        self.finished_at = time.perf_counter()
-        self.done.set()
-        self._wake(done=True)
+class Life(enum.Enum):
+    """The engine's life cycle, one state: SERVING -> DRAINING -> ENDING -> CLOSED, or FAILED."""
+    SERVING = "serving"    # takes requests
+    DRAINING = "draining"  # takes none; the queued and running ones go on
+    ENDING = "ending"      # every stream is ended now (the drain's time is up, or a second signal)
+    CLOSED = "closed"      # the scheduler has stopped
+    FAILED = "failed"      # the scheduler stopped on an error it cannot serve past
 
 
 class Engine:
-    def __init__(self, generator, max_batch=32, max_queue=256, max_chars=4096, on_step=None):
-        if max_batch < 1 or max_queue < 0 or max_chars < 0:
-            raise EstellaError(f"--max-batch must be >= 1, --max-queue and --max-chars >= 0; got "
-                               f"{max_batch}, {max_queue}, {max_chars}")
+    def __init__(self, generator, max_batch=32, max_queue=256, max_chars=4096, on_step=None, on_fatal=None,
+                 prefill_chunk=PREFILL_CHUNK, prefill_budget=PREFILL_BUDGET):
+        if max_batch < 1 or max_queue < 0 or max_chars < 0 or prefill_chunk < 1 or prefill_budget < 1:
+            raise EstellaError(f"--max-batch must be >= 1, --max-queue and --max-chars >= 0, the prefill chunk and "
+                               f"budget >= 1; got {max_batch}, {max_queue}, {max_chars}, {prefill_chunk}, "
+                               f"{prefill_budget}")
         self.generator = generator
         self.backend = generator.backend
         self.vocab = generator.vocab
         self.max_batch, self.max_queue, self.max_chars = max_batch, max_queue, max_chars
-        self.on_step = on_step  # called with the batch size of every step (metrics)
-        # A graph that takes T > 1 characters runs a whole prime in one call, as Generator does.
-        self.prime_in_one_call = self.backend.max_time is None or self.backend.max_time > 1
+        self.on_step = on_step    # called with the batch size of every step (metrics)
+        self.on_fatal = on_fatal  # called with the error once the scheduler cannot go on
+        # A graph made for T = 1 is fed primes inside the batched step; one that takes more, in chunks.
+        self.chunked_prime = self.backend.max_time is None or self.backend.max_time > 1
+        self.prefill_chunk = min(prefill_chunk, self.backend.max_time or prefill_chunk)
+        self.prefill_budget = max(prefill_budget, self.prefill_chunk)
+        self.life = Life.SERVING
+        self.failure = None  # the error that stopped the scheduler, once FAILED
+        self.running = self.waiting = 0  # counts, for metrics (written by the scheduler and add)
         self._cond = threading.Condition()
         self._waiting = collections.deque()
+        self._cancelled = set()
         self._rows = []  # the running streams, one per row of the batch (scheduler thread only)
         self._state = self.backend.initial_state(0)
         self._logits = np.zeros((0, len(self.vocab)), np.float32)
-        self.accepting = True
-        self.failed = None  # the exception that stopped the scheduler, if one did
-        self._expire = self._closing = self._cancels = False
         self._thread = threading.Thread(target=self._run, name="estella-scheduler", daemon=True)
         self._thread.start()
 
@@ -165,107 +115,130 @@ class Engine:
     # --- the caller's side (any thread) ---
 
     @property
-    def running(self):
-        return len(self._rows)
+    def accepting(self):
+        return self.life is Life.SERVING
 
-    @property
-    def waiting(self):
-        return len(self._waiting)
+    def request_params(self, max_chars=16, temperature=1.0, top_k=None, top_p=None, seed=None, stop=None,
+                       logprobs=None, streams=1):
+        """One checked RequestParams (for `streams` streams: their seeds run seed .. seed + streams - 1).
+        A bad value raises a SettingError naming its field (max_chars, temperature, top_k, top_p,
+        seed, stop, logprobs); each interface words it."""
+        sampling = SamplingParams(temperature, top_k, top_p)
+        max_chars = check_integer("max_chars", max_chars, 0, self.max_chars,
+                                  what=f"must be an integer from 0 to {self.max_chars} (the server's --max-chars)")
+        check_seed(seed, streams)
+        stops = tuple(check_stops(stop))
+        if logprobs is not None:
+            logprobs = check_integer("logprobs", logprobs, 0, len(self.vocab),
+                                     what=f"must be an integer from 0 to {len(self.vocab)} (the vocabulary size)")
+        return RequestParams(sampling, max_chars, seed, stops, logprobs)
 
-    def make_stream(self, prime, max_chars=16, temperature=1.0, top_k=None, top_p=None, seed=None,
-                    stop=None, logprobs=None, skip_unknown=False):
-        """A checked request (not yet queued); bad settings raise an EstellaError naming the setting.
-        The messages are the CLI's (they name its flags); the HTTP layer renames them."""
-        check_settings(temperature, top_k, top_p)
-        if (isinstance(max_chars, bool) or not isinstance(max_chars, numbers.Integral)
-                or not 0 <= max_chars <= self.max_chars):
-            raise EstellaError(f"--chars must be an integer from 0 to {self.max_chars} (the server's "
-                               f"--max-chars), got {max_chars!r}")
-        check_seed(seed)
-        if logprobs is not None and (isinstance(logprobs, bool) or not isinstance(logprobs, numbers.Integral)
-                                     or not 0 <= logprobs <= len(self.vocab)):
-            raise EstellaError(f"--logprobs must be an integer from 0 to {len(self.vocab)} (the vocabulary "
-                               f"size), got {logprobs!r}")
-        stops = stop_list(stop)
+    def make_stream(self, prime, params, skip_unknown=False):
+        """A stream (not yet queued) for a checked RequestParams; a prime outside the vocabulary
+        raises PrimeError (field "prime")."""
+        return self.make_streams(prime, [params], skip_unknown)[0]
+
+    def make_streams(self, prime, params, skip_unknown=False):
+        """One stream per RequestParams, all on the same prime (encoded once)."""
         kept, ids = self.generator.encode(prime, skip_unknown)
-        return Stream(kept, ids, int(max_chars), (temperature, top_k, top_p), seed, stops, logprobs)
+        return [Stream(kept, ids, p) for p in params]
 
     def add(self, streams):
-        """Queue streams as one request: all of them or none (QueueFull, Draining)."""
+        """Queue streams as one request: all of them or none (QueueFull, Draining, EngineFailed)."""
         with self._cond:
-            if self.failed is not None:
-                raise EngineFailed(f"the model failed: {self.failed!r}")
-            if not self.accepting:
+            if self.life is Life.FAILED:
+                raise EngineFailed(f"the model failed: {self.failure!r}")
+            if self.life is not Life.SERVING:
                 raise Draining("the server is shutting down and takes no new requests")
-            if len(self._rows) + len(self._waiting) + len(streams) > self.max_batch + self.max_queue:
+            if self.running + len(self._waiting) + len(streams) > self.max_batch + self.max_queue:
                 raise QueueFull(f"the server is full ({self.max_batch} running, {self.max_queue} waiting at most); "
                                 "try again later")
             self._waiting.extend(streams)
+            self.waiting = len(self._waiting)
             self._cond.notify_all()
         return streams
 
-    def submit(self, prime, max_chars=16, **settings):
-        return self.add([self.make_stream(prime, max_chars, **settings)])[0]
+    def submit(self, prime, max_chars=16, skip_unknown=False, **settings):
+        """make_stream and add in one: settings are request_params' (temperature, top_k, ...)."""
+        return self.add([self.make_stream(prime, self.request_params(max_chars, **settings), skip_unknown)])[0]
 
     def cancel(self, stream):
         """A waiting stream leaves now; a running one at the next tick."""
-        stream.cancelled = True
-        self._cancels = True  # the scheduler looks for cancelled rows at its next tick
         with self._cond:
             if stream in self._waiting:
                 self._waiting.remove(stream)
+                self.waiting = len(self._waiting)
                 stream._finish("cancelled")
+            elif not stream.done.is_set():
+                self._cancelled.add(stream)
             self._cond.notify_all()
 
     def drain(self, timeout):
         """Take no new requests; let the queued and running ones finish for up to `timeout` seconds,
         then end them with finish_reason "length". Returns once nothing runs."""
-        deadline = time.monotonic() + timeout
         with self._cond:
-            self.accepting = False
-            while (self._rows or self._waiting) and time.monotonic() < deadline:
-                self._cond.wait(min(0.05, max(0.0, deadline - time.monotonic())))
-            self._expire = True
+            if self.life is Life.SERVING:
+                self.life = Life.DRAINING
+            self._cond.wait_for(lambda: self._idle() or self.life is not Life.DRAINING, timeout)
+        self.end_now()
+
+    def end_now(self):
+        """End every stream now (finish_reason "length"), take nothing new; returns once nothing runs."""
+        with self._cond:
+            if self.life in (Life.SERVING, Life.DRAINING):
+                self.life = Life.ENDING
             self._cond.notify_all()
-            while self._rows or self._waiting:
-                self._cond.wait(0.05)
+            self._cond.wait_for(lambda: self._idle() or self.life in (Life.FAILED, Life.CLOSED))
 
     def shutdown(self, timeout=0.0):
         self.drain(timeout)
         with self._cond:
-            self._closing = True
+            if self.life is not Life.FAILED:
+                self.life = Life.CLOSED
             self._cond.notify_all()
         self._thread.join()
+
+    def _idle(self):
+        return not self._rows and not self._waiting
 
     # --- the scheduler thread ---
 
     def _run(self):
         try:
             self._schedule()
-        except BaseException as e:  # a failing backend must not leave clients waiting forever
+        except BaseException as e:  # noqa: BLE001 - the scheduler cannot go on: fail everything, loudly
             traceback.print_exc()
-            with self._cond:
-                self.failed, self.accepting = e, False
-                for s in self._rows + list(self._waiting):
-                    s._finish("error")
-                self._rows, self._waiting = [], collections.deque()
-                self._cond.notify_all()
+            self._fail(e)
+
+    def _fail(self, error):
+        with self._cond:
+            self.life, self.failure = Life.FAILED, error
+            for s in self._rows + list(self._waiting):
+                s._finish("error", f"the model failed: {error!r}")
+            self._rows, self._waiting = [], collections.deque()
+            self.running = self.waiting = 0
+            self._cond.notify_all()
+        if self.on_fatal is not None:
+            self.on_fatal(error)
 
     def _schedule(self):
         while True:
             with self._cond:
-                while not (self._rows or self._waiting or self._closing):
-                    self._cond.wait()
-                if self._closing:
+                self._cond.wait_for(lambda: self._rows or self._waiting or self.life is Life.CLOSED)
+                if self.life is Life.CLOSED and self._idle():
                     return
-                if self._expire:
+                if self.life in (Life.ENDING, Life.CLOSED):
                     self._end_all()
                     continue
                 joining = []
                 while self._waiting and len(self._rows) + len(joining) < self.max_batch:
                     joining.append(self._waiting.popleft())
+                self.waiting = len(self._waiting)
+                cancelled, self._cancelled = self._cancelled, set()
             if joining:
                 self._join(joining)
+            if cancelled:
+                self._drop([i for i, s in enumerate(self._rows) if s in cancelled], "cancelled")
             if self._rows:
                 self._tick()
             else:
@@ -273,101 +246,189 @@ class Engine:
                     self._cond.notify_all()  # drain() waits for an empty engine
 
     def _end_all(self):
-        for s in self._rows + list(self._waiting):
+        for s in list(self._waiting):
             s._finish("length")
         self._waiting.clear()
-        self._leave(range(len(self._rows)))
+        self.waiting = 0
+        self._drop(range(len(self._rows)), "length")
         self._cond.notify_all()
 
     def _join(self, streams):
+        joining = []
         for s in streams:
-            if s.max_chars == 0:  # nothing to generate: done before it runs
+            if s.params.max_chars == 0:  # nothing to generate: done before it runs
                 s._finish("length")
-        streams = [s for s in streams if not s.done.is_set()]
-        if not streams:
+                continue
+            try:
+                BatchSampler([s.params.sampling])  # its own settings, alone: a bad one ends this stream only
+                joining.append(s)
+            except Exception as e:  # noqa: BLE001
+                self._stream_failed(s, e)
+        if not joining:
             return
-        states = [self.backend.initial_state(len(streams))]
-        logits = np.zeros((len(streams), len(self.vocab)), np.float32)
-        if self.prime_in_one_call:
-            for i, s in enumerate(streams):
-                prime_logits, states[0][i:i + 1] = self.backend.step(s.ids[None, :], states[0][i:i + 1])
-                logits[i] = prime_logits[0, -1]
-                s.fed = len(s.ids)
-        self._rows = self._rows + streams
-        self._state = np.concatenate([self._state] + states)
-        self._logits = np.concatenate([self._logits, logits])
-        self._settings_changed()
+        self._rows = self._rows + joining
+        self._state = np.concatenate([self._state, self.backend.initial_state(len(joining))])
+        self._logits = np.concatenate([self._logits, np.zeros((len(joining), len(self.vocab)), np.float32)])
+        self._rows_changed()
 
-    def _leave(self, rows):
+    def _drop(self, rows, reason):
+        """End these rows' streams with `reason` and cut them from the batch."""
+        for i in rows:
+            self._rows[i]._finish(reason)
+        self._cut(rows)
+
+    def _cut(self, rows):
         rows = set(rows)
+        if not rows:
+            return
         keep = [i for i in range(len(self._rows)) if i not in rows]
         self._rows = [self._rows[i] for i in keep]
         self._state, self._logits = self._state[keep], self._logits[keep]
-        self._settings_changed()
+        self._rows_changed()
 
-    def _settings_changed(self):
+    def _stream_failed(self, stream, error):
+        """One stream's own work failed: it ends alone, with the error (on stderr too)."""
+        print(f"estella serve: a request failed and was ended alone: {error!r}", file=sys.stderr, flush=True)
+        stream._finish("error", f"this request failed: {error!r}")
+
+    def _rows_changed(self):
         """The batch's sampler (the runtime's, as generate_many uses it), rebuilt when a stream joins or leaves."""
         rows = self._rows
-        self._sampler = BatchSampler([(s.temperature, s.top_k, s.top_p) for s in rows])
+        self.running = len(rows)
+        self._sampler = BatchSampler([s.params.sampling for s in rows])
         self._row_rngs = [s.rng for s in rows]
-        self._logprob_rows = any(s.logprobs is not None for s in rows)
+        self._logprob_rows = any(s.params.logprobs is not None for s in rows)
         self._prefilling = sum(s.fed < len(s.ids) for s in rows)
 
     def _tick(self):
-        if self._cancels:
-            self._drop_cancelled()
         rows = self._rows
-        if not rows:
-            return
         # The common case, no prime being fed: every row samples (a few numpy calls, no row loops).
         all_ready = not self._prefilling
         ready = range(len(rows)) if all_ready else [i for i, s in enumerate(rows) if s.fed == len(s.ids)]
         ids = np.zeros((len(rows), 1), np.int32)
-        finished = []
+        self._gone = {}  # row -> None (finished) or the error that ends it alone
         if ready:
-            # generate_many's own call (one draw per non-greedy row), on the rows whose prime is fed
-            sampled = self._sampler(self._logits, self._row_rngs, None if all_ready else ready)
-            ids[ready, 0] = sampled
-            logprobs = {}
-            if self._logprob_rows:
-                asking = [j for j, i in enumerate(ready) if rows[i].logprobs is not None]
-                logprobs = dict(zip(asking, self._logprobs([ready[j] for j in asking], sampled[asking])))
-            vocab = self.vocab
-            for j, (i, c) in enumerate(zip(ready, sampled.tolist())):
-                if rows[i]._emit(vocab[c], *logprobs.get(j, ())):
-                    finished.append(i)
-        if not all_ready:
+            self._sample_and_emit(rows, ready, all_ready, ids)
+        if self._gone:
+            gone = self._gone
+            keep = [i for i in range(len(rows)) if i not in gone]
+            self._end_gone()
+            rows, ids = self._rows, ids[keep]
+            if not rows:
+                return
+        if not self._prefilling:
+            self._step_rows(range(len(rows)), ids)
+        elif not self.chunked_prime:  # a graph for one character: primes are fed inside the batch
             for i, s in enumerate(rows):
                 if s.fed < len(s.ids):
                     ids[i, 0] = s.ids[s.fed]
                     s.fed += 1
-            self._prefilling = sum(s.fed < len(s.ids) for s in rows)
-        if finished:
-            self._leave(finished)
-            gone = set(finished)
-            ids, rows = ids[[i for i in range(len(rows)) if i not in gone]], self._rows
-            if not rows:
-                return
-        logits, self._state = self.backend._step(ids, self._state)  # inputs are known good
-        self._logits = logits[:, -1]
+            self._step_rows(range(len(rows)), ids)
+        else:
+            decoding = [i for i, s in enumerate(rows) if s.fed == len(s.ids)]
+            if decoding:
+                self._step_rows(decoding, ids[decoding])
+            self._feed_chunks([i for i, s in enumerate(rows) if s.fed < len(s.ids)])
+        self._prefilling = sum(s.fed < len(s.ids) for s in rows) if self._prefilling else 0
+        if self._gone:
+            self._end_gone()
         if self.on_step is not None:
             self.on_step(len(rows))
 
-    def _drop_cancelled(self):
-        self._cancels = False
-        cancelled = [i for i, s in enumerate(self._rows) if s.cancelled]
-        for i in cancelled:
-            self._rows[i]._finish("cancelled")
-        if cancelled:
-            self._leave(cancelled)
+    def _end_gone(self):
+        """Cut the rows that finished or failed this tick (a failed one ends with its error)."""
+        for i, error in self._gone.items():
+            if error is not None:
+                self._stream_failed(self._rows[i], error)
+        gone, self._gone = self._gone, {}
+        self._cut(gone)
 
-    def _logprobs(self, rows, sampled):
-        """Per row: (logprob of the sampled char, {char: logprob} of its k likeliest), at temperature 1."""
-        x = self._logits[rows].astype(np.float64)
+    def _sample_and_emit(self, rows, ready, all_ready, ids):
+        try:  # generate_many's own call (one draw per non-greedy row), on the rows whose prime is fed
+            sampled = self._sampler(self._logits, self._row_rngs, None if all_ready else ready)
+        except Exception:  # noqa: BLE001 - find the rows that fail alone
+            sampled = np.array([self._redraw(i) for i in ready], np.int64)
+        if all_ready:
+            ids[:, 0] = sampled
+        else:
+            ids[ready, 0] = sampled
+        logprobs = self._log_softmax(ready) if self._logprob_rows else None
+        vocab, gone = self.vocab, self._gone
+        for j, (i, c) in enumerate(zip(ready, sampled.tolist())):
+            if gone and i in gone:
+                continue
+            s = rows[i]
+            try:
+                entry = None if logprobs is None or s.params.logprobs is None else self._entry(logprobs[j], c, s)
+                if s._emit(vocab[c], entry):
+                    gone[i] = None
+            except Exception as e:  # noqa: BLE001 - this stream's own work: it ends alone
+                gone[i] = e
+
+    def _redraw(self, i):
+        """Row i's draw alone (the uniform it drew in the failed batched call), or -1 if it fails alone."""
+        try:
+            return self._sampler.redraw(self._logits, i)
+        except Exception as e:  # noqa: BLE001
+            self._gone[i] = e
+            return 0
+
+    def _log_softmax(self, ready):
+        x = self._logits[list(ready)].astype(np.float64)
         x -= x.max(axis=1, keepdims=True)
         x -= np.log(np.exp(x).sum(axis=1, keepdims=True))
-        out = []
-        for n, (i, c) in enumerate(zip(rows, sampled.tolist())):
-            top = np.argsort(-x[n], kind="stable")[:self._rows[i].logprobs]
-            out.append((float(x[n, c]), {self.vocab[t]: float(x[n, t]) for t in top.tolist()}))
-        return out
+        return x
+
+    def _entry(self, row, c, stream):
+        """(char, logprob of the sampled char, ((char, logprob), ...) of its k likeliest), at temperature 1."""
+        top = np.argsort(-row, kind="stable")[:stream.params.logprobs]
+        vocab = self.vocab
+        return vocab[c], float(row[c]), tuple((vocab[t], float(row[t])) for t in top.tolist())
+
+    def _step_rows(self, rows, ids):
+        """Step these rows (a range of all of them, or a list) on ids [len(rows), T]; their state and
+        last logits are updated. A failing batched step is retried row by row: the rows that fail
+        alone end; if every row fails, the backend is broken and the error is raised (fatal)."""
+        every = isinstance(rows, range)
+        state = self._state if every else self._state[rows]
+        try:
+            logits, new_state = self.backend.step_trusted(ids, state)
+        except Exception as error:  # noqa: BLE001
+            self._step_alone(list(rows), ids, state, error)
+            return
+        if every:
+            self._state, self._logits = new_state, logits[:, -1]
+        else:
+            self._state[rows], self._logits[rows] = new_state, logits[:, -1]
+
+    def _step_alone(self, rows, ids, state, error):
+        failed = {}
+        for j, i in enumerate(rows):
+            if len(rows) == 1:
+                failed[i] = error
+                break
+            try:
+                logits, new_state = self.backend.step_trusted(np.ascontiguousarray(ids[j:j + 1]), state[j:j + 1])
+                self._state[i], self._logits[i] = new_state[0], logits[0, -1]
+            except Exception as e:  # noqa: BLE001
+                failed[i] = e
+        if len(failed) == len(rows) and len(failed) == len(self._rows):
+            raise EngineFailed(f"every stream's step failed: {error!r}") from error
+        self._gone.update(failed)
+
+    def _feed_chunks(self, rows):
+        """The next chunk of each prime being read, within the tick's budget (join order first): one
+        step per chunk length."""
+        budget, groups = self.prefill_budget, {}
+        for i in rows:
+            s = self._rows[i]
+            n = min(self.prefill_chunk, len(s.ids) - s.fed, budget)
+            if n <= 0:
+                break
+            budget -= n
+            groups.setdefault(n, []).append(i)
+        for n, group in groups.items():
+            streams = [self._rows[i] for i in group]
+            self._step_rows(group, np.stack([s.ids[s.fed:s.fed + n] for s in streams]))
+            for s in streams:
+                s.fed += n

@@ -9,6 +9,7 @@ import os
 
 from ..errors import EstellaError, MissingDependency
 from ..manifest import check_manifest, load_manifest, verify_files
+from .artifact_checks import check_one_step
 
 # name -> (module, class, artifact format). Each module imports its interpreter only when opened.
 BACKENDS = {
@@ -100,10 +101,13 @@ def _open(export_dir, manifest, backend, precision, num_threads):
     cls = getattr(importlib.import_module(f"{__name__}.{module_name}"), class_name)
     cls.check_installed()  # a missing interpreter is named before any file is read
     # A single-file artifact is read once: the bytes that were hashed are the bytes the interpreter loads.
+    # A folder artifact (a SavedModel) is passed as {path: bytes} of all its files.
     single = not os.path.isdir(os.path.join(export_dir, artifact["path"]))
-    content = verify_files(export_dir, artifact, keep=[artifact["path"]] if single else ())
-    opened = cls(export_dir, artifact, manifest, content=next(iter(content.values()), None), num_threads=num_threads)
+    content = verify_files(export_dir, artifact, keep=[artifact["path"]] if single else [f["path"] for f in artifact["files"]])
+    content = next(iter(content.values()), None) if single else content
+    opened = cls(export_dir, artifact, manifest, content=content, num_threads=num_threads)
     check_shapes(opened, artifact, manifest)
+    check_one_step(opened, artifact)
     return opened
 
 

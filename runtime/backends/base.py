@@ -46,8 +46,8 @@ class Backend:
     into layers is the manifest's state.layout, which only a backend that runs the cells reads).
     Subclasses set name, precision, vocab_size, state_size, max_batch, max_time (None where dynamic)
     and implement _step, which trusts its inputs (checked by step) and takes at most max_time steps.
-    open_backend constructs one as cls(export_dir, artifact, manifest, content=verified bytes or None
-    for a folder artifact, num_threads=N or None); the constructor reads the shapes from the artifact
+    open_backend constructs one as cls(export_dir, artifact, manifest, content=verified bytes, or
+    {path: bytes} of every file of a folder artifact, num_threads=N or None); the constructor reads the shapes from the artifact
     itself and refuses one whose inputs and outputs are not the step's (check_signature).
     max_batch and max_time describe one call of the graph; step() itself takes any batch and time.
     """
@@ -70,6 +70,12 @@ class Backend:
             step_logits, state = self._step(ids[:, t:t + 1], state)
             logits[:, t] = step_logits[:, 0]
         return logits, state
+
+    def step_trusted(self, ids, state):
+        """step() without its checks, for callers whose inputs are known good (the serving engine,
+        benchmarks): ids int32 [B, T] with ids in range and T <= max_time (when set), state a
+        C-contiguous float32 [B, state size]. The outputs are fresh arrays, as step()'s are."""
+        return self._step(ids, state)
 
     def _step(self, ids, state):
         raise NotImplementedError

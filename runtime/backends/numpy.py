@@ -13,6 +13,7 @@ import zipfile
 import numpy as np
 
 from .. import weights_format
+from .artifact_checks import check_finite
 from .base import ArtifactError, Backend
 
 
@@ -27,6 +28,7 @@ class NumpyBackend(Backend):
                                 "re-export it")
 
         try:
+            check_headers(artifact, content)
             with np.load(io.BytesIO(content), allow_pickle=False) as npz:
                 w = weights_format.from_schema1({key: npz[key] for key in npz.files})
         except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
@@ -35,6 +37,7 @@ class NumpyBackend(Backend):
             arch = weights_format.architecture(w)
         except weights_format.WeightsFormatError as e:
             fail(str(e))
+        check_finite(artifact, w.items())
         self.cell, units = arch["cell"], arch["units"]
         model = manifest["model"]
         declared = (model["cell"], [layer["units"] for layer in model["layers"]])
@@ -101,6 +104,25 @@ def _lstm(layer, x, state, parts, k):
 
 def _sigmoid(x):
     return 1 / (1 + np.exp(-x))
+
+
+def check_headers(artifact, content):
+    """Each array's header read before the array: one that declares more data than its zip member holds
+    (a 4e9-row array in a few bytes), or a member that unpacks to more than the file's size, is refused
+    before numpy allocates it."""
+    with zipfile.ZipFile(io.BytesIO(content)) as archive:
+        for info in archive.infolist():
+            if info.file_size > len(content):  # np.savez stores arrays uncompressed; this would be a zip bomb
+                raise ArtifactError(f"artifact {artifact['name']!r} ({artifact['path']}): member {info.filename!r} "
+                                    "unpacks to more bytes than the whole file holds; re-export it")
+            with archive.open(info) as f:
+                version = np.lib.format.read_magic(f)
+                read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                               else np.lib.format.read_array_header_2_0)
+                shape, _, dtype = read_header(f)
+            if int(np.prod(shape, dtype=object)) * dtype.itemsize > info.file_size:
+                raise ArtifactError(f"artifact {artifact['name']!r} ({artifact['path']}): array {info.filename!r} "
+                                    f"declares shape {list(shape)}, more data than the file holds; re-export it")
 
 
 def pin_blas_threads(threads):

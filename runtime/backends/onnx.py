@@ -3,7 +3,9 @@
 import numpy as np
 
 from ..errors import MissingDependency
+from .artifact_checks import check_finite, check_precision
 from .base import ArtifactError, Backend, check_signature
+from .onnx_guard import check_onnx
 
 ONNX_DTYPES = {"tensor(int32)": "int32", "tensor(float)": "float32"}
 
@@ -26,12 +28,14 @@ class ONNXBackend(Backend):
 
     def __init__(self, export_dir, artifact, manifest, content=None, num_threads=None):
         onnxruntime = _onnxruntime()
+        contents = check_onnx(artifact, content)  # before ONNX Runtime reads a byte of it
+        check_finite(artifact, contents.float_tensors)
+        check_precision(artifact, contents.quantized)
         options = onnxruntime.SessionOptions()
         if num_threads:  # ORT's default, one thread per core, is the fastest on an idle machine
             options.intra_op_num_threads = num_threads
         options.log_severity_level = 3  # quantized graphs warn about things that do not matter here
-        # The verified bytes themselves, never the path again. Loaded from bytes, a graph cannot name
-        # external weight files next to it: everything it runs is in the file that was hashed.
+        # The verified bytes themselves, never the path again: everything it runs is in the file that was hashed.
         try:
             self.session = onnxruntime.InferenceSession(content, options, providers=["CPUExecutionProvider"])
         except Exception as e:  # ORT raises its own exception types (Fail, InvalidGraph, ...), all for a bad file

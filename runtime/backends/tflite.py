@@ -12,6 +12,8 @@ import os
 import numpy as np
 
 from ..errors import MissingDependency
+from ..quiet import library_logs_filtered
+from .artifact_checks import check_finite, check_precision
 from .base import ArtifactError, Backend, check_signature
 
 
@@ -40,11 +42,13 @@ class TFLiteBackend(Backend):
         # LiteRT runs one thread unless told; one per core measured 1.5-1.9x faster float32 at U=512-1024.
         # model_content: the verified bytes themselves, never the path again (it could have changed since).
         try:
-            self.interpreter = Interpreter(model_content=content, num_threads=num_threads or os.cpu_count())
-            self.interpreter.allocate_tensors()
-        except (ValueError, RuntimeError) as e:
+            with library_logs_filtered():  # LiteRT's INFO line about its XNNPACK delegate
+                self.interpreter = Interpreter(model_content=content, num_threads=num_threads or os.cpu_count())
+                check_tensors(self.interpreter, artifact)  # before allocation: only constants hold data
+                self.interpreter.allocate_tensors()
+            inputs, outputs = _details_by_name(self.interpreter)
+        except (ValueError, RuntimeError, UnicodeDecodeError) as e:  # a tensor name of invalid UTF-8, too
             raise ArtifactError(f"LiteRT cannot load artifact {artifact['name']!r} ({artifact['path']}): {e}") from None
-        inputs, outputs = _details_by_name(self.interpreter)
         specs = {name: ([int(n) for n in d["shape"]], np.dtype(d["dtype"]).name)
                  for name, d in {**inputs, **outputs}.items()}
         self.vocab_size, self.state_size, batch, time = check_signature(artifact, specs)
@@ -66,8 +70,28 @@ class TFLiteBackend(Backend):
     def _resize(self, batch):
         self.interpreter.resize_tensor_input(self.ids_index, [batch, 1])
         self.interpreter.resize_tensor_input(self.state_index, [batch, self.state_size])
-        self.interpreter.allocate_tensors()
+        with library_logs_filtered():
+            self.interpreter.allocate_tensors()
         self.batch = batch
+
+
+QUANTIZED_MIN_ELEMENTS = 1024
+
+
+def check_tensors(interpreter, artifact):
+    """Finite float constants and quantization scales; int8 tensors exactly where the manifest says int8."""
+    floats, quantized = [], False
+    for detail in interpreter.get_tensor_details():
+        quantized = quantized or detail["dtype"] == np.int8
+        floats.append((detail["name"], np.asarray(detail["quantization_parameters"]["scales"])))
+        if detail["dtype"] == np.float32:
+            try:
+                floats.append((detail["name"], interpreter.get_tensor(detail["index"])))
+            except ValueError:  # no data before allocate_tensors: not a constant
+                pass
+    check_finite(artifact, floats)
+    # The converter quantizes a weight of at least 1024 elements (TFLite's dynamic-range threshold).
+    check_precision(artifact, quantized, quantizable=any(array.size >= QUANTIZED_MIN_ELEMENTS for _, array in floats))
 
 
 def _details_by_name(interpreter):

@@ -60,7 +60,9 @@ def test_all_rows_on_the_validation_text_match_the_manifest(capsys, tiny_export)
     named = manifest["provenance"]["validation_text"]
     assert bpc["chars"] == named["chars"] > 1000 and set(bpc["artifacts"]) == {
         "tflite-float32", "tflite-int8", "onnx-int8"}
-    code, out, err = evaluate_cli(capsys, export_dir, "--all")
+    code, out, err = evaluate_cli(capsys, export_dir, "--all")  # the manifest's path is not opened on its word
+    assert code == 2 and f"--text {named['path']}" in err
+    code, out, err = evaluate_cli(capsys, export_dir, "--all", "--text", named["path"])
     assert code == 0, err
     assert f"the validation text in {named['path']}" in out and f"{named['chars']} characters" in out
     table = rows(out)
@@ -103,8 +105,10 @@ def test_without_text_or_a_named_validation_text(capsys, tiny_export, tmp_path):
 
 def test_evaluate_does_not_import_tensorflow(tiny_export):
     _, export_dir = tiny_export
+    with open(os.path.join(export_dir, "manifest.json"), encoding="utf-8") as f:
+        text = json.load(f)["provenance"]["validation_text"]["path"]
     code = ("import sys; from estella.runtime.cli import main; "
-            f"assert main(['evaluate', {export_dir!r}, '--backend', 'numpy', '--chars', '50']) == 0; "
+            f"assert main(['evaluate', {export_dir!r}, '--text', {text!r}, '--backend', 'numpy', '--chars', '50']) == 0; "
             "bad = [m for m in ('tensorflow', 'keras', 'estella.build', 'estella.export', 'estella.bench') "
             "if m in sys.modules]; assert not bad, bad")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,

@@ -85,8 +85,9 @@ def test_cli_tflm_needs_the_int8_full_precision(real_export):
     assert done.stdout.startswith("Pip") and len(done.stdout.rstrip("\n")) >= 20
 
 
-def test_evaluate_all_lists_int8_full_under_tflite_micro(real_export):
-    done = subprocess.run([*ESTELLA, "evaluate", real_export, "--all", "--chars", "400"], capture_output=True, text=True)
+def test_evaluate_all_lists_int8_full_under_tflite_micro(real_export, corpus_slice):
+    done = subprocess.run([*ESTELLA, "evaluate", real_export, "--all", "--text", corpus_slice, "--chars", "400"],
+                          capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     rows = [line.split() for line in done.stdout.splitlines()]
     assert any(r[:2] == ["tflm", "int8-full"] and float(r[3]) > 0 for r in rows if len(r) >= 4), done.stdout

@@ -54,11 +54,16 @@ def test_skip_unknown(numpy_export, capsys):
     (["--temperature", "nan"], "--temperature must be a finite number >= 0"),
     (["--top-p", "1.5"], "--top-p must be in (0, 1]"),
     (["--top-k", "0"], "--top-k must be an integer >= 1"),
+    (["--top-k", "9223372036854775808"], "--top-k must be an integer >= 1, got 9223372036854775808"),
+    (["--seed", "-1"], "--seed must be an integer from 0 to 9223372036854775807, got -1"),
+    (["--seed", str(2**64)], f"--seed must be an integer from 0 to 9223372036854775807, got {2**64}"),
+    (["--seed", str(2**63 - 1), "--num-samples", "2"], "--seed must be an integer from 0 to 9223372036854775806 "
+                                                       "(2 streams take seeds seed to seed + 1)"),
     (["--chars", "-5"], "--chars must be an integer >= 0"),
     (["--num-samples", "0"], "--num-samples must be >= 1"),
     (["--num-samples", "4097"], "--num-samples must be at most 4096"),
     (["--precision", "int8"], "no int8 artifact"),
-    (["--prime", "Pip #"], "not in the vocabulary: ['#']"),
+    (["--prime", "Pip #"], "not in the vocabulary: ['#'] (remove them, or skip them with --skip-unknown)"),
     (["--threads", "0"], "--threads must be an integer from 1 to"),
     (["--threads", str((os.cpu_count() or 1) + 1)], f"--threads must be an integer from 1 to {os.cpu_count()} "
                                                     "(the number of CPU cores)"),
@@ -71,8 +76,8 @@ def test_bad_flags_exit_2_with_a_message(numpy_export, capsys, flags, message):
 
 
 @pytest.mark.parametrize("flag, value, choices", [
-    ("--backend", "gpu", "'auto', 'tflite', 'onnx', 'numpy', 'savedmodel'"),
-    ("--precision", "int4", "'float32', 'float', 'int8'"),
+    ("--backend", "gpu", "'auto', 'tflite', 'onnx', 'numpy', 'savedmodel', 'tflm'"),
+    ("--precision", "int4", "'float32', 'float', 'int8', 'int8-full'"),
 ])
 def test_backend_and_precision_are_argparse_choices(numpy_export, capsys, flag, value, choices):
     with pytest.raises(SystemExit) as e:
@@ -82,7 +87,7 @@ def test_backend_and_precision_are_argparse_choices(numpy_export, capsys, flag, 
     assert f"invalid choice: '{value}' (choose from {choices})" in err
     with pytest.raises(SystemExit):
         main(["generate", "--help"])
-    assert "{auto,tflite,onnx,numpy,savedmodel}" in capsys.readouterr().out
+    assert "{auto,tflite,onnx,numpy,savedmodel,tflm}" in capsys.readouterr().out
 
 
 def test_missing_export_dir(tmp_path, capsys):

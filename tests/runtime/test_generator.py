@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from estella.runtime.errors import EstellaError
+from estella.runtime.errors import EstellaError, SettingError
 from estella.runtime.generator import MAX_STREAMS, Generator, PrimeError, Settings
 from estella.runtime.sampling import SamplingError
 
@@ -75,7 +75,7 @@ def test_empty_prime_starts_from_a_newline(gen):
 def test_unknown_prime_characters_are_listed(gen):
     with pytest.raises(PrimeError, match="'#', 'é'") as e:
         gen.generate("Pip #é", 10)
-    assert "--skip-unknown" in str(e.value)
+    assert "skip them with skip_unknown" in str(e.value) and e.value.field == "prime"
 
 
 def test_unknown_prime_characters_can_be_skipped(gen):
@@ -89,19 +89,24 @@ def test_stream_checks_its_settings_at_the_call(gen):
         gen.stream("Pip", 10, temperature=-1)
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"n_chars": -1}, "--chars"),
-    ({"n_chars": 2.5}, "--chars"),
-    ({"temperature": float("nan")}, "--temperature"),
-    ({"top_p": 0}, "--top-p"),
-    ({"top_k": 0}, "--top-k"),
-    ({"seed": -3}, "--seed"),
-    ({"stop": ""}, "--stop"),
+@pytest.mark.parametrize("kwargs, field", [
+    ({"n_chars": -1}, "chars"),
+    ({"n_chars": 2.5}, "chars"),
+    ({"temperature": float("nan")}, "temperature"),
+    ({"top_p": 0}, "top_p"),
+    ({"top_k": 0}, "top_k"),
+    ({"top_k": 2**63}, "top_k"),
+    ({"seed": -3}, "seed"),
+    ({"seed": 2**64}, "seed"),
+    ({"stop": ""}, "stop"),
+    ({"stop": ["ok", 3]}, "stop"),
 ])
-def test_bad_settings_are_refused(gen, kwargs, match):
+def test_bad_settings_are_refused(gen, kwargs, field):
+    """A setting's error carries its field; the message names it as the Python API does."""
     args = {"prime": "Pip", "n_chars": 10, **kwargs}
-    with pytest.raises(EstellaError, match=match):
+    with pytest.raises(SettingError, match=f"^{field} must") as e:
         gen.generate(**args)
+    assert e.value.field == field
 
 
 def test_settings_by_name_by_position_or_as_one_object(gen):
@@ -114,6 +119,6 @@ def test_settings_by_name_by_position_or_as_one_object(gen):
 
 
 def test_at_most_max_streams_in_one_batch(gen):
-    with pytest.raises(EstellaError, match=f"--num-samples must be at most {MAX_STREAMS}"):
+    with pytest.raises(EstellaError, match=f"^num_samples must be at most {MAX_STREAMS}"):
         gen.generate_many(["Pip"] * (MAX_STREAMS + 1), 1)
     assert len(gen.generate_many(["P"] * MAX_STREAMS, 1, temperature=0)) == MAX_STREAMS

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from estella.runtime.sampling import Sampler, SamplingError
+from estella.runtime.sampling import Sampler, SamplingError, check_seed
 
 LOGITS = np.array([2.0, 1.0, 0.5, 0.0, -1.0, 3.0, -2.0, 1.5], np.float32)
 
@@ -59,18 +59,41 @@ def test_top_k_and_top_p_together():
 
 
 @pytest.mark.parametrize("settings, flag", [
-    ({"temperature": -0.1}, "--temperature"),
-    ({"temperature": math.nan}, "--temperature"),
-    ({"temperature": "hot"}, "--temperature"),
-    ({"top_k": 0}, "--top-k"),
-    ({"top_k": 2.5}, "--top-k"),
-    ({"top_p": 0.0}, "--top-p"),
-    ({"top_p": 1.5}, "--top-p"),
-    ({"top_p": math.nan}, "--top-p"),
+    ({"temperature": -0.1}, "temperature"),
+    ({"temperature": math.nan}, "temperature"),
+    ({"temperature": "hot"}, "temperature"),
+    ({"top_k": 0}, "top_k"),
+    ({"top_k": 2.5}, "top_k"),
+    ({"top_p": 0.0}, "top_p"),
+    ({"top_p": 1.5}, "top_p"),
+    ({"top_p": math.nan}, "top_p"),
+    ({"top_k": 2**63}, "top_k"),
+    ({"top_k": True}, "top_k"),
 ])
 def test_bad_settings_are_refused(settings, flag):
-    with pytest.raises(SamplingError, match=flag):
+    """The error carries the field it is about; its message names the field as the Python API does."""
+    with pytest.raises(SamplingError, match=f"^{flag} must") as e:
         Sampler(**settings)
+    assert e.value.field == flag and e.value.worded(lambda f: "--x").startswith("--x must")
+
+
+def test_top_k_past_the_vocabulary_keeps_every_character():
+    """Any k at or above the vocabulary size is the same draw as no top_k (int64's largest too)."""
+    for k in (len(LOGITS), len(LOGITS) + 1, 2**63 - 1):
+        assert np.array_equal(draws(Sampler(1.0, top_k=k), 200), draws(Sampler(1.0), 200))
+
+
+def test_huge_temperature_is_not_greedy():
+    """1/T rounds to 0 in float32 for T = 1e300: the draw is all but uniform, not the argmax."""
+    assert len(set(draws(Sampler(1e300), 400))) > 1
+
+
+@pytest.mark.parametrize("seed,streams", [(-1, 1), (2**63, 1), (2**64, 1), (2**63 - 1, 2), (True, 1), (1.5, 1)])
+def test_seeds_out_of_range_are_refused(seed, streams):
+    with pytest.raises(SamplingError, match="^seed must be an integer from 0 to") as e:
+        check_seed(seed, streams)
+    assert e.value.field == "seed"
+    assert check_seed(2**63 - streams, streams) == 2**63 - streams
 
 
 def reference_draw(logits, rng, temperature, top_k=None, top_p=None):
@@ -131,5 +154,5 @@ def test_tiny_temperatures_are_greedy_not_nan(temperature):
 
 
 def test_infinite_temperature_is_refused():
-    with pytest.raises(SamplingError, match="--temperature"):
+    with pytest.raises(SamplingError, match="^temperature must"):
         Sampler(math.inf)

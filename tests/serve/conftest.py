@@ -27,3 +27,32 @@ def start_server(serve_export):
     for server in servers:
         if server.process.poll() is None:
             server.stop()
+
+
+@pytest.fixture(scope="session")
+def corpus_text(corpus_path, serve_export):
+    """corpus_text(n) -> n characters of the book (repeated as needed), those outside the export's vocabulary left out."""
+    from estella.runtime.manifest import load_manifest
+
+    vocab = set(load_manifest(serve_export, verify=False)["model"]["vocab"])
+    with open(corpus_path, encoding="utf-8") as f:
+        book = "".join(c for c in f.read(200_000) if c in vocab)
+
+    def text(n):
+        return (book * (n // len(book) + 1))[:n]
+
+    return text
+
+
+@pytest.fixture(scope="session")
+def lstm_export(tmp_path_factory):
+    """A schema-2 numpy export of a 2-layer LSTM with random weights (the runtime tests' own helpers)."""
+    import importlib.util
+    import os
+
+    path = os.path.join(os.path.dirname(__file__), "..", "runtime", "conftest.py")
+    spec = importlib.util.spec_from_file_location("runtime_test_helpers", path)
+    helpers = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(helpers)
+    weights = helpers.random_stack_weights(len(helpers.VOCAB), "lstm", [16, 12])
+    return helpers.write_numpy_export(str(tmp_path_factory.mktemp("lstm_export")), weights, helpers.VOCAB)

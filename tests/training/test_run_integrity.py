@@ -187,7 +187,9 @@ def test_damaged_state_json_exits_2_from_the_cli(run_copy):
 
 def test_a_model_too_large_for_memory_is_refused_before_anything_is_written(tmp_path, corpus_slice):
     run_dir = tmp_path / "run"
-    result = _estella("train", str(run_dir), "--preset", "tiny", "--units", "200000", "--corpus", corpus_slice)
+    # Within --units' own bound (8192), but 4 LSTM layers of it need ~34 GB to train.
+    result = _estella("train", str(run_dir), "--preset", "tiny", "--cell", "lstm", "--layers", "4", "--units", "8192",
+                      "--corpus", corpus_slice)
     assert result.returncode == 2, result.stderr[-2000:]
     assert "more than this machine's" in result.stderr and "--units" in result.stderr
     assert "Traceback" not in result.stderr
