@@ -50,6 +50,9 @@ def assert_same_refusal(capsys, estella_c, argv):
     ["--top-p", "1.5"],
     ["--top-p", "0"],
     ["--seed", "-1"],
+    ["--seed", "9223372036854775808"],
+    ["--top-k", "9" * 87],
+    ["--chars", str(2**63)],
     ["--seed", "x7"],
     ["--prime", "Pip#@é"],
     ["--chars"],
@@ -135,3 +138,16 @@ def test_control_characters_in_a_refusal_are_escaped(estella_c, tmp_path):
     code, message = c_error(estella_c, [str(folder)])
     assert code == 2 and "\x1b" not in message and "\u202e" not in message
     assert "x\\x1b[2Jy\\u202ez/manifest.json is missing" in message
+
+
+def test_a_model_linked_outside_the_folder(capsys, estella_c, copied_export, tmp_path):
+    outside = tmp_path / "elsewhere.tflite"
+    os.rename(os.path.join(copied_export, "model.tflite"), outside)
+    os.symlink(outside, os.path.join(copied_export, "model.tflite"))
+    assert_same_refusal(capsys, estella_c, [copied_export, "--chars", "5"])
+
+
+def test_a_manifest_that_is_a_fifo(capsys, estella_c, copied_export):
+    os.remove(os.path.join(copied_export, "manifest.json"))
+    os.mkfifo(os.path.join(copied_export, "manifest.json"))
+    assert_same_refusal(capsys, estella_c, [copied_export, "--chars", "5"])

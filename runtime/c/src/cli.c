@@ -169,8 +169,31 @@ static int python_float(const char *text, double *value) {
     return ok ? 0 : -1;
 }
 
-/* A canonical decimal >= 0 as a long long, saturated (a count past that is never reached anyway). */
-static long long saturated(const char *canonical) { return strtoll(canonical, NULL, 10); }
+/* Whether a canonical decimal lies in [low, INT64_MAX] (low is 0 or 1): the Python runtime's
+ * check_integer for chars, top_k and seed. */
+static int in_int64(const char *canonical, int low) {
+    if (canonical[0] == '-' || (low == 1 && strcmp(canonical, "0") == 0))
+        return 0;
+    size_t n = strlen(canonical);
+    return n < 19 || (n == 19 && strcmp(canonical, "9223372036854775807") <= 0);
+}
+
+/* errors.py short_repr: a value's repr cut in the middle past 80 characters. */
+static void add_short_repr(estella_str *m, const char *repr) {
+    size_t n = strlen(repr);
+    if (n <= 80)
+        estella_str_add(m, repr);
+    else
+        estella_str_addf(m, "%.40s...%s (%zu characters)", repr, repr + n - 40, n);
+}
+
+/* "FLAG RULE, got VALUE", as SettingError words a setting for the CLI. */
+static int refuse_int(const char *flag, const char *rule, const char *value) {
+    estella_str m = {0};
+    estella_str_addf(&m, "%s %s, got ", flag, rule);
+    add_short_repr(&m, value);
+    return failf(&m);
+}
 
 typedef struct {
     const char *export_dir, *prime, *precision;
@@ -336,19 +359,15 @@ static int check_settings(const arguments *a) {
         estella_repr_float(&m, a->temperature);
         return failf(&m);
     }
-    if (a->top_k && (a->top_k[0] == '-' || strcmp(a->top_k, "0") == 0)) {
-        estella_str_addf(&m, "--top-k must be an integer >= 1, got %s", a->top_k);
-        return failf(&m);
-    }
+    if (a->top_k && !in_int64(a->top_k, 1))
+        return refuse_int("--top-k", "must be an integer >= 1", a->top_k);
     if (a->has_top_p && !(a->top_p > 0 && a->top_p <= 1)) {
         estella_str_add(&m, "--top-p must be in (0, 1], got ");
         estella_repr_float(&m, a->top_p);
         return failf(&m);
     }
-    if (a->chars[0] == '-') {
-        estella_str_addf(&m, "--chars must be an integer >= 0, got %s", a->chars);
-        return failf(&m);
-    }
+    if (!in_int64(a->chars, 0))
+        return refuse_int("--chars", "must be an integer >= 0", a->chars);
     return -1;
 }
 
@@ -405,7 +424,7 @@ static size_t encode_prime(const estella_export *e, const char *prime, int skip_
         n_unknown++;
     }
     if (n_unknown && !skip_unknown) {
-        estella_str_add(m, "the prime has characters that are not in the vocabulary: [");
+        estella_str_add(m, "--prime has characters that are not in the vocabulary: [");
         for (size_t i = 0; i < n_unknown; i++) {
             if (i)
                 estella_str_add(m, ", ");
@@ -420,7 +439,7 @@ static size_t encode_prime(const estella_export *e, const char *prime, int skip_
             if (e->vocab[v] == '\n')
                 ids[(*n_ids)++] = v;
         if (*n_ids == 0)
-            estella_str_add(m, "the prime is empty (after skipping unknown characters) and the vocabulary has no "
+            estella_str_add(m, "--prime is empty (after skipping unknown characters) and the vocabulary has no "
                             "newline to start from; give a prime");
     }
     return n;
@@ -445,16 +464,18 @@ static int generate(const arguments *a) {
     size_t kept, n_ids;
     estella_str m = {0};
     size_t n = encode_prime(&e, prime, a->skip_unknown, cps, &kept, ids, &n_ids, &m); /* n: for --stats */
-    if (!m.len && a->seed && a->seed[0] == '-')
-        estella_str_addf(&m, "--seed must be an integer >= 0, got %s", a->seed);
+    if (!m.len && a->seed && !in_int64(a->seed, 0)) {
+        estella_str_add(&m, "--seed must be an integer from 0 to 9223372036854775807, got ");
+        add_short_repr(&m, a->seed);
+    }
     estella_rng rng;
     estella_sampler sampler = {0};
     estella_step step = {0};
     char err[1024];
     if (!m.len && (a->seed ? estella_rng_seed_decimal(&rng, a->seed) : estella_rng_seed_random(&rng)) != 0)
         estella_str_add(&m, "cannot seed the random numbers");
-    long long top_k = a->top_k ? saturated(a->top_k) : 0;
-    if (!m.len && estella_sampler_init(&sampler, a->temperature, top_k > e.vocab_size ? e.vocab_size : top_k,
+    long long top_k = a->top_k ? strtoll(a->top_k, NULL, 10) : 0;
+    if (!m.len && estella_sampler_init(&sampler, a->temperature, top_k,
                                        a->has_top_p ? a->top_p : 1.0, e.vocab_size) != 0)
         estella_str_add(&m, "out of memory");
     if (!m.len && estella_step_open(&step, e.model, e.model_size, e.vocab_size, e.state_size, e.artifact_name,
@@ -464,7 +485,7 @@ static int generate(const arguments *a) {
         rc = failf(&m);
         goto done;
     }
-    long long chars = saturated(a->chars), produced = 0;
+    long long chars = strtoll(a->chars, NULL, 10), produced = 0;
     double start = now();
     if (a->echo)
         for (size_t i = 0; i < kept; i++)

@@ -328,16 +328,13 @@ static cJSON *read_manifest(const char *dir, estella_str *err) {
             estella_str_addf(err, " but a training run: export it with `estella export %s --out DIR`", dir);
         goto done;
     }
-    if (estella_check_path(dir, MANIFEST, "the manifest", err) != 0)
+    int opened = estella_open_confined(dir, path, &fd, err);
+    if (opened == ESTELLA_MISSING)
+        estella_str_addf(err, "%s is missing", path);
+    if (opened != 0)
         goto done;
-    fd = open(path, O_RDONLY | O_NONBLOCK);
-    if (fd < 0) {
-        estella_str_addf(err, "cannot read %s: [Errno %d] %s: '%s'", path, errno, strerror(errno), path);
-        goto done;
-    }
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size > MAX_MANIFEST_BYTES) {
-        estella_str_addf(err, "%s is not a regular file of at most %ld MB: not an estella manifest", path,
-                         MAX_MANIFEST_BYTES >> 20);
+    if (fstat(fd, &st) != 0 || st.st_size > MAX_MANIFEST_BYTES) {
+        estella_str_addf(err, "%s is larger than %ld MB: refused; re-export it", path, MAX_MANIFEST_BYTES >> 20);
         goto done;
     }
     text = malloc((size_t)st.st_size + 1);

@@ -5,6 +5,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <ftw.h>
 #include <openssl/evp.h>
 #include <stdio.h>
@@ -14,6 +15,7 @@
 #include <unistd.h>
 
 #define MANIFEST "manifest.json"
+#define MAX_FILE_BYTES (2LL << 30) /* runtime/manifest.py: no estella artifact file is larger */
 
 /* Every check appends its refusal to err and returns -1. */
 #define FAIL(...) do { estella_str_addf(err, __VA_ARGS__); return -1; } while (0)
@@ -230,28 +232,55 @@ int estella_check_artifact_paths(const char *dir, const cJSON *artifact, estella
 
 /* --- verification: size and sha256 of every file of the artifact -------------------------------- */
 
-/* runtime/manifest.py _read_regular: opened without blocking, checked on the open descriptor. */
-static int read_regular(const char *path, const cJSON *entry, const char *artifact, int keep,
+/* runtime/untrusted_files.py open_file: opened without blocking, checked on the open descriptor. */
+int estella_open_confined(const char *dir, const char *path, int *fd, estella_str *err) {
+    *fd = open(path, O_RDONLY | O_NONBLOCK); /* non-blocking: a FIFO swapped in cannot hang the reader */
+    if (*fd < 0) {
+        if (errno == ENOENT)
+            return ESTELLA_MISSING;
+        FAIL("cannot open %s: %s; re-export it", path, strerror(errno));
+    }
+    /* What was opened, not what the path named a moment before: a link swapped in is refused. */
+    char proc[64], opened[PATH_MAX + 1];
+    snprintf(proc, sizeof proc, "/proc/self/fd/%d", *fd);
+    ssize_t len = readlink(proc, opened, PATH_MAX);
+    char *root = resolve(dir);
+    int outside = len > 0 && (opened[len] = 0, !inside(root, opened));
+    free(root);
+    struct stat st;
+    int regular = fstat(*fd, &st) == 0 && S_ISREG(st.st_mode);
+    if (outside || !regular) {
+        close(*fd);
+        *fd = -1;
+        if (outside)
+            FAIL("%s points outside the export folder %s: refused", path, dir);
+        FAIL("%s is not a regular file: refused", path);
+    }
+    return 0;
+}
+
+/* runtime/untrusted_files.py read_file with the manifest's size and sha256: the bytes hashed are
+ * the bytes kept, and a file that grows while it is read is refused. */
+static int read_regular(const char *dir, const char *path, const cJSON *entry, const char *artifact, int keep,
                         unsigned char **data, size_t *size, estella_str *err) {
     long long want = (long long)cJSON_GetObjectItemCaseSensitive(entry, "bytes")->valuedouble;
     const char *sha = cJSON_GetObjectItemCaseSensitive(entry, "sha256")->valuestring;
-    int fd = open(path, O_RDONLY | O_NONBLOCK);
-    if (fd < 0) {
-        if (errno == ENOENT) {
-            estella_str_addf(err, "%s is missing (listed in the manifest for artifact ", path);
-            estella_repr_utf8(err, artifact);
-            FAIL(")");
-        }
-        FAIL("cannot open %s: %s", path, strerror(errno));
+    if (want > MAX_FILE_BYTES)
+        FAIL("%s is listed at %lld bytes, more than the %lld GB that any estella artifact file holds: refused unread",
+             path, want, MAX_FILE_BYTES >> 30);
+    int fd;
+    int opened = estella_open_confined(dir, path, &fd, err);
+    if (opened == ESTELLA_MISSING) {
+        estella_str_addf(err, "%s is missing (listed in the manifest for artifact ", path);
+        estella_repr_utf8(err, artifact);
+        FAIL(")");
     }
+    if (opened != 0)
+        return -1;
     struct stat st;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    if (fstat(fd, &st) != 0 || (long long)st.st_size != want) {
         close(fd);
-        FAIL("%s is not a regular file: refused", path);
-    }
-    if ((long long)st.st_size != want) {
-        close(fd);
-        FAIL("%s is %lld bytes but the manifest lists %lld: the file is truncated or was replaced; re-export it",
+        FAIL("%s is %lld bytes but %lld are expected: the file is truncated or was replaced; re-export it",
              path, (long long)st.st_size, want);
     }
     unsigned char *bytes = keep ? malloc((size_t)want + 1) : NULL, block[1 << 16];
@@ -259,9 +288,9 @@ static int read_regular(const char *path, const cJSON *entry, const char *artifa
     EVP_DigestInit_ex(ctx, EVP_sha256(), NULL);
     size_t got = 0;
     ssize_t n;
-    while ((n = read(fd, block, sizeof block)) > 0) {
+    while ((n = read(fd, block, sizeof block)) > 0 && got + (size_t)n <= (size_t)want) {
         EVP_DigestUpdate(ctx, block, (size_t)n);
-        if (keep && got + (size_t)n <= (size_t)want)
+        if (keep)
             memcpy(bytes + got, block, (size_t)n);
         got += (size_t)n;
     }
@@ -273,6 +302,10 @@ static int read_regular(const char *path, const cJSON *entry, const char *artifa
     char hex[2 * EVP_MAX_MD_SIZE + 1];
     for (unsigned i = 0; i < digest_len; i++)
         snprintf(hex + 2 * i, 3, "%02x", digest[i]);
+    if (n > 0) { /* more bytes than it had when it was opened */
+        free(bytes);
+        FAIL("%s changed while it was read: refused; re-export it", path);
+    }
     if (n < 0 || got != (size_t)want || strcmp(hex, sha) != 0) {
         free(bytes);
         FAIL("%s does not match its sha256 in the manifest: the file is corrupt or was changed after export; re-export it",
@@ -296,7 +329,7 @@ int estella_verify_files(const char *dir, const cJSON *artifact, unsigned char *
     cJSON_ArrayForEach(entry, cJSON_GetObjectItemCaseSensitive(artifact, "files")) {
         const char *file = cJSON_GetObjectItemCaseSensitive(entry, "path")->valuestring;
         char *norm = estella_normpath(file), *path = estella_join(dir, file);
-        rc = read_regular(path, entry, name, strcmp(norm, main_path) == 0, data, size, err);
+        rc = read_regular(dir, path, entry, name, strcmp(norm, main_path) == 0, data, size, err);
         free(norm);
         free(path);
         if (rc != 0)

@@ -61,9 +61,12 @@ float estella_numpy_expf(float x) { return expf(x); }
 
 /* --- the sampler ---------------------------------------------------------------------------------- */
 
-int estella_sampler_init(estella_sampler *s, double temperature, long top_k, double top_p, int vocab_size) {
-    /* runtime/sampling.py inverse_temperature: 1/T in float64, greedy if it does not fit a float32 */
+int estella_sampler_init(estella_sampler *s, double temperature, long long top_k, double top_p, int vocab_size) {
+    /* runtime/sampling.py inverse_temperature: 1/T in float64, greedy if it does not fit a float32,
+     * float32's smallest normal number if it rounds to 0 (an all but uniform draw, not greedy) */
     s->inv_temperature = (temperature == 0 || 1 / temperature > FLT_MAX) ? 0.0f : (float)(1 / temperature);
+    if (temperature != 0 && 1 / temperature <= FLT_MAX && s->inv_temperature == 0.0f)
+        s->inv_temperature = FLT_MIN;
     s->top_k = top_k;
     s->top_p = (float)top_p;
     s->vocab_size = vocab_size;
@@ -129,7 +132,7 @@ int estella_sample(estella_sampler *s, const float *logits, double uniform) {
     for (int i = 0; i < n; i++)
         x[i] -= top; /* an overflow to -inf is a probability of 0 */
     float u = (float)uniform; /* float32, as the cdf is float32 */
-    if (s->top_k == 0 && s->top_p >= 1) {
+    if ((s->top_k == 0 || s->top_k >= n) && s->top_p >= 1) { /* a top_k past the vocabulary cuts nothing */
         float sum = 0;
         for (int i = 0; i < n; i++)
             x[i] = sum += estella_numpy_expf(x[i]); /* the cdf, summed in order in float32 (cumsum) */

@@ -6,8 +6,8 @@
 #define ESTELLA_SAMPLING_H
 
 typedef struct {
-    float inv_temperature; /* float32 1/T; 0: greedy */
-    long top_k;            /* 0: no cut */
+    float inv_temperature; /* float32 1/T (at least FLT_MIN); 0: greedy */
+    long long top_k;       /* 0 (or >= V): no cut */
     float top_p;           /* float32, as numpy compares it; >= 1: no cut */
     int vocab_size;
     float *x;              /* [V] scratch: scaled logits, then their exp and cumulative sums */
@@ -17,7 +17,7 @@ typedef struct {
 
 /* temperature (finite, >= 0), top_k (0: none), top_p (1: none) as the CLI checked them.
  * Returns 0, or -1 when out of memory. */
-int estella_sampler_init(estella_sampler *s, double temperature, long top_k, double top_p, int vocab_size);
+int estella_sampler_init(estella_sampler *s, double temperature, long long top_k, double top_p, int vocab_size);
 void estella_sampler_free(estella_sampler *s);
 
 /* Whether a character draws a uniform number (only greedy sampling draws none). */

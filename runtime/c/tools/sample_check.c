@@ -13,7 +13,7 @@ int main(int argc, char **argv) {
     }
     int v = atoi(argv[1]);
     estella_sampler sampler;
-    if (v < 1 || estella_sampler_init(&sampler, strtod(argv[2], NULL), atol(argv[3]), strtod(argv[4], NULL), v) != 0)
+    if (v < 1 || estella_sampler_init(&sampler, strtod(argv[2], NULL), atoll(argv[3]), strtod(argv[4], NULL), v) != 0)
         return 2;
     float *logits = malloc((size_t)v * sizeof *logits);
     double uniform;
