@@ -61,7 +61,7 @@ RUNTIME_FIXTURE := .cache/runtime-fixture
 # devices still run; estella goes in without dependencies, so its own loaders are what is tested.
 TFLITE_RUNTIME_VENV ?= .venv-tflite-runtime
 
-test: venv browser $(RUNTIME_VENV)/.installed $(TFLITE_RUNTIME_VENV)/.installed $(NUMPY_VENV)/.installed
+test: venv browser c-runtime-deps $(RUNTIME_VENV)/.installed $(TFLITE_RUNTIME_VENV)/.installed $(NUMPY_VENV)/.installed
 	ESTELLA_TFLITE_RUNTIME_PYTHON=$(TFLITE_RUNTIME_VENV)/bin/python $(BIN)/python -m pytest -q -m "not slow" \
 		--ignore=tests/serve --ignore=tests/serve_ray
 	$(MAKE) $(RUNTIME_FIXTURE)/export/manifest.json
@@ -88,6 +88,20 @@ $(RUNTIME_VENV)/.installed: pyproject.toml
 
 $(RUNTIME_FIXTURE)/export/manifest.json: $(VENV)/.installed $(wildcard build/*.py export/*.py) tests/runtime/make_fixture_export.py
 	$(BIN)/python tests/runtime/make_fixture_export.py $(RUNTIME_FIXTURE)
+
+# `make c-runtime`: the C runtime (runtime/c) into $(C_RUNTIME_BUILD), linked against the libLiteRt.so of
+# the virtualenv's ai-edge-litert; tests/c_runtime builds its own copy the same way. Its Debian packages
+# (a C compiler, cJSON and OpenSSL's headers) are installed by c-runtime-deps, as `browser` installs chromium.
+C_RUNTIME_BUILD ?= .cache/c-runtime
+C_RUNTIME_PACKAGES = gcc make libc6-dev libcjson-dev libssl-dev
+LITERT_DIR = $(shell $(BIN)/python -c 'import ai_edge_litert, os; print(os.path.dirname(ai_edge_litert.__file__))')
+SUDO = $(if $(filter 0,$(shell id -u)),,sudo)
+.PHONY: c-runtime c-runtime-deps
+c-runtime: venv c-runtime-deps
+	$(MAKE) -C runtime/c BUILD=$(abspath $(C_RUNTIME_BUILD)) LITERT_DIR=$(LITERT_DIR)
+c-runtime-deps:
+	command -v gcc >/dev/null && test -f /usr/include/cjson/cJSON.h && test -f /usr/include/openssl/evp.h || \
+		{ $(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q $(C_RUNTIME_PACKAGES); }
 
 # The web page's test drives Debian's chromium headless (through playwright, which downloads no browser).
 .PHONY: browser

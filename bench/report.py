@@ -83,6 +83,8 @@ def markdown(result, plotted):
         lines += serving_tables(result["serving"])
     if result.get("processes"):
         lines += process_table(result["processes"])
+    if result.get("c_runtime"):
+        lines += c_runtime_table(result["c_runtime"])
     if result.get("training"):
         lines += training_tables(result["training"])
     if result.get("prepare"):
@@ -275,6 +277,29 @@ def process_table(proc):
         for name, c in cases.items():
             out.append(f"| {name} | {fmt(c['cold_start_s']['median'])} | {span(c['cold_start_s'])} | "
                        f"{fmt(c['peak_rss_mib']['median'])} |")
+        out.append("")
+    return out
+
+
+def c_runtime_table(c):
+    sizes = c["sizes"]
+    out = ["## The C runtime (estella-c) beside the Python runtime\n",
+           f"The float32 TFLite file, sampled from the prime \"T\" (seed 0), one fresh process per run and side: "
+           f"cold start to the first generated character, chars/s over {c['chars']} characters (from each side's "
+           "`--stats`), peak RSS (VmHWM). Python: `estella generate --backend tflite --threads 1` (chars/s) and the "
+           "probe above (cold start, memory); C: `estella-c --stream --stats`, the same text. "
+           f"estella-c is {sizes['estella_c_bytes'] / 1e3:.0f} KB and links libLiteRt.so "
+           f"({sizes['libLiteRt_bytes'] / 2**20:.1f} MiB), libcjson and libcrypto; it runs one thread, the compiled "
+           "model's default (LiteRT 2.3's C library does not export its thread option).\n"]
+    for shape_name, sides in c.items():
+        if shape_name in ("sizes", "chars"):
+            continue
+        out += [f"### {shape_name}\n", "| runtime | cold start s | chars/s | min–max | peak RSS MiB |",
+                "|---|---:|---:|---:|---:|"]
+        for side, m in sides.items():
+            label = "estella-c (C, LiteRT C API)" if side == "estella-c" else "estella generate (Python, LiteRT)"
+            out.append(f"| {label} | {fmt(m['cold_start_s']['median'])} | {fmt(m['chars_per_s']['median'])} | "
+                       f"{span(m['chars_per_s'])} | {fmt(m['peak_rss_mib']['median'])} |")
         out.append("")
     return out
 

@@ -16,11 +16,11 @@ import tempfile
 import time
 import traceback
 
-from . import footprint, processes, report
+from . import c_runtime, footprint, processes, report
 from .generation import RUNTIME_CASES
 from .models import CACHE, REPO, default_corpus, prepare, vocabulary
 
-SECTIONS = ("generation", "serving", "processes", "training", "prepare", "footprint")
+SECTIONS = ("generation", "serving", "processes", "c_runtime", "training", "prepare", "footprint")
 PACKAGES = ("numpy", "tensorflow-cpu", "keras", "ai-edge-litert", "onnxruntime", "onnx", "tf2onnx")
 
 
@@ -36,6 +36,7 @@ class Settings:
                         "repeats": 2 if quick else 5, "ray_clients": "1,32"}
         self.probe_repeats = 1 if quick else 3
         self.probe_chars = 50 if quick else 300
+        self.c_chars = 500 if quick else 3000  # per process of the C runtime's comparison
         # (preset, cases, steps per round, rounds): a few dozen steps per case; a seed step takes ~3x a default one.
         self.training = [("default", None, 3, 1) if quick else ("default", None, 6, 3),
                          ("seed", "original recipe,estella,estella + bf16", 2 if quick else 8, 1 if quick else 3)]
@@ -45,6 +46,7 @@ class Settings:
     def as_dict(self, threads):
         return {"quick": self.quick, "repeats": self.repeats, "block_seconds": self.block_seconds,
                 "threads": threads, "probe_repeats": self.probe_repeats, "probe_chars": self.probe_chars,
+                "c_chars": self.c_chars,
                 "serving": self.serving,
                 "training": [{"preset": p, "steps_per_round": s, "rounds": r} for p, _, s, r in self.training],
                 "prepare": dict(zip(("book_copies", "synthetic_mb", "rounds"), self.prepare))}
@@ -130,6 +132,10 @@ def run(out_dir=None, quick=False, corpus=None, threads=1, sections=SECTIONS, se
             result["serving"] = {serving_shape: served}
     if "processes" in sections:
         result["processes"] = measure_processes(ready, settings, threads, env, attempt, log)
+    if "c_runtime" in sections and ready:
+        c = measure_c_runtime(ready, settings, env, attempt, log)
+        if c:
+            result["c_runtime"] = c
     if "training" in sections:
         result["training"] = measure_training(corpus, settings, attempt, log)
     if "prepare" in sections:
@@ -178,8 +184,15 @@ def serving_model(shapes):
     return next((n for n in shapes if n.startswith("default")), next(iter(shapes)))
 
 
+def measure_c_runtime(ready, settings, env, attempt, log):
+    """estella-c beside the Python runtime on each model's float32 TFLite file (bench/c_runtime.py)."""
+    log("C runtime (estella-c) beside the Python runtime")
+    exports = {name: export_dir for name, (_, export_dir) in ready.items()}
+    return attempt("c_runtime", lambda: c_runtime.measure(exports, settings.probe_repeats, settings.c_chars, env, log))
+
+
 def models_needed(shapes, sections, serving_shape):
-    if {"generation", "processes"} & set(sections):
+    if {"generation", "processes", "c_runtime"} & set(sections):
         return shapes
     return {serving_shape: shapes[serving_shape]} if "serving" in sections else {}
 

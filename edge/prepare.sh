@@ -5,6 +5,9 @@
 #   rootfs/          Debian bookworm arm64 minbase with python3 and python3-venv
 #   wheelhouse/      aarch64 cp311 wheels fetched on the host, and estella's wheel from the checkout
 #   rootfs/opt/estella/{tflite,onnx,tflite-runtime}   the three device virtualenvs
+#   rootfs/opt/estella/c-runtime/estella-c   the C runtime, cross-built from the checkout with
+#                    gcc-aarch64-linux-gnu against the rootfs (libc6-dev, libcjson-dev, libssl-dev
+#                    installed there) and the tflite venv's aarch64 libLiteRt.so
 # Each step is skipped when its stamp says it is done: a new estella wheel is reinstalled into the
 # venvs (seconds) without redoing debootstrap or the dependencies.
 #   edge/prepare.sh [CHECKOUT]        (run as root; EDGE_HOST_PYTHON: the host's python with pip)
@@ -27,10 +30,11 @@ step() { echo "edge: $* (+$((SECONDS - T0)) s)"; }
 
 # 1. Debian's packages.
 if ! command -v qemu-aarch64-static >/dev/null || ! command -v debootstrap >/dev/null \
-        || ! command -v update-binfmts >/dev/null; then
-    step "apt-get install qemu-user-static binfmt-support debootstrap"
+        || ! command -v update-binfmts >/dev/null || ! command -v aarch64-linux-gnu-gcc >/dev/null; then
+    step "apt-get install qemu-user-static binfmt-support debootstrap gcc-aarch64-linux-gnu"
     apt-get update -q
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q qemu-user-static binfmt-support debootstrap
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q qemu-user-static binfmt-support debootstrap \
+        gcc-aarch64-linux-gnu make
 fi
 enable_binfmt
 
@@ -124,5 +128,24 @@ for venv in tflite onnx tflite-runtime; do
         echo "$ESTELLA_KEY" > "$dir/.estella-key"
     fi
 done
+
+# 6. The C runtime: its build dependencies installed in the rootfs by the device's own apt (the rootfs is
+#    then the cross-compiler's sysroot, so estella-c links the libraries the device has), then
+#    estella-c cross-built from the checkout (seconds) and installed beside the venvs.
+C_PACKAGES="libc6-dev libcjson-dev libssl-dev"
+if [ "$(cat "$CACHE/c-sysroot.done" 2>/dev/null)" != "$C_PACKAGES" ]; then
+    step "apt-get install $C_PACKAGES in the rootfs"
+    in_chroot apt-get update -q
+    in_chroot env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $C_PACKAGES
+    in_chroot apt-get clean
+    echo "$C_PACKAGES" > "$CACHE/c-sysroot.done"
+fi
 unmount_chroot
+LITERT_IN_CHROOT=/opt/estella/tflite/lib/python3.11/site-packages/ai_edge_litert
+rm -rf "$CACHE/c-runtime.build"
+make -s -C "$CHECKOUT/runtime/c" CC=aarch64-linux-gnu-gcc AR=aarch64-linux-gnu-ar SYSROOT="$ROOTFS" \
+    BUILD="$CACHE/c-runtime.build" LITERT_DIR="$ROOTFS$LITERT_IN_CHROOT" LITERT_RPATH="$LITERT_IN_CHROOT"
+mkdir -p "$ROOTFS/opt/estella/c-runtime"
+cp "$CACHE/c-runtime.build/estella-c" "$ROOTFS/opt/estella/c-runtime/estella-c"
+step "estella-c cross-built: $(du -b "$ROOTFS/opt/estella/c-runtime/estella-c" | cut -f1) bytes"
 step "prepared in $CACHE"

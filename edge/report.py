@@ -14,7 +14,8 @@ import sys
 CPU_TITLES = {"cortex-a72": "Cortex-A72 (Raspberry Pi 4 class)", "cortex-a76": "Cortex-A76 (Raspberry Pi 5 class)"}
 VENV_TITLES = {"tflite": "`estella[tflite]`", "onnx": "`estella[onnx]`",
                "tflite-runtime": "tflite-runtime 2.14 + numpy<2 + `estella` (no extra)",
-               "rootfs": "the whole root filesystem (Debian minbase, python3, the three virtualenvs)"}
+               "rootfs": "the whole root filesystem (Debian minbase, python3, the three virtualenvs, estella-c and "
+                         "its build packages)"}
 # What qemu's CPU models are not: said next to their table, so nobody reads more into it.
 CPU_NOTES = {"cortex-a72": "qemu's cortex-a72 has the crypto extensions (aes, pmull, sha1, sha2) that the Pi 4's "
                            "BCM2711 lacks."}
@@ -93,6 +94,50 @@ def verdict(key, result):
     return ("pass", None) if not failures else (f"FAIL: {failures}", failures)
 
 
+def load_c_runtime(out_dir, cpu):
+    """estella-c's JSON on one CPU (edge/device_c_runtime.py), or a failure quoting its stderr."""
+    path = os.path.join(out_dir, cpu, "c-runtime")
+    try:
+        with open(path + ".json", encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        try:
+            with open(path + ".log", encoding="utf-8", errors="replace") as f:
+                tail = [line.strip() for line in f if line.strip()][-1:]
+        except OSError:
+            tail = []
+        return {"cases": [], "failures": [f"did not run: {' '.join(tail) or 'no output'}"]}
+
+
+def c_runtime_section(out_dir, cpus):
+    """(lines, problems): one row per CPU for the C runtime, whose texts must equal the Python runtime's."""
+    lines = ["## The C runtime (estella-c)", "",
+             "runtime/c, cross-built with gcc-aarch64-linux-gnu against this root filesystem and the aarch64",
+             "libLiteRt.so of the `estella[tflite]` virtualenv, runs in the chroot beside that virtualenv's Python",
+             "runtime on the same emulated CPU (with /sys mounted: the compiled model's XNNPACK reads it). Each",
+             "text must be the same bytes as `estella generate ... --backend tflite` writes there, and each",
+             "refusal the same message and exit code 2. The texts are compared on the device, not with the",
+             "host's: aarch64 LiteRT kernels and numpy's aarch64 exp round differently from x86-64.", "",
+             "| CPU | binary | texts equal | refusals equal | result |", "|---|---|---|---|---|"]
+    problems = []
+    for cpu in cpus:
+        result = load_c_runtime(out_dir, cpu)
+        texts = [c for c in result["cases"] if not c.get("refusal")]
+        refusals = [c for c in result["cases"] if c.get("refusal")]
+        failures = "; ".join(result["failures"])
+        if failures or not texts:
+            problems.append(f"{cpu} estella-c: {failures or 'no texts compared'}")
+        size = f"{result['binary_bytes'] / 1e3:.0f} KB" if "binary_bytes" in result else ""
+        lines.append(f"| {CPU_TITLES.get(cpu, cpu)} | {size} | {sum(c['equal'] for c in texts)} of {len(texts)} | "
+                     f"{sum(c['equal'] for c in refusals)} of {len(refusals)} | "
+                     f"{'FAIL: ' + (failures or 'no texts') if failures or not texts else 'pass'} |")
+    cases = next((load_c_runtime(out_dir, cpu)["cases"] for cpu in cpus if load_c_runtime(out_dir, cpu)["cases"]), [])
+    if cases:
+        lines += ["", "Texts: " + "; ".join(f"`{c['flags']}`" for c in cases if not c.get("refusal")) + ".",
+                  "Refusals: " + "; ".join(f"`{c['flags']}`" for c in cases if c.get("refusal")) + "."]
+    return lines + [""], problems
+
+
 def model_words(model):
     """V, E and the recurrent layers: "V=84, E=64, LSTM 2x256 (state 1024)"; a row of the previous
     version, before the model family, has units as one int and no cell."""
@@ -144,6 +189,9 @@ def render(out_dir):
                 problems.append(f"{cpu} {venv} {row}: {problem}")
             lines.append("| " + " | ".join([VENV_TITLES.get(venv, venv), *row_cells(row, result), cell]) + " |")
         lines.append("")
+    c_lines, c_problems = c_runtime_section(out_dir, list(dict.fromkeys(cpu for cpu, _, _, _ in runs)))
+    lines += c_lines
+    problems += c_problems
     lines.append(f"{passed} of {len(runs)} rows pass." + (f" Unexpected: {'; '.join(problems)}." if problems else ""))
     known = [k for k in KNOWN_FAILURES if k in {(c, v, r) for c, v, r, _ in runs}]
     if known:

@@ -3,6 +3,7 @@
 # edge/device_parity.py on the fixture in the chroot, under qemu-user with QEMU_CPU set.
 #   edge/run.sh FIXTURE_DIR OUT_DIR [CPU...]      (run as root, after edge/prepare.sh)
 # Writes OUT_DIR/<cpu>/<venv>/<backend>-<precision>.json (the device's JSON) and .log (its stderr),
+# OUT_DIR/<cpu>/c-runtime.json and .log (estella-c against the Python runtime, edge/device_c_runtime.py),
 # OUT_DIR/sizes.tsv (installed sizes), OUT_DIR/rows.tsv (what ran) and OUT_DIR/system.tsv;
 # edge/report.py turns them into EDGE.md.
 set -euo pipefail
@@ -67,5 +68,14 @@ for cpu in "${CPUS[@]}"; do
                 || echo "edge: $cpu $venv $row: the device script exited $? (see $OUT/$cpu/$venv/${row/:/-}.log)" >&2
         done
     done
+    # The C runtime, cross-built by prepare.sh, against the tflite venv's Python runtime on the same CPU.
+    # LiteRT's compiled model runs on XNNPACK only, whose CPU detection reads /sys (as on a real board);
+    # the interpreter rows above run without it (their XNNPACK delegate fails and TFLite's own kernels run).
+    echo "edge: $cpu estella-c"
+    mount_tracked "$ROOTFS/sys" -t sysfs sysfs
+    QEMU_CPU=$cpu chroot "$ROOTFS" /usr/bin/env -i PATH=/usr/bin:/bin HOME=/root QEMU_CPU="$cpu" \
+        /opt/estella/tflite/bin/python /mnt/edge/device_c_runtime.py /mnt/fixture/export /opt/estella/c-runtime/estella-c \
+        > "$OUT/$cpu/c-runtime.json" 2> "$OUT/$cpu/c-runtime.log" \
+        || echo "edge: $cpu estella-c: the device script exited $? (see $OUT/$cpu/c-runtime.log)" >&2
     unmount_chroot
 done

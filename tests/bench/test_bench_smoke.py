@@ -77,6 +77,25 @@ def test_serving_part_writes_report(corpus_path, tmp_path, cache):
     assert "Ray Serve's overhead" in text and "Ray ÷ bare" in text
 
 
+def test_c_runtime_part_writes_report(corpus_path, tmp_path, cache):
+    """estella-c built and run beside the Python runtime: every measure present, the table written."""
+    settings = suite.Settings(quick=True)
+    settings.probe_repeats, settings.c_chars = 2, 40
+    out = tmp_path / "out"
+    suite.run(out_dir=str(out), corpus=corpus_path, sections=("c_runtime",), settings=settings, shapes=TINY,
+              cache=cache, log=lambda *a: None)
+
+    result = json.loads((out / "bench.json").read_text())
+    assert result["errors"] == {}
+    c = result["c_runtime"]
+    assert c["sizes"]["estella_c_bytes"] > 0 and c["sizes"]["libLiteRt_bytes"] > 0
+    for side in ("estella-c", "python"):
+        for measure in ("cold_start_s", "chars_per_s", "peak_rss_mib"):
+            s = c["tiny (U=16)"][side][measure]
+            assert s["n"] == 2 and 0 < s["min"] <= s["median"] <= s["max"], (side, measure)
+    assert "## The C runtime (estella-c) beside the Python runtime" in (out / "BENCHMARKS.md").read_text()
+
+
 def test_training_part_measures_a_stacked_preset(corpus_slice):
     """bench/training.py builds the preset's own model: here two LSTM layers with dropout."""
     import math

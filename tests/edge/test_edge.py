@@ -98,3 +98,14 @@ def test_each_device_venv_runs_its_own_interpreter_and_the_checkouts_parity_meas
             assert d["interpreter"] == ("numpy" if row.startswith("numpy") else interpreters[venv])
         if venv == "tflite-runtime":
             assert d["versions"]["tflite-runtime"] == "2.14.0" and d["versions"]["numpy"].startswith("1.")
+
+
+def test_the_c_runtime_writes_the_python_runtimes_texts_on_each_emulated_cpu(edge_out):
+    """estella-c, cross-built for aarch64, against the device's own `estella generate --backend tflite`."""
+    for cpu in CPUS:
+        with open(os.path.join(edge_out, cpu, "c-runtime.json"), encoding="utf-8") as f:
+            d = json.load(f)
+        assert d["machine"] == "aarch64" and not d["failures"], d["failures"]
+        texts = [c for c in d["cases"] if not c.get("refusal")]
+        assert len(texts) >= 5 and all(c["equal"] for c in texts)
+        assert all(c["equal"] for c in d["cases"] if c.get("refusal"))
