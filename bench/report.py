@@ -365,7 +365,7 @@ def reading(result):
             graph = pc[f"bare {worst}"]["median"] - limit
             text += (f" The biggest gap among the interpreters is {worst}: {fmt(runtime[worst]['median'])} µs/char, "
                      f"{fmt(gaps[worst])}× its limit of {fmt(limit)} µs; of the difference, {fmt(python)} µs is the "
-                     f"runtime's Python and {fmt(graph)} µs the graph's work beyond the two products.")
+                     f"runtime's Python and {fmt(graph)} µs the graph's work beyond the bare products.")
         bare = {n: paired_difference(pc[n], pc[f"bare {n}"])["median"] for n in interpreters}
         if bare:
             text += (" The runtime's own Python costs "
