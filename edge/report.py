@@ -167,7 +167,7 @@ def model_sections(runs, name=None):
             cell, problem = verdict((cpu, venv, row), result)
             passed += cell == "pass"
             if problem:
-                problems.append(f"{cpu} {venv} {row}: {problem}")
+                problems.append(f"{name + ', ' if name else ''}{cpu} {venv} {row}: {problem}")
             lines.append("| " + " | ".join([VENV_TITLES.get(venv, venv), *row_cells(row, result), cell]) + " |")
         lines.append("")
     return lines, problems, passed
