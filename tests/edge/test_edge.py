@@ -2,8 +2,9 @@
 
 Runs what `make edge` runs (edge/prepare.sh, edge/make_fixture.py, edge/run.sh), on fixtures with
 fewer fed-back steps to fit CI: the one-layer GRU on both CPUs, and the stacked LSTM on the
-Cortex-A76 only (`make edge` runs it on both; its rows on the A72 differ only in the CPU); the preparation is cached in ~/.cache/estella/edge (EDGE_CACHE), so
-after the first run it only reinstalls a changed estella wheel. Needs root (chroot, mount, apt-get):
+Cortex-A76 only, the core with the dot product, where int8 kernels take other paths (`make edge`
+runs it on both, to keep the leg short here). The preparation is cached in ~/.cache/estella/edge
+(EDGE_CACHE), so after the first run it only reinstalls a changed estella wheel. Needs root (chroot, mount, apt-get):
 CI runs as root. TensorFlow makes the fixture's reference, so the runtime-only venv deselects this.
 """
 
