@@ -27,17 +27,25 @@ def atomic_path(path: str, prefix: str = ".tmp-"):
     os.unlink(tmp)  # Keras refuses to overwrite without asking; let it create the file
     try:
         yield tmp
+        fsync_path(tmp)  # the bytes are on disk before the name points at them
         os.replace(tmp, path)
+        fsync_path(folder)  # and the rename itself survives a power cut
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
 
 
+def fsync_path(path: str):
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def write_atomic(path: str, data: bytes):
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
 
 
 def write_json(path: str, obj):

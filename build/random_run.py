@@ -1,8 +1,9 @@
 """A run directory with random weights: the seed size for parity and benchmarks without training.
 
-Weights are scaled by fan-in (variance 1/fan_in), so activations and logits have the spread of a
-trained model rather than saturating or vanishing; no training loop is needed to get one. Any cell
-and depth of the model family: units is an int (one layer) or one value per layer.
+Weights are scaled by fan-in (variance 1/fan_in), so activations neither saturate nor vanish; no
+training loop is needed to get one. Their logits are flatter than a trained model's (logit_scale
+sharpens them). Any cell and depth of the model family: units is an int (one layer) or one value
+per layer.
 """
 
 import hashlib
@@ -10,16 +11,18 @@ import os
 
 import numpy as np
 
+from estella.runtime.weights_format import GATES
+
 from .config import HParams, save_config
 from .fileio import atomic_path, write_json
 from .model import build_model, rnn_layer_names, units_list
 from .runfolder import BEST, claim, new_progress, sha256_file, start_hashes
 from .vocab import Vocab
 
-GATES = {"gru": 3, "lstm": 4}
 
-
-def make_random_run(run_dir, vocab_chars, embedding_dim=256, units=1024, seed=0, cell="gru"):
+def make_random_run(run_dir, vocab_chars, embedding_dim=256, units=1024, seed=0, cell="gru", logit_scale=1.0):
+    """logit_scale multiplies the dense layer: fan-in weights give logits spread over a range of 1-4,
+    a trained model's over 15-25 (PARITY.md); a larger scale gives the sharper distributions of the latter."""
     vocab = Vocab(vocab_chars)
     V, E, units = len(vocab), embedding_dim, units_list(units)
     rng = np.random.default_rng(seed)
@@ -36,13 +39,14 @@ def make_random_run(run_dir, vocab_chars, embedding_dim=256, units=1024, seed=0,
         model.get_layer(name).set_weights([fan_in(fan, G * U), fan_in(U, G * U),
                                            (0.1 * rng.standard_normal(bias_shape)).astype(np.float32)])
         fan = U
-    model.get_layer("logits").set_weights([fan_in(fan, V), (0.1 * rng.standard_normal(V)).astype(np.float32)])
+    model.get_layer("logits").set_weights([logit_scale * fan_in(fan, V),
+                                           (0.1 * logit_scale * rng.standard_normal(V)).astype(np.float32)])
 
     os.makedirs(run_dir, exist_ok=True)
     claim(run_dir)
     vocab.save(os.path.join(run_dir, "vocab.json"))
     hp = HParams(embedding_dim=E, units=units, cell=cell, layers=len(units), epochs=0)
-    source = f"random:seed={seed}"
+    source = f"random:seed={seed}" + (f",logit_scale={logit_scale:g}" if logit_scale != 1 else "")
     save_config(os.path.join(run_dir, "config.json"), "random", hp, V, corpus={
         "source": source, "path": None, "sha256": hashlib.sha256(source.encode()).hexdigest(),
         "chars": 0, "train_chars": 0, "validation_chars": 0})

@@ -149,6 +149,9 @@ def best_checkpoint_if_intact(run_dir, progress):
 def verify_run_files(run_dir, progress):
     """Raise RunError unless best.weights.h5, config.json and vocab.json are the files state.json
     vouches for. Export runs it before it reads anything else."""
+    config = os.path.join(run_dir, "config.json")
+    if progress is None and not os.path.isfile(config):
+        raise RunError(f"{run_dir} is not a run directory: {config} is missing (train one with `estella train`)")
     if progress is None or progress.get("best_sha256") is None:
         raise RunError(f"{run_dir} has no finished epoch ({os.path.join(run_dir, PROGRESS)} names no best weights): "
                        "train it with `estella train` first")

@@ -1,6 +1,7 @@
 """`estella export`. The checks on the run folder and --out are answered before TensorFlow is imported."""
 
 import os
+import warnings
 
 
 def add_parser(subparsers):
@@ -31,6 +32,8 @@ def run_export(args):
     check_writable(out_dir)
     if args.verbose:
         show_library_logs()
+    else:  # TensorFlow's own Python warnings (tf.lite.Interpreter's deprecation, ...) are its chatter too
+        warnings.filterwarnings("ignore", module=r"tensorflow\.")
     with library_logs_filtered():  # held until the export ends; its progress goes to stdout meanwhile
         from .pipeline import export_run  # TensorFlow: only once the cheap checks have passed
 

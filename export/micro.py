@@ -22,7 +22,7 @@ PRECISION = "int8-full"
 # Builtin ops with int8 kernels in TFLite Micro that the step graphs lower to: anything else is refused
 # at export, so a file that loads here also links on a device with the same op resolver.
 MICRO_OPS = {"QUANTIZE", "DEQUANTIZE", "RESHAPE", "GATHER", "SPLIT", "FULLY_CONNECTED", "ADD", "SUB", "MUL",
-             "LOGISTIC", "TANH", "CONCATENATION", "STRIDED_SLICE", "SLICE"}
+             "LOGISTIC", "TANH", "CONCATENATION", "STRIDED_SLICE", "SLICE", "SPLIT_V"}
 CALIBRATION_SEGMENTS = 8  # stretches of the training text, spread over it, each from the zero state
 CALIBRATION_CHARS = 250  # characters per stretch
 CALIBRATION_FALLBACK_CHARS = 2000  # sampled by the model itself, for a run without its corpus file

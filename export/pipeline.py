@@ -18,7 +18,7 @@ from estella.build.fileio import describe_os_error, is_no_space
 from estella.build.sample import load_reference
 from estella.build.train import read_progress
 from estella.runtime.backends.tflm import micro_runtime
-from estella.runtime.errors import MissingDependency
+from estella.runtime.errors import EstellaError
 
 from . import manifest as manifest_mod
 from .errors import ExportError
@@ -42,6 +42,9 @@ ARTIFACTS = (
     ArtifactSpec("numpy-float32", "numpy", "float32", "weights.npz"),
     ArtifactSpec("tflite-int8-full", "tflite", "int8-full", "model.int8-full.tflite", batch=1, time=1),
 )
+# The file for microcontrollers is optional: it needs the [micro] extra, and a model whose full-integer
+# step fails its gate (often an untrained one) is exported without it rather than not at all.
+MICRO_ARTIFACT, MICRO_PATH = "tflite-int8-full", "model.int8-full.tflite"
 
 
 def export_run(run_dir, out_dir=None, force=False, prime_steps=PRIME_STEPS, log=print, precision="all") -> dict:
@@ -90,7 +93,8 @@ def export_run(run_dir, out_dir=None, force=False, prime_steps=PRIME_STEPS, log=
         log(f"checking parity against the Keras reference ({prime_steps} fed-back steps)")
         reference = KerasReference(step_model, vocab.chars)
         prime, prime_source = prime_ids(reference, val_ids, cfg["corpus"].get("path"), prime_steps)
-        manifest["parity"] = check_export(tmp, manifest, reference, prime, prime_source)
+        manifest["parity"] = check_export(tmp, manifest, reference, prime, prime_source, optional=(MICRO_ARTIFACT,))
+        leave_out(tmp, manifest, manifest["parity"]["left_out"], log)
         if val_ids is not None:
             log(f"measuring bits per character on {len(val_ids)} characters of the validation text")
         manifest["parity"]["bpc"] = bpc_section(tmp, manifest, val_ids, f"validation text of {cfg['corpus'].get('path')}")
@@ -125,18 +129,31 @@ def check_finite_weights(run_dir, weights):
 def write_micro(weights, tmp, cfg, vocab, step_model, log) -> dict:
     """The int8-full file for TFLite Micro, calibrated on the run's training text (or, for a run
     without its corpus, on text the model samples itself). {path: {"arena_bytes": n}}, or
-    {path: None} where TFLite Micro is not installed (the [micro] extra): the file is then left out."""
-    path = "model.int8-full.tflite"
+    {path: None} where it cannot be made (TFLite Micro not installed, the [micro] extra; or the model
+    lowers to ops Micro cannot run): the file is then left out, and the export says why."""
+    path = MICRO_PATH
     try:
         micro_runtime()
-    except MissingDependency as e:
-        log(f"not writing {path}: {e}")
+        ids = training_ids(cfg, vocab)
+        if ids is None:
+            ids = sampled_ids(KerasReference(step_model), CALIBRATION_FALLBACK_CHARS)
+        arena = write_tflite_int8_full(weights, os.path.join(tmp, path), ids)
+    except EstellaError as e:
+        log(f"not writing {path} (TensorFlow Lite Micro): {e}")
+        if os.path.exists(os.path.join(tmp, path)):
+            os.remove(os.path.join(tmp, path))
         return {path: None}
-    ids = training_ids(cfg, vocab)
-    if ids is None:
-        ids = sampled_ids(KerasReference(step_model), CALIBRATION_FALLBACK_CHARS)
-    arena = write_tflite_int8_full(weights, os.path.join(tmp, path), ids)
     return {path: {"arena_bytes": arena}}
+
+
+def leave_out(tmp, manifest, left_out, log):
+    """Drop the optional artifacts that failed the gate: their files and manifest entries."""
+    for artifact in [a for a in manifest["artifacts"] if a["name"] in left_out]:
+        log(f"leaving {artifact['path']} out of the export: the gate's {artifact['precision']} rule does not "
+            f"hold: {left_out[artifact['name']]}")
+        for entry in artifact["files"]:
+            os.remove(os.path.join(tmp, entry["path"]))
+        manifest["artifacts"].remove(artifact)
 
 
 def check_finite_best(run_dir, progress):

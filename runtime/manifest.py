@@ -138,7 +138,7 @@ def _check_state(manifest, fail):
     layer's parts in order with that layer's units, and sums to model.state_size."""
     model = manifest["model"]
     cell = model.get("cell")
-    if cell not in GATES:
+    if not isinstance(cell, str) or cell not in GATES:
         fail("model.cell", f"must be one of {', '.join(GATES)}, got {cell!r}")
     layers = model.get("layers")
     if not isinstance(layers, list) or not 1 <= len(layers) <= MAX_LAYERS:
@@ -162,7 +162,7 @@ def _check_state(manifest, fail):
             fail("state.layout", f"has {len(layout)} parts but model.layers ({len(layers)} {cell}) has {len(expected)}")
         got = (part.get("layer"), part.get("cell"), part.get("part"), part.get("size"))
         if got != expected[i]:
-            fail(f"state.layout[{i}]", "is (layer, cell, part, size) = {}, but model.layers says {}".format(got, expected[i]))
+            fail(f"state.layout[{i}]", f"is (layer, cell, part, size) = {got}, but model.layers says {expected[i]}")
         offset += part["size"]
     if len(layout) != len(expected):
         fail("state.layout", f"has {len(layout)} parts but model.layers ({len(layers)} {cell}) has {len(expected)}")

@@ -20,6 +20,7 @@ NOISE = re.compile(
     rb"|[IW]\d{4} [\d:.]+ +\d+ \S+\] "  # absl INFO and WARNING lines
     rb"|To enable the following instructions: "  # the second line of the CPU-feature notice
     rb"|E\d{4} [^\]]*\] oneDNN supports"
+    rb"|fully_quantize: \d"  # the TFLite converter's calibration summary
     rb"|WARNING:root:Please consider to run pre-processing before quantization)")
 
 _show = False

@@ -97,3 +97,16 @@ def test_serving_part_writes_report(corpus_path, tmp_path, cache):
     text = (out / "BENCHMARKS.md").read_text()
     assert "## Serving" in text and "**tflite int8**" in text and "served ÷ generate_many" in text
     assert f"### {STACK}: 1 requests" in text
+
+
+def test_training_part_measures_a_stacked_preset(corpus_slice):
+    """bench/training.py builds the preset's own model: here two LSTM layers with dropout."""
+    import math
+
+    from estella.bench.training import measure
+
+    result = measure(corpus_slice, "tiny-lstm", ["estella"], steps=2, rounds=1, log=lambda *a: None)
+    assert {k: result["hparams"][k] for k in ("cell", "units", "dropout")} == {"cell": "lstm", "units": [32, 32],
+                                                                              "dropout": 0.1}
+    for case in result["cases"].values():
+        assert case["steps_trained"] == 4 and math.isfinite(case["val_loss_after_steps"])

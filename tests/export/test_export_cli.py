@@ -1,5 +1,6 @@
 """`estella export` from the command line: bad input exits with code 2 and a message, and deletes nothing."""
 
+import hashlib
 import json
 import os
 import shutil
@@ -36,10 +37,24 @@ def test_run_without_finished_epoch(capsys, tiny_run, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def _vouch_for(run, name):
+    """Record a file's sha256 in state.json, as if training had written it: the checks after the hashes."""
+    state = json.loads((run / "state.json").read_text())
+    digest = hashlib.sha256((run / name).read_bytes()).hexdigest()
+    if name == "best.weights.h5":
+        state["best_sha256"] = digest
+    else:
+        state["files_sha256"][name] = digest
+    (run / "state.json").write_text(json.dumps(state))
+
+
 def test_half_written_weights(capsys, tiny_run, tmp_path):
     run = copy_run(tiny_run, tmp_path)
     data = (run / "best.weights.h5").read_bytes()
     (run / "best.weights.h5").write_bytes(data[:len(data) // 2])
+    code, err = export_cli(capsys, run, "--out", tmp_path / "out")
+    assert code == 2 and "best.weights.h5 is not the best epoch's weights" in err  # its sha256 tells first
+    _vouch_for(run, "best.weights.h5")
     code, err = export_cli(capsys, run, "--out", tmp_path / "out")
     assert code == 2 and "cannot load" in err and "best.weights.h5" in err
     assert not (tmp_path / "out").exists()
@@ -50,6 +65,9 @@ def test_weights_that_do_not_match_the_config(capsys, tiny_run, tmp_path):
     cfg = json.loads((run / "config.json").read_text())
     cfg["hparams"]["units"] = [2 * u for u in cfg["hparams"]["units"]]
     (run / "config.json").write_text(json.dumps(cfg))
+    code, err = export_cli(capsys, run, "--out", tmp_path / "out")
+    assert code == 2 and "config.json is changed since training wrote it" in err
+    _vouch_for(run, "config.json")
     code, err = export_cli(capsys, run, "--out", tmp_path / "out")
     assert code == 2 and "cannot load" in err and f"--units {cfg['hparams']['units'][0]} " in err
 

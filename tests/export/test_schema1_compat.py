@@ -104,3 +104,18 @@ def test_inspect_shows_the_previous_export_as_one_gru(previous_export, capsys):
     assert main(["inspect", previous_export[0]]) == 0
     out = capsys.readouterr().out
     assert "(schema 1," in out and "cell=gru layers=1 units=24 state_size=24" in out
+
+
+def test_the_previous_versions_run_reads_as_one_gru_and_samples(previous_export, capsys):
+    """Its run's config.json ("units": 24, no cell, layers or dropout) loads as what it was."""
+    from estella.build.config import load_config
+    from estella.runtime.cli import main
+
+    run_dir = os.path.join(os.path.dirname(previous_export[0]), "run")
+    with open(os.path.join(run_dir, "config.json"), encoding="utf-8") as f:
+        raw = json.load(f)["hparams"]
+    assert raw["units"] == 24 and not {"cell", "layers", "dropout"} & set(raw)
+    hp = load_config(run_dir)["hparams"]
+    assert (hp.cell, hp.layers, hp.units, hp.dropout) == ("gru", 1, [24], 0.0)
+    assert main(["sample", run_dir, "--prime", "Pip", "--chars", "20", "--seed", "1"]) == 0
+    assert capsys.readouterr().out.startswith("Pip")

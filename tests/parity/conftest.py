@@ -63,7 +63,7 @@ def parity_exports(request, tmp_path_factory, corpus_path, parity_text):
             elif name in models.STACKS:
                 cell, units, embedding_dim = models.STACKS[name]
                 run_dir = models.random_model(str(runs / "run"), models.seed_vocab(parity_text), embedding_dim,
-                                              units, seed=2, cell=cell)
+                                              units, seed=2, cell=cell, logit_scale=models.STACK_LOGIT_SCALE)
             elif name == "tiny":
                 run_dir = request.getfixturevalue("tiny_run")
             else:

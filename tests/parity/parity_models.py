@@ -5,6 +5,11 @@
 (c) another vocabulary and width: U=64 E=32 over 30 characters;
 (d)-(f) stacks of the model family at the seed vocabulary, fan-in random: GRU 2x512, LSTM 2x512,
 LSTM 3x256; and (g) a tiny 2-layer LSTM (2x64, E=32), the stacked row `make test` always runs.
+The stacks' dense layer is scaled (STACK_LOGIT_SCALE) so that their logits spread like a trained
+model's: fan-in random stacks come out nearly uniform (logit range 1-2.3, 6.4 of log2(84) = 6.39 bits
+per character), and there the nucleus sampler's order of two almost equal characters turns on the
+1e-6 by which any two float formats differ (GRU 2x512 unscaled: the SavedModel's seeded text left the
+reference's after 19 characters, with every delta below 1.2e-6).
 """
 
 import os
@@ -39,6 +44,7 @@ MODELS = {
     "g": ("(g) LSTM 2x64, random weights, short (CI)", "lstm-2x64", SHORT_STEPS),
 }
 SLOW_MODELS = ("a", "b", "d", "e", "f")
+STACK_LOGIT_SCALE = 8.0
 # Export name -> (cell, units per layer, embedding_dim) of the random stacks (d)-(g).
 STACKS = {"gru-2x512": ("gru", [512, 512], 256), "lstm-2x512": ("lstm", [512, 512], 256),
           "lstm-3x256": ("lstm", [256, 256, 256], 256), "lstm-2x64": ("lstm", [64, 64], 32)}
@@ -77,10 +83,11 @@ def seed_vocab(text):
     return sorted(chars + spare[:SEED_VOCAB_SIZE - len(chars)])
 
 
-def random_model(run_dir, chars, embedding_dim, units, seed=0, cell="gru"):
+def random_model(run_dir, chars, embedding_dim, units, seed=0, cell="gru", logit_scale=1.0):
     from estella.build.random_run import make_random_run
 
-    return make_random_run(run_dir, chars, embedding_dim=embedding_dim, units=units, seed=seed, cell=cell)
+    return make_random_run(run_dir, chars, embedding_dim=embedding_dim, units=units, seed=seed, cell=cell,
+                           logit_scale=logit_scale)
 
 
 def trained_default(corpus_path, run_dir=TRAINED_RUN):
@@ -112,7 +119,8 @@ def describe(run_dir):
               else f"{hp.cell.upper()} {'x'.join(map(str, [len(units), units[0]]))}" if len(set(units)) == 1
               else f"{hp.cell.upper()} units {'/'.join(map(str, units))}")
     if cfg["preset"] == "random":
-        origin = "fan-in random weights"
+        scale = cfg["corpus"]["source"].partition("logit_scale=")[2]
+        origin = "fan-in random weights" + (f", dense layer x{scale}" if scale else "")
     else:
         import json
         with open(os.path.join(run_dir, "state.json"), encoding="utf-8") as f:

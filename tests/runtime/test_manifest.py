@@ -124,6 +124,7 @@ def _set_part(i, key, value):
     (lambda m: m["state"].pop("layout"), "state.layout must be a non-empty list"),
     (lambda m: m["model"].__setitem__("state_size", 57), "model.state_size is 57 but state.layout's parts add up to 56"),
     (lambda m: m["model"].__setitem__("cell", "rnn"), "model.cell must be one of gru, lstm, got 'rnn'"),
+    (lambda m: m["model"].__setitem__("cell", ["lstm"]), "model.cell must be one of gru, lstm, got ['lstm']"),
     (lambda m: m["model"]["layers"][1].__setitem__("cell", "gru"), "model.layers[1] must be {name, cell: 'lstm'"),
     (lambda m: m["model"].__setitem__("layers", []), "model.layers must be a list of 1 to 4 layers"),
 ])

@@ -37,6 +37,26 @@ def test_a_bfloat16_run_keeps_float32_weights_and_passes_the_export_parity_gate(
         assert json.load(f)["parity"]
 
 
+def test_bfloat16_applies_to_every_layer_of_a_stacked_lstm(corpus_slice, tmp_path):
+    from estella.build.model import build_model
+    from estella.build.sample import load_reference
+    from estella.build.train import train
+
+    with precision.policy("bfloat16"):
+        model = build_model(10, 4, [8, 8], cell="lstm", dropout=0.1)
+    assert {model.get_layer(name).dtype_policy.name for name in ("lstm", "lstm_1")} == {"mixed_bfloat16"}
+    run = str(tmp_path / "bf16-lstm")
+    train(run, corpus_slice, "tiny-lstm", verbose=0, mixed_precision="bfloat16", epochs=1, steps_per_epoch=5,
+          validation_steps=2)
+    with open(os.path.join(run, "config.json")) as f:
+        assert json.load(f)["mixed_precision"] == "bfloat16"
+    with h5py.File(os.path.join(run, "best.weights.h5")) as f:
+        dtypes = set()
+        f.visititems(lambda name, obj: dtypes.add(str(obj.dtype)) if isinstance(obj, h5py.Dataset) else None)
+    assert {d for d in dtypes if "float" in d} == {"float32"}
+    load_reference(run)  # and they load into the float32 step model
+
+
 def test_resume_keeps_the_precision_and_refuses_another(corpus_slice, tmp_path):
     from estella.build.errors import RunError
     from estella.build.train import train

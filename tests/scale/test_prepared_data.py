@@ -109,6 +109,21 @@ def test_train_from_prepared_data_and_refuse_another_vocabulary_on_resume(shelf,
     assert "Traceback" not in result.stderr
 
 
+def test_a_stacked_lstm_trains_from_prepared_data_and_resumes(shelf, tmp_path):
+    from estella.build.sample import load_reference
+    from estella.build.train import train
+
+    prepare([shelf], str(tmp_path / "data"), log=lambda *_: None)
+    run_dir = str(tmp_path / "run")
+    settings = dict(verbose=0, data_dir=str(tmp_path / "data"), steps_per_epoch=5, validation_steps=2)
+    train(run_dir, None, "tiny-lstm", epochs=1, **settings)
+    state = train(run_dir, None, epochs=2, **settings)  # resumed: the run's own preset
+    assert state["epochs_done"] == 2
+    model, vocab, cfg = load_reference(run_dir)
+    assert (cfg["hparams"].cell, cfg["hparams"].units) == ("lstm", [32, 32]) and cfg["corpus"]["files"] == 3
+    assert len(vocab) == len(open_prepared(str(tmp_path / "data")).vocab)
+
+
 def _peak_rss_mb(source, work):
     result = subprocess.run([sys.executable, os.path.join(HERE, "rss_child.py"), source,
                              os.path.join(work, "data"), os.path.join(work, "run")], capture_output=True, text=True,

@@ -69,7 +69,7 @@ def straight_run(corpus_slice, tmp_path_factory):
 
 @pytest.mark.parametrize("way", WAYS)
 def test_a_full_disk_in_epoch_2_keeps_epoch_1_and_the_resumed_run_is_exact(way, corpus_slice, tmp_path,
-                                                                           straight_run):
+                                                                           request):
     with small_disk(str(tmp_path / "disk"), "16m") as disk:
         if way == "tmpfs" and disk is None:
             pytest.skip("mounting a tmpfs needs root here; the file-size limit case runs the same writes")
@@ -92,8 +92,11 @@ def test_a_full_disk_in_epoch_2_keeps_epoch_1_and_the_resumed_run_is_exact(way, 
             assert json.load(f)["epochs_done"] == 1
         assert not [n for n in os.listdir(run_dir) if n.startswith(".tmp-")]
 
+        if way != WAYS[0] and disk is not None:
+            return  # the resume after a full disk is checked once: on the tmpfs where there is one
         if filler:
             os.unlink(filler)
+        straight_run = request.getfixturevalue("straight_run")
         resumed = subprocess.run(cmd, capture_output=True, text=True)
         assert resumed.returncode == 0, resumed.stderr[-3000:]
         with open(os.path.join(run_dir, "state.json")) as f:

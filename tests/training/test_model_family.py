@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from estella.build import runlock
-from estella.build.config import PRESETS, load_config
+from estella.build.config import PRESETS, changed_on_resume, load_config
 from estella.build.errors import RunError
 from estella.build.train import train
 from estella.runtime.cli import main
@@ -69,12 +69,13 @@ def test_resume_refuses_another_architecture_and_says_what_the_run_has(overrides
     assert _files(run_dir) == before
 
 
-def test_resume_accepts_the_runs_own_architecture_spelled_another_way(tiny_lstm_run, corpus_slice, tmp_path):
-    """--units 32 means 32 in every layer: on a run of 2 x 32 that is no change."""
-    run_dir = str(tmp_path / "run")
-    shutil.copytree(tiny_lstm_run, run_dir)
-    state = train(run_dir, corpus_slice, verbose=0, epochs=3, units=[32], cell="lstm", layers=2)
-    assert state["epochs_done"] == 3
+def test_resume_accepts_the_runs_own_architecture_spelled_another_way():
+    """--units 32 means 32 in every layer: on a run of 2 x 32 that is no change; --layers alone keeps the width."""
+    run = PRESETS["tiny-lstm"]
+    assert changed_on_resume(run, units=[32], cell="lstm", layers=2, epochs=9) == {}
+    assert changed_on_resume(run, units=[32, 32]) == {}
+    assert changed_on_resume(run, layers=3) == {"layers": (2, 3), "units": ([32, 32], [32, 32, 32])}
+    assert changed_on_resume(run, units=[32]) == {} and run.units == [32, 32]  # the preset is not changed
 
 
 def test_presets_keep_their_meaning_and_add_stacks():

@@ -33,7 +33,8 @@ def test_train_errors(args, message, tmp_path, corpus_slice):
 @pytest.mark.parametrize("args, message", [
     (["--corpus", "/no/such/file.txt"], "corpus file not found: /no/such/file.txt"),
     (["--data", "/no/such/folder"], "--data /no/such/folder is not a folder"),
-    (["--units", "0"], "--units must be >= 1"),
+    (["--units", "0"], "--units must be from 1 to 8192 per layer, got 0"),
+    (["--cell", "lstm", "--layers", "5"], "--layers must be from 1 to 4, got 5"),
 ])
 def test_cheap_checks_come_before_tensorflow_is_imported(args, message, tmp_path):
     code = ("import sys; from estella.runtime.cli import main; code = main(sys.argv[1:]); "
