@@ -126,21 +126,26 @@ parity: venv $(TFLITE_RUNTIME_VENV)/.installed
 		-k "not a-short" --parity-table PARITY.md
 
 # `make edge`: the runtime on emulated aarch64 (Cortex-A72 and A76, Raspberry Pi 4 and 5 class) in a
-# Debian bookworm arm64 chroot under qemu-user, every device row against the host's Keras reference;
-# writes EDGE.md. Needs root. The root filesystem, wheels, device virtualenvs and fixture are cached
-# in $(EDGE_CACHE) (preparing took 12 minutes from nothing on a busy machine, then seconds; the run 2-3
+# Debian bookworm arm64 chroot under qemu-user, every device row against the host's Keras reference, for
+# two models: one GRU layer of 256 and a stacked LSTM (EDGE_STACK, units per layer); writes EDGE.md.
+# Needs root. The root filesystem, wheels, device virtualenvs and fixtures are cached in $(EDGE_CACHE)
+# (preparing took 12 minutes from nothing on a busy machine, then seconds; each model's run 2-3
 # minutes); see edge/prepare.sh.
 EDGE_CACHE ?= $(HOME)/.cache/estella/edge
 EDGE_CORPUS ?= $(or $(CORPUS),../shared/data/great-expectations.txt)
 EDGE_OUT ?= .cache/edge
+EDGE_STACK ?= 64,64
 .PHONY: edge
 edge: venv
 	EDGE_CACHE=$(EDGE_CACHE) EDGE_HOST_PYTHON=$(BIN)/python edge/prepare.sh
 	fixture=$$($(BIN)/python edge/make_fixture.py $(EDGE_CACHE)/fixtures --corpus $(EDGE_CORPUS)) && \
-		EDGE_CACHE=$(EDGE_CACHE) edge/run.sh "$$fixture" $(EDGE_OUT) cortex-a72 cortex-a76
-	$(BIN)/python edge/report.py $(EDGE_OUT) EDGE.md
+		EDGE_CACHE=$(EDGE_CACHE) edge/run.sh "$$fixture" $(EDGE_OUT)/gru cortex-a72 cortex-a76
+	fixture=$$($(BIN)/python edge/make_fixture.py $(EDGE_CACHE)/fixtures --corpus $(EDGE_CORPUS) \
+			--cell lstm --units $(EDGE_STACK)) && \
+		EDGE_CACHE=$(EDGE_CACHE) edge/run.sh "$$fixture" $(EDGE_OUT)/lstm cortex-a72 cortex-a76
+	$(BIN)/python edge/report.py $(EDGE_OUT)/gru $(EDGE_OUT)/lstm EDGE.md
 
-# `make bench` writes BENCHMARKS.md, bench.json and bench.png (about 7 minutes on a quiet 2-core machine);
+# `make bench` writes BENCHMARKS.md, bench.json and bench.png (its header gives the last full run's time);
 # QUICK=1 runs a few minutes' worth into .cache/bench/quick/ instead.
 .PHONY: bench
 bench: venv

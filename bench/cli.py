@@ -6,7 +6,7 @@ from .suite import SECTIONS
 def add_parser(subparsers):
     p = subparsers.add_parser("bench", help="benchmark training and generation (writes BENCHMARKS.md, bench.json, bench.png)",
                               description="Run every benchmark side by side and write BENCHMARKS.md, bench.json and "
-                              "bench.png. The full run takes about 7 minutes on a quiet 2-core CPU.")
+                              "bench.png. BENCHMARKS.md's header gives how long the last full run took.")
     p.add_argument("--quick", action="store_true",
                    help="fewer rounds and steps, for development (a few minutes); writes to .cache/bench/quick/ "
                         "unless --out is given")

@@ -31,21 +31,47 @@ def load_weights(export_dir):
 
 # --- the hardware limit: the weight bytes one character must read, and nothing else --------------
 
-def limit_float32(weights, batch=1, transposed=False):
-    """h @ recurrent_kernel and h @ dense_kernel per character (the input projection is a table lookup).
+def step_kernels(weights):
+    """The names of the matrices one character must read: every layer's recurrent kernel, the input
+    kernels of layers >= 1, and the dense layer (layer 0's input projection is a table lookup)."""
+    from estella.runtime.weights_format import architecture, layer_keys
 
-    transposed: the same product as W^T h with W^T stored row-major, the other BLAS gemv layout.
+    layers = len(architecture(weights)["units"])
+    names = []
+    for k in range(layers):
+        kernel, recurrent, _ = layer_keys(k)
+        names += [kernel, recurrent] if k > 0 else [recurrent]
+    return [*names, "dense_kernel"]
+
+
+def limit_bytes(weights):
+    """{precision: bytes read per character}: the step kernels at 4 bytes a weight, and at 1."""
+    n = sum(weights[k].size for k in step_kernels(weights))
+    return {"float32": 4 * n, "int8": n}
+
+
+def products_inputs(weights, batch, dtype=np.float32):
+    """{rows: [batch, rows] input}: one vector per distinct kernel height (a stack of equal layers has one)."""
+    rng = np.random.default_rng(0)
+    rows = sorted({weights[k].shape[0] for k in step_kernels(weights)})
+    if dtype == np.uint8:
+        return {r: rng.integers(0, 256, (batch, r), dtype=np.uint8) for r in rows}
+    return {r: rng.standard_normal((batch, r)).astype(dtype) for r in rows}
+
+
+def limit_float32(weights, batch=1, transposed=False):
+    """h @ W for every step kernel per character (step_kernels: the input projection is a table lookup).
+
+    transposed: the same products as W^T h with W^T stored row-major, the other BLAS gemv layout.
     """
-    kernels = [weights["layer0_recurrent_kernel"], weights["dense_kernel"]]
-    h = np.random.default_rng(0).standard_normal((batch, kernels[0].shape[0])).astype(np.float32)
+    kernels = [weights[k] for k in step_kernels(weights)]
+    inputs = products_inputs(weights, batch)
     if transposed:
-        kernels = [np.ascontiguousarray(k.T) for k in kernels]
-        h = np.ascontiguousarray(h.T)
-        outs = [np.empty((k.shape[0], batch), np.float32) for k in kernels]
-        products = [(k, h, o) for k, o in zip(kernels, outs)]
+        inputs = {r: np.ascontiguousarray(h.T) for r, h in inputs.items()}
+        products = [(np.ascontiguousarray(k.T), inputs[k.shape[0]], np.empty((k.shape[1], batch), np.float32))
+                    for k in kernels]
     else:
-        outs = [np.empty((batch, k.shape[1]), np.float32) for k in kernels]
-        products = [(h, k, o) for k, o in zip(kernels, outs)]
+        products = [(inputs[k.shape[0]], k, np.empty((batch, k.shape[1]), np.float32)) for k in kernels]
 
     def run(n):
         t0 = time.perf_counter()
@@ -57,28 +83,27 @@ def limit_float32(weights, batch=1, transposed=False):
 
 
 def limit_int8(weights, batch=1, threads=1):
-    """The same two products on int8 weights, as ONNX Runtime's MatMulInteger (MLAS int8 kernels).
+    """The same products on int8 weights, as ONNX Runtime's MatMulInteger (MLAS int8 kernels).
 
     numpy has no fast int8 matrix product (integer matmul is a plain loop, not BLAS), so the int8
-    floor is this or the LiteRT graph, whichever is faster; one call of two MatMulInteger nodes per
-    character, its per-call cost included, which every ONNX int8 step pays as well.
+    floor is this or the LiteRT graph, whichever is faster; one call of a MatMulInteger node per step
+    kernel per character, its per-call cost included, which every ONNX int8 step pays as well.
     """
     import onnxruntime
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(0)
-    U = weights["layer0_recurrent_kernel"].shape[0]
     inits = [numpy_helper.from_array(rng.integers(-127, 128, weights[k].shape, dtype=np.int8), k)
-             for k in ("layer0_recurrent_kernel", "dense_kernel")]
-    nodes = [helper.make_node("MatMulInteger", ["h", k.name], [f"y{i}"]) for i, k in enumerate(inits)]
+             for k in step_kernels(weights)]
+    nodes = [helper.make_node("MatMulInteger", [f"h{k.dims[0]}", k.name], [f"y{i}"]) for i, k in enumerate(inits)]
     outputs = [helper.make_tensor_value_info(f"y{i}", TensorProto.INT32, None) for i in range(len(nodes))]
-    graph = helper.make_graph(nodes, "int8_limit", [helper.make_tensor_value_info("h", TensorProto.UINT8, [None, U])],
-                              outputs, inits)
+    feed = {f"h{rows}": h for rows, h in products_inputs(weights, batch, np.uint8).items()}
+    inputs = [helper.make_tensor_value_info(name, TensorProto.UINT8, [None, h.shape[1]]) for name, h in feed.items()]
+    graph = helper.make_graph(nodes, "int8_limit", inputs, outputs, inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = threads
     session = onnxruntime.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-    feed = {"h": rng.integers(0, 256, (batch, U), dtype=np.uint8)}
 
     def run(n):
         t0 = time.perf_counter()
@@ -89,15 +114,18 @@ def limit_int8(weights, batch=1, threads=1):
 
 
 def litert_products(weights, precision):
-    """A LiteRT graph of the same two products: two FULLY_CONNECTED ops (XNNPACK kernels) on constant
-    weights; int8 is the converter's dynamic-range quantization, as the int8 export's."""
+    """A LiteRT graph of the same products: one FULLY_CONNECTED op (XNNPACK kernels) per step kernel on
+    constant weights, one input per kernel height; int8 is the converter's dynamic-range
+    quantization, as the int8 export's."""
     import tensorflow as tf
 
-    kernels = [tf.constant(weights[k]) for k in ("layer0_recurrent_kernel", "dense_kernel")]
+    kernels = [tf.constant(weights[k]) for k in step_kernels(weights)]
+    rows = list(products_inputs(weights, 1))
 
-    @tf.function(input_signature=[tf.TensorSpec([1, kernels[0].shape[0]], tf.float32)])
-    def products(h):
-        return [tf.matmul(h, k) for k in kernels]
+    @tf.function(input_signature=[tf.TensorSpec([1, r], tf.float32) for r in rows])
+    def products(*h):
+        by_rows = dict(zip(rows, h))
+        return [tf.matmul(by_rows[k.shape[0]], k) for k in kernels]
 
     converter = tf.lite.TFLiteConverter.from_concrete_functions([products.get_concrete_function()])
     if precision == "int8":
@@ -109,24 +137,30 @@ def limit_litert(weights, graph, batch=1, threads=1):
     """The LiteRT graph of litert_products, invoked with B rows."""
     from ai_edge_litert.interpreter import Interpreter
 
-    kernels = [weights["layer0_recurrent_kernel"], weights["dense_kernel"]]
-    U = kernels[0].shape[0]
+    kernels = [weights[k] for k in step_kernels(weights)]
+    inputs = products_inputs(weights, batch)
     interpreter = Interpreter(model_content=graph, num_threads=threads)
-    (h_in,), outputs = interpreter.get_input_details(), interpreter.get_output_details()
-    interpreter.resize_tensor_input(h_in["index"], [batch, U])
+    feeds = [(d["index"], inputs[d["shape"][1]]) for d in interpreter.get_input_details()]  # heights differ
+    outputs = interpreter.get_output_details()
+    for index, h in feeds:
+        interpreter.resize_tensor_input(index, h.shape)
     interpreter.allocate_tensors()
-    h = np.random.default_rng(0).standard_normal((batch, U)).astype(np.float32)
-    interpreter.set_tensor(h_in["index"], h)
+    for index, h in feeds:
+        interpreter.set_tensor(index, h)
     interpreter.invoke()
-    # A graph that lost its weights still runs; make sure this one computes the product.
-    got = sorted((interpreter.get_tensor(o["index"]) for o in outputs), key=lambda a: a.shape[1])
-    for want, out in zip(sorted((h @ k for k in kernels), key=lambda a: a.shape[1]), got):
-        assert np.allclose(out, want, atol=0.1 * np.abs(want).max()), "the LiteRT limit graph is wrong"
+    # A graph that lost its weights still runs; make sure this one computes every product.
+    wants = [inputs[k.shape[0]] @ k for k in kernels]
+    assert len(outputs) == len(wants), "the LiteRT limit graph lost a product"
+    for o in outputs:
+        out = interpreter.get_tensor(o["index"])
+        assert any(out.shape == w.shape and np.allclose(out, w, atol=0.1 * np.abs(w).max()) for w in wants), \
+            "the LiteRT limit graph is wrong"
 
     def run(n):
         t0 = time.perf_counter()
         for _ in range(n):
-            interpreter.set_tensor(h_in["index"], h)
+            for index, h in feeds:
+                interpreter.set_tensor(index, h)
             interpreter.invoke()
             for o in outputs:
                 interpreter.get_tensor(o["index"])
@@ -149,14 +183,14 @@ def numpy_int8(weights):
     """For the record: numpy's own int8 product (einsum with int32 accumulation), which is not BLAS."""
     rng = np.random.default_rng(0)
     kernels = [np.ascontiguousarray(rng.integers(-127, 128, weights[k].shape, dtype=np.int8).T)
-               for k in ("layer0_recurrent_kernel", "dense_kernel")]
-    h = rng.integers(-127, 128, kernels[0].shape[1], dtype=np.int8)
+               for k in step_kernels(weights)]
+    inputs = {k.shape[1]: rng.integers(-127, 128, k.shape[1], dtype=np.int8) for k in kernels}
 
     def run(n):
         t0 = time.perf_counter()
         for _ in range(n):
             for k in kernels:
-                np.einsum("ij,j->i", k, h, dtype=np.int32)
+                np.einsum("ij,j->i", k, inputs[k.shape[1]], dtype=np.int32)
         return time.perf_counter() - t0, n
     return run
 
@@ -169,23 +203,28 @@ def original_loop(run_dir):
     import keras
     import tensorflow as tf
 
+    from estella.build.model import rnn_layer_names
     from estella.build.sample import load_reference
 
     step_model, vocab, cfg = load_reference(run_dir, batch_size=1)
     hp = cfg["hparams"]
+    cell = {"gru": keras.layers.GRU, "lstm": keras.layers.LSTM}[hp.cell]
+    recurrent = [cell(units, return_sequences=True, stateful=True, recurrent_initializer="glorot_uniform")
+                 for units in hp.units]
     model = keras.Sequential([
         keras.Input(batch_shape=(1, None), dtype="int32"),
         keras.layers.Embedding(len(vocab), hp.embedding_dim),
-        keras.layers.GRU(hp.units[0], return_sequences=True, stateful=True, recurrent_initializer="glorot_uniform"),
+        *recurrent,
         keras.layers.Dense(len(vocab)),
-    ])  # the chapter's model: a run of one GRU layer
-    for layer, name in zip(model.layers, ("embedding", "gru", "logits")):
+    ])  # the chapter's model (one GRU layer), with the run's cell and layers
+    for layer, name in zip(model.layers, ("embedding", *rnn_layer_names(hp.cell, len(hp.units)), "logits")):
         layer.set_weights(step_model.get_layer(name).get_weights())
     start = vocab.char_to_id[PRIME]
 
     def run(n):
         t0 = time.perf_counter()
-        model.layers[1].reset_state()
+        for layer in recurrent:
+            layer.reset_state()
         input_eval = tf.expand_dims([start], 0)
         text = []
         for _ in range(n):
@@ -298,7 +337,7 @@ def unfolded_backends(weights, vocab, out_dir, threads):
     write_tflite(weights, os.path.join(out_dir, "model.int8.tflite"), int8=True, fold=False)
     write_onnx(weights, os.path.join(out_dir, "model.onnx"), fold=False)
     write_onnx_int8(os.path.join(out_dir, "model.onnx"), os.path.join(out_dir, "model.int8.onnx"))
-    specs = [spec for spec in ARTIFACTS if spec.format in ("tflite", "onnx")]
+    specs = [spec for spec in ARTIFACTS if spec.format in ("tflite", "onnx") and spec.precision in ("float32", "int8")]
     artifacts = [manifest_mod.artifact_entry(out_dir, spec, V=arch["vocab_size"], S=state_size(weights))
                  for spec in specs]
     manifest = manifest_mod.new_manifest(Vocab(vocab), arch, artifacts, {})
@@ -315,9 +354,10 @@ def case_name(backend, precision):
 def measure(run_dir, export_dir, repeats, threads, block_seconds, batches=BATCHES, with_tf=True, log=print):
     from estella.runtime.generator import Generator
 
+    from estella.runtime.weights_format import architecture
+
     weights = load_weights(export_dir)
-    U, V = weights["dense_kernel"].shape
-    E = weights["embedding"].shape[1]
+    arch = architecture(weights)
     generators = {case_name(b, p): Generator.load(export_dir, backend=b, precision=p,
                                                   **({"num_threads": threads} if b in ("tflite", "onnx") else {}))
                   for b, p in RUNTIME_CASES}
@@ -331,7 +371,9 @@ def measure(run_dir, export_dir, repeats, threads, block_seconds, batches=BATCHE
         per_char[name] = runtime_generate(generator)
         if generator.backend.name in ("tflite", "onnx"):
             per_char[f"bare {name}"] = bare_interpreter(generator.backend)
-    if with_tf:  # the graphs before the input projection was folded into the embedding (needs the export stage)
+    # The graphs before the input projection was folded into the embedding (needs the export stage); the
+    # fold concerns layer 0 alone, so one-layer models show it and stacks skip the extra conversions.
+    if with_tf and len(arch["units"]) == 1:
         vocab = generators[case_name("numpy", "float32")].vocab
         for name, backend in unfolded_backends(weights, vocab, os.path.join(os.path.dirname(export_dir),
                                                                              "unfolded"), threads).items():
@@ -347,9 +389,10 @@ def measure(run_dir, export_dir, repeats, threads, block_seconds, batches=BATCHE
         throughput[str(batch)] = {name: inverted(s) for name, s in
                                   interleaved(cases, repeats, block_seconds).items()}
     return {
-        "shape": {"vocab_size": int(V), "embedding_dim": int(E), "units": int(U)},
+        "shape": {"vocab_size": arch["vocab_size"], "embedding_dim": arch["embedding_dim"], "cell": arch["cell"],
+                  "units": arch["units"]},
         "threads": threads,
-        "limit_bytes_per_char": {"float32": 4 * U * (3 * U + V), "int8": U * (3 * U + V)},
+        "limit_bytes_per_char": {p: int(b) for p, b in limit_bytes(weights).items()},
         "per_char_us": results,
         "throughput_chars_per_s": throughput,
     }

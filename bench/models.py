@@ -9,12 +9,25 @@ import hashlib
 import os
 import subprocess
 import sys
+from typing import NamedTuple
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CACHE = os.path.join(REPO, ".cache", "bench")
 LOCAL_CORPUS = os.path.abspath(os.path.join(REPO, "..", "shared", "data", "great-expectations.txt"))
 # Code whose change makes a cached export stale.
 EXPORT_SOURCES = ("export", "build/model.py", "build/random_run.py")
+
+
+class Shape(NamedTuple):
+    """A generation model's shape: the embedding width, one recurrent cell kind and its units per layer."""
+    embedding_dim: int
+    units: tuple
+    cell: str = "gru"
+
+    def words(self):
+        """"GRU 1x512", "LSTM 2x512", "LSTM 512/256" (a stack of unequal layers)."""
+        layers = f"{len(self.units)}x{self.units[0]}" if len(set(self.units)) == 1 else "/".join(map(str, self.units))
+        return f"{self.cell.upper()} {layers}"
 
 
 def default_corpus():
@@ -41,17 +54,18 @@ def code_digest():
     return h.hexdigest()[:16]
 
 
-def prepare(name, vocab_chars, embedding_dim, units, cache=CACHE, log=print):
-    """Return (run_dir, export_dir) of a random run of this shape, exporting it if the cache is stale."""
+def prepare(name, vocab_chars, shape, cache=CACHE, log=print):
+    """Return (run_dir, export_dir) of a random run of this Shape, exporting it if the cache is stale."""
     from estella.build.random_run import make_random_run
 
-    key = hashlib.sha256(f"{code_digest()} {''.join(vocab_chars)} {embedding_dim} {units}".encode()).hexdigest()[:16]
+    E, units, cell = shape.embedding_dim, list(shape.units), shape.cell
+    key = hashlib.sha256(f"{code_digest()} {''.join(vocab_chars)} {E} {units} {cell}".encode()).hexdigest()[:16]
     run_dir = os.path.join(cache, f"{name}-{key}", "run")
     export_dir = os.path.join(cache, f"{name}-{key}", "export")
     if os.path.exists(os.path.join(export_dir, "manifest.json")):
         return run_dir, export_dir
-    log(f"preparing {name}: random run E={embedding_dim} U={units}, then `estella export` (once; cached)")
-    make_random_run(run_dir, vocab_chars, embedding_dim=embedding_dim, units=units, seed=0)
+    log(f"preparing {name}: random run E={E} {shape.words()}, then `estella export` (once; cached)")
+    make_random_run(run_dir, vocab_chars, embedding_dim=E, units=units, seed=0, cell=cell)
     subprocess.run([sys.executable, "-m", "estella.runtime.cli", "export", run_dir, "--out", export_dir],
                    check=True)
     return run_dir, export_dir

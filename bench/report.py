@@ -10,6 +10,8 @@ ORIGINAL = "TF original loop (eager, stateful)"
 LIMITS = {"float32": "limit float32", "int8": "limit int8"}
 RUNTIME_ORDER = ("tflite float32", "tflite int8", "onnx float32", "onnx int8", "numpy float32", "savedmodel float32")
 BASELINES = (ORIGINAL, "TF tutorial tf.function step")
+# Issue 17's goal for stacks at batch 1: every float interpreter path within this multiple of its limit.
+STACK_GOAL = {"paths": ("tflite float32", "onnx float32", "numpy float32"), "times_limit": 1.35}
 
 
 def write_all(result, out_dir):
@@ -59,6 +61,17 @@ def span(s):
     return f"{fmt(s['min'])}–{fmt(s['max'])}"
 
 
+def layers_words(shape):
+    """"GRU 2x512" from a result's shape; one written before stacks has units as one int and no cell."""
+    units = shape["units"] if isinstance(shape["units"], list) else [shape["units"]]
+    layers = f"{len(units)}x{units[0]}" if len(set(units)) == 1 else "/".join(map(str, units))
+    return f"{shape.get('cell', 'gru').upper()} {layers}"
+
+
+def stacked(shape):
+    return isinstance(shape["units"], list) and len(shape["units"]) > 1
+
+
 # --- markdown -------------------------------------------------------------------------------------
 
 def markdown(result, plotted):
@@ -102,9 +115,10 @@ def generation_tables(gen, plotted):
     if plotted:
         out.append("![µs per character by backend, with the limits as lines](bench.png)\n")
     out.append("The **limit** is what one character must cost at least: a bare matrix-vector product over the "
-               "weight bytes a step reads (the recurrent kernel and the dense layer; the embedding and input "
-               "projection fold into a table lookup). It is measured several ways and the fastest counts: numpy/BLAS "
-               "in both gemv layouts and a LiteRT graph of two FULLY_CONNECTED ops (XNNPACK) in float32; in int8, "
+               "weight bytes a step reads (every layer's recurrent kernel, the input kernels of layers 2 and up, and "
+               "the dense layer; the embedding and the first layer's input projection fold into a table lookup), "
+               "in float32 and in int8. It is measured several ways and the fastest counts: numpy/BLAS "
+               "in both gemv layouts and a LiteRT graph of one FULLY_CONNECTED op per kernel (XNNPACK) in float32; in int8, "
                "where numpy has no fast product (its integer matmul is a plain loop, not BLAS: see the einsum row), "
                "ONNX Runtime's MatMulInteger (MLAS) and the LiteRT graph with dynamic-range int8 weights. Each "
                "includes its library's per-call cost, which every backend pays too. Each path is compared with the "
@@ -115,7 +129,7 @@ def generation_tables(gen, plotted):
             continue
         sh, pc = g["shape"], with_limit(g["per_char_us"])
         b = g["limit_bytes_per_char"]
-        out.append(f"### {shape_name}: V={sh['vocab_size']} E={sh['embedding_dim']} U={sh['units']} "
+        out.append(f"### {shape_name}: V={sh['vocab_size']} E={sh['embedding_dim']} {layers_words(sh)} "
                    f"({b['float32'] / 2**20:.1f} MiB float32, {b['int8'] / 2**20:.1f} MiB int8 read per character)\n")
         out.append("| path | µs/char | min–max | × limit | × faster than the original |")
         out.append("|---|---:|---:|---:|---:|")
@@ -132,10 +146,24 @@ def generation_tables(gen, plotted):
             label = f"**{name}** = {s['variant'][len(name) + 2:-1]}" if name in LIMITS.values() else name
             out.append(f"| {label} | {fmt(s['median'])} | {span(s)} | {vs_limit} | {vs_orig} |")
         out.append("")
+        if stacked(sh):
+            out += stack_goal(pc)
         out += fold_table(pc)
         out += overhead_table(pc)
         out += throughput_table(g["throughput_chars_per_s"])
     return out
+
+
+def stack_goal(pc):
+    """The goal line for a stack: each float interpreter path's multiple of the float32 limit, met or missed."""
+    limit = pc.get(LIMITS["float32"])
+    paths = [n for n in STACK_GOAL["paths"] if n in pc]
+    if not limit or not paths:
+        return []
+    goal = STACK_GOAL["times_limit"]
+    parts = [f"{n} {fmt(ratio(pc[n], limit))}× ({'met' if ratio(pc[n], limit) <= goal else 'missed'})" for n in paths]
+    return [f"Goal for stacks: every float interpreter path within {fmt(goal)}× the float32 limit at batch 1: "
+            + ", ".join(parts) + ".\n"]
 
 
 def fold_table(pc):
@@ -385,7 +413,7 @@ def reading(result):
             graph = pc[f"bare {worst}"]["median"] - limit
             text += (f" The biggest gap among the interpreters is {worst}: {fmt(runtime[worst]['median'])} µs/char, "
                      f"{fmt(gaps[worst])}× its limit of {fmt(limit)} µs; of the difference, {fmt(python)} µs is the "
-                     f"runtime's Python and {fmt(graph)} µs the graph's work beyond the two products.")
+                     f"runtime's Python and {fmt(graph)} µs the graph's work beyond the bare products.")
         bare = {n: paired_difference(pc[n], pc[f"bare {n}"])["median"] for n in interpreters}
         if bare:
             text += (" The runtime's own Python costs "
@@ -429,8 +457,12 @@ def plot(result, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(gen), figsize=(6.5 * len(gen), 4.8), squeeze=False, sharex=True)
-    for ax, (shape_name, g) in zip(axes[0], gen.items()):
+    columns = min(2, len(gen))
+    rows = -(-len(gen) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(6.5 * columns, 4.8 * rows), squeeze=False, sharex=True)
+    for ax in axes.flat[len(gen):]:
+        ax.set_visible(False)
+    for ax, (shape_name, g) in zip(axes.flat, gen.items()):
         pc = with_limit(g["per_char_us"])
         names = [n for n in (*BASELINES, *RUNTIME_ORDER) if n in pc][::-1]
         med = [pc[n]["median"] for n in names]
@@ -448,7 +480,7 @@ def plot(result, path):
         ax.set_ylim(-1.2, len(names) - 0.5)
         ax.set_xlabel("µs per character, batch 1 (log scale; lower is faster)")
         sh = g["shape"]
-        ax.set_title(f"{shape_name}: U={sh['units']}, E={sh['embedding_dim']}, V={sh['vocab_size']}")
+        ax.set_title(f"{shape_name}: E={sh['embedding_dim']}, V={sh['vocab_size']}")
         ax.grid(axis="x", alpha=0.3, which="both")
     fig.tight_layout()
     fig.savefig(path, dpi=100)

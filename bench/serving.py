@@ -18,7 +18,7 @@ import time
 
 import numpy as np
 
-from .generation import PRIME, TEMPERATURE, runtime_generate
+from .generation import PRIME, TEMPERATURE, load_weights, runtime_generate
 from .stats import summary
 
 CLIENTS = (1, 8, 32, 64)
@@ -151,9 +151,11 @@ def measure_ray(export_dir, precision, clients, requests, chars, repeats, thread
 
 def measure(export_dir, clients=CLIENTS, requests=4, chars=256, repeats=5, threads=1, ray_clients=RAY_CLIENTS,
             log=print):
-    with np.load(f"{export_dir}/weights.npz") as w:
-        U, V = w["dense_kernel"].shape
-    result = {"shape": {"vocab_size": int(V), "units": int(U)}, "backend": "tflite", "threads": threads,
+    from estella.runtime.weights_format import architecture
+
+    arch = architecture(load_weights(export_dir))
+    shape = {"vocab_size": arch["vocab_size"], "cell": arch["cell"], "units": arch["units"]}
+    result = {"shape": shape, "backend": "tflite", "threads": threads,
               "requests_per_client": requests, "chars_per_request": chars, "repeats": repeats,
               "precisions": {p: measure_precision(export_dir, p, clients, requests, chars, repeats, threads, log)
                              for p in PRECISIONS}}

@@ -18,7 +18,7 @@ import traceback
 
 from . import c_runtime, footprint, processes, report
 from .generation import RUNTIME_CASES
-from .models import CACHE, REPO, default_corpus, prepare, vocabulary
+from .models import CACHE, REPO, Shape, default_corpus, prepare, vocabulary
 
 SECTIONS = ("generation", "serving", "processes", "c_runtime", "training", "prepare", "footprint")
 PACKAGES = ("numpy", "tensorflow-cpu", "keras", "ai-edge-litert", "onnxruntime", "onnx", "tf2onnx")
@@ -52,11 +52,17 @@ class Settings:
                 "prepare": dict(zip(("book_copies", "synthetic_mb", "rounds"), self.prepare))}
 
 
+# The generation models: the default preset's shape, the original's GRU of 1024 (the seed preset), and
+# the two stacks of the model family, GRU 2 x 512 (quality) and LSTM 2 x 512 (char-rnn).
+MEASURED_PRESETS = ("default", "seed", "quality", "char-rnn")
+
+
 def preset_shapes():
-    """The generation models: the default preset's shape and the original's U=1024 (the seed preset)."""
+    """{"default (GRU 1x512)": Shape, ...} of MEASURED_PRESETS."""
     from estella.build.config import PRESETS
-    return {f"{name} (U={PRESETS[name].units[0]})": (PRESETS[name].embedding_dim, PRESETS[name].units[0])
-            for name in ("default", "seed")}  # one-layer GRUs
+    shapes = {name: Shape(PRESETS[name].embedding_dim, tuple(PRESETS[name].units), PRESETS[name].cell)
+              for name in MEASURED_PRESETS}
+    return {f"{name} ({shape.words()})": shape for name, shape in shapes.items()}
 
 
 def child_env(threads):
@@ -109,8 +115,8 @@ def versions():
 
 def run(out_dir=None, quick=False, corpus=None, threads=1, sections=SECTIONS, settings=None, shapes=None,
         cache=CACHE, log=print):
-    """Run the parts in `sections` and write the report. settings, shapes ({name: (E, U)}) and cache
-    default to the real benchmark's; the test passes small ones."""
+    """Run the parts in `sections` and write the report. settings, shapes ({name: Shape}, each name
+    starting with its preset's) and cache default to the real benchmark's; the test passes small ones."""
     started = time.time()
     settings = settings or Settings(quick)
     shapes = shapes or preset_shapes()
@@ -122,16 +128,20 @@ def run(out_dir=None, quick=False, corpus=None, threads=1, sections=SECTIONS, se
               "versions": versions(), "settings": settings.as_dict(threads), "errors": {}}
     attempt = attempter(result["errors"])
 
-    serving_shape = serving_model(shapes)
-    ready = export_models(models_needed(shapes, sections, serving_shape), vocab, cache, attempt, log)
+    served_shapes = serving_models(shapes)
+    ready = export_models(models_needed(shapes, sections, served_shapes), vocab, cache, attempt, log)
     if "generation" in sections:
         result["generation"] = measure_generation(ready, settings, threads, env, attempt, log)
-    if "serving" in sections and serving_shape in ready:
-        served = measure_serving(serving_shape, ready[serving_shape][1], settings, threads, env, attempt, log)
-        if served:
-            result["serving"] = {serving_shape: served}
+    if "serving" in sections:
+        result["serving"] = {}
+        for name in served_shapes:
+            if name in ready:
+                served = measure_serving(name, ready[name][1], settings, threads, env, attempt, log)
+                if served:
+                    result["serving"][name] = served
     if "processes" in sections:
-        result["processes"] = measure_processes(ready, settings, threads, env, attempt, log)
+        one_layer = {name: ready[name] for name in ready if len(shapes[name].units) == 1}
+        result["processes"] = measure_processes(one_layer, settings, threads, env, attempt, log)
     if "c_runtime" in sections and ready:
         c = measure_c_runtime(ready, settings, env, attempt, log)
         if c:
@@ -179,9 +189,16 @@ def attempter(errors):
     return attempt
 
 
-def serving_model(shapes):
-    """Serving runs on the default preset's shape only: it adds HTTP and scheduling around the same steps."""
-    return next((n for n in shapes if n.startswith("default")), next(iter(shapes)))
+def serving_models(shapes):
+    """Serving adds HTTP and scheduling around the same steps, so it runs on two shapes only: the default
+    preset's (else the first one-layer shape) and the stack with the widest state row (what continuous
+    batching carries per stream)."""
+    one_layer = [n for n in shapes if len(shapes[n].units) == 1]
+    stacks = [n for n in shapes if len(shapes[n].units) > 1]
+    chosen = [next((n for n in one_layer if n.startswith("default")), one_layer[0])] if one_layer else []
+    if stacks:
+        chosen.append(max(stacks, key=lambda n: state_size(shapes[n])))
+    return chosen
 
 
 def measure_c_runtime(ready, settings, env, attempt, log):
@@ -191,18 +208,22 @@ def measure_c_runtime(ready, settings, env, attempt, log):
     return attempt("c_runtime", lambda: c_runtime.measure(exports, settings.probe_repeats, settings.c_chars, env, log))
 
 
-def models_needed(shapes, sections, serving_shape):
+def state_size(shape):
+    from estella.runtime.weights_format import STATE_PARTS
+    return len(STATE_PARTS[shape.cell]) * sum(shape.units)
+
+
+def models_needed(shapes, sections, served_shapes):
     if {"generation", "processes", "c_runtime"} & set(sections):
         return shapes
-    return {serving_shape: shapes[serving_shape]} if "serving" in sections else {}
+    return {name: shapes[name] for name in served_shapes} if "serving" in sections else {}
 
 
 def export_models(wanted, vocab, cache, attempt, log):
     """{name: (run_dir, export_dir)} of the models that could be trained and exported."""
     models = {}
-    for name, (embedding_dim, units) in wanted.items():
-        models[name] = attempt(f"export {name}", lambda: prepare(name.split()[0], vocab, embedding_dim, units,
-                                                                 cache, log))
+    for name, shape in wanted.items():
+        models[name] = attempt(f"export {name}", lambda: prepare(name.split()[0], vocab, shape, cache, log))
     return {name: m for name, m in models.items() if m}
 
 

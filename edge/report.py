@@ -1,6 +1,9 @@
 """EDGE.md from what edge/run.sh collected: per emulated CPU model, each device virtualenv's rows.
 
-    python edge/report.py OUT_DIR EDGE.md
+    python edge/report.py OUT_DIR [OUT_DIR...] EDGE.md
+
+One OUT_DIR per model (edge/run.sh on that model's fixture): `make edge` runs a one-layer GRU and a
+stacked LSTM, and EDGE.md has each one's tables.
 
 Stdlib only. The pass/fail of a row is estella.runtime.parity's check, made on the device; this
 file only lays out its numbers. Exit status 1 when a row failed or did not run, unless it is one of
@@ -109,9 +112,9 @@ def load_c_runtime(out_dir, cpu):
         return {"cases": [], "failures": [f"did not run: {' '.join(tail) or 'no output'}"]}
 
 
-def c_runtime_section(out_dir, cpus):
+def c_runtime_section(out_dir, cpus, name=None):
     """(lines, problems): one row per CPU for the C runtime, whose texts must equal the Python runtime's."""
-    lines = ["## The C runtime (estella-c)", "",
+    lines = ["## The C runtime (estella-c)" + (f": {name}" if name else ""), "",
              "runtime/c, cross-built with gcc-aarch64-linux-gnu against this root filesystem and the aarch64",
              "libLiteRt.so of the `estella[tflite]` virtualenv, runs in the chroot beside that virtualenv's Python",
              "runtime on the same emulated CPU (with /sys mounted: the compiled model's XNNPACK reads it). Each",
@@ -126,7 +129,7 @@ def c_runtime_section(out_dir, cpus):
         refusals = [c for c in result["cases"] if c.get("refusal")]
         failures = "; ".join(result["failures"])
         if failures or not texts:
-            problems.append(f"{cpu} estella-c: {failures or 'no texts compared'}")
+            problems.append(f"{name + ', ' if name else ''}{cpu} estella-c: {failures or 'no texts compared'}")
         size = f"{result['binary_bytes'] / 1e3:.0f} KB" if "binary_bytes" in result else ""
         lines.append(f"| {CPU_TITLES.get(cpu, cpu)} | {size} | {sum(c['equal'] for c in texts)} of {len(texts)} | "
                      f"{sum(c['equal'] for c in refusals)} of {len(refusals)} | "
@@ -148,21 +151,27 @@ def model_words(model):
             f"{layers}{state}")
 
 
-def render(out_dir):
-    """(EDGE.md's text, [unexpected results]): a failure not known, or a known failure that passes."""
-    runs = collect(out_dir)
-    system = dict(read_tsv(os.path.join(out_dir, "system.tsv")))
-    sizes = dict(read_tsv(os.path.join(out_dir, "sizes.tsv")))
-    first = next((r for _, _, _, r in runs if "hwcaps" in r), {})
-    steps = first.get("steps", "?")
-    model = model_words(first["model"]) if first else "?"
+def first_device(runs):
+    return next((r for _, _, _, r in runs if "hwcaps" in r), {})
+
+
+def render(out_dirs):
+    """(EDGE.md's text, [unexpected results]): a failure not known, or a known failure that passes.
+    out_dirs: edge/run.sh's folders, one per model (a single folder is one model)."""
+    out_dirs = [out_dirs] if isinstance(out_dirs, str) else list(out_dirs)
+    models = [collect(out_dir) for out_dir in out_dirs]
+    system = dict(read_tsv(os.path.join(out_dirs[0], "system.tsv")))
+    sizes = dict(read_tsv(os.path.join(out_dirs[0], "sizes.tsv")))
+    steps = first_device(models[0]).get("steps", "?")
+    names = [model_words(first_device(runs)["model"]) if first_device(runs) else "?" for runs in models]
+    model = f"a model of {names[0]}" if len(names) == 1 else "models of " + " and of ".join(names)
     lines = [
         "# Edge proof: the runtime on emulated aarch64", "",
         "Written by `make edge` (edge/report.py); do not edit by hand. The TensorFlow-free runtime runs in a",
         f"Debian {system.get('debian', '?')} arm64 root filesystem under {system.get('qemu', 'qemu')} (user mode,",
         "`QEMU_CPU` set to the core), in three virtualenvs installed there by the device's own pip from aarch64",
         "cp311 wheels. Every row runs estella.runtime.parity in its own process against the Keras model's",
-        f"record made on the x86-64 host and stored with the fixture (a model of {model} with fan-in random",
+        f"record made on the x86-64 host and stored with the fixture ({model} with fan-in random",
         f"weights over the book's characters): float32 within 1e-4 on single steps and along {steps} fed-back",
         "steps, identical greedy and seeded text; int8 top-1 >= 95% and |Δ logits| <= 2% of the reference's",
         "logit range (int8 text is not compared across machines: int8 kernels differ by CPU features).",
@@ -172,9 +181,28 @@ def render(out_dir):
         lines.append(f"| {VENV_TITLES.get(venv, venv)} | {int(size) / 1e6:.0f} MB |")
     lines.append("")
     problems, passed = [], 0
+    for out_dir, name, runs in zip(out_dirs, names, models):
+        name = name if len(models) > 1 else None
+        model_lines, model_problems, model_passed = model_sections(runs, name)
+        c_lines, c_problems = c_runtime_section(out_dir, list(dict.fromkeys(cpu for cpu, _, _, _ in runs)), name)
+        lines += model_lines + c_lines
+        problems += model_problems + c_problems
+        passed += model_passed
+    runs = [run for runs in models for run in runs]
+    lines.append(f"{passed} of {len(runs)} rows pass." + (f" Unexpected: {'; '.join(problems)}." if problems else ""))
+    known = [k for k in KNOWN_FAILURES if k in {(c, v, r) for c, v, r, _ in runs}]
+    if known:
+        lines += ["", "Known failures:", ""]
+        lines += [f"{list(KNOWN_FAILURES).index(k) + 1}. {' '.join(k)}: {KNOWN_FAILURES[k]}" for k in known]
+    return "\n".join(lines) + "\n", problems
+
+
+def model_sections(runs, name=None):
+    """(lines, problems, rows passed): one model's table per emulated CPU; name goes in the headings."""
+    lines, problems, passed = [], [], 0
     for cpu in dict.fromkeys(cpu for cpu, _, _, _ in runs):
         device = next((r for c, _, _, r in runs if c == cpu and "hwcaps" in r), None)
-        lines += [f"## {CPU_TITLES.get(cpu, cpu)}", ""]
+        lines += [f"## {CPU_TITLES.get(cpu, cpu)}" + (f": {name}" if name else ""), ""]
         if device:
             lines += [f"`QEMU_CPU={cpu}`: {device['machine']}, Python {device['python']}, CPU features the kernel "
                       f"reports (HWCAP): {' '.join(device['hwcaps'])}. {CPU_NOTES.get(cpu, '')}".rstrip(), ""]
@@ -186,22 +214,17 @@ def render(out_dir):
             cell, problem = verdict((cpu, venv, row), result)
             passed += cell == "pass"
             if problem:
-                problems.append(f"{cpu} {venv} {row}: {problem}")
+                problems.append(f"{name + ', ' if name else ''}{cpu} {venv} {row}: {problem}")
             lines.append("| " + " | ".join([VENV_TITLES.get(venv, venv), *row_cells(row, result), cell]) + " |")
         lines.append("")
-    c_lines, c_problems = c_runtime_section(out_dir, list(dict.fromkeys(cpu for cpu, _, _, _ in runs)))
-    lines += c_lines
-    problems += c_problems
-    lines.append(f"{passed} of {len(runs)} rows pass." + (f" Unexpected: {'; '.join(problems)}." if problems else ""))
-    known = [k for k in KNOWN_FAILURES if k in {(c, v, r) for c, v, r, _ in runs}]
-    if known:
-        lines += ["", "Known failures:", ""]
-        lines += [f"{list(KNOWN_FAILURES).index(k) + 1}. {' '.join(k)}: {KNOWN_FAILURES[k]}" for k in known]
-    return "\n".join(lines) + "\n", problems
+    return lines, problems, passed
 
 
-def main(out_dir, path):
-    text, problems = render(out_dir)
+def main(*args):
+    if len(args) < 2:
+        sys.exit("usage: python edge/report.py OUT_DIR [OUT_DIR...] EDGE.md")
+    *out_dirs, path = args
+    text, problems = render(out_dirs)
     with open(path, "w", encoding="utf-8") as f:
         f.write(text)
     print(text)
