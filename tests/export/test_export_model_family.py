@@ -3,7 +3,7 @@ against the Keras step model (the gate's own thresholds), and the manifest descr
 
 `make test` runs two stacks here, GRU 3 and LSTM 4 layers of unequal widths (the 2-layer LSTM is
 tests/export's lstm_export, the 1-layer GRU its seed and tiny exports); `pytest -m slow
-tests/export/test_model_family.py` runs every combination (about 10 s each).
+tests/export/test_export_model_family.py` runs every combination (about 10 s each).
 """
 
 import pytest
