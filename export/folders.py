@@ -17,6 +17,7 @@ import shutil
 import signal
 import tempfile
 
+from estella.build.fileio import process_alive
 from estella.runtime.manifest import MANIFEST, UNFINISHED_MARKER, UNFINISHED_PREFIX
 
 from . import manifest as manifest_mod
@@ -112,7 +113,7 @@ def remove_stale_temps(parent):
     for name in sorted(os.listdir(parent)):
         path = os.path.join(parent, name)
         pid = _pid(name)
-        if pid is None or os.path.islink(path) or not os.path.isdir(path) or _running(pid):
+        if pid is None or os.path.islink(path) or not os.path.isdir(path) or process_alive(pid):
             continue
         if name.startswith(OLD_PREFIX):
             _restore_or_remove_old(parent, path)
@@ -139,16 +140,6 @@ def _restore_or_remove_old(parent, path):
             and not os.path.lexists(os.path.join(parent, target))):
         os.rename(old, os.path.join(parent, target))
     shutil.rmtree(path, ignore_errors=True)
-
-
-def _running(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True
 
 
 def _umask():
