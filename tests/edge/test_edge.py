@@ -115,7 +115,7 @@ def test_each_device_venv_runs_its_own_interpreter_and_the_checkouts_parity_meas
 def test_the_c_runtime_writes_the_python_runtimes_texts_on_each_emulated_cpu(edge_out):
     """estella-c, cross-built for aarch64, against the device's own `estella generate --backend tflite`."""
     for cpu in CPUS:
-        with open(os.path.join(edge_out, cpu, "c-runtime.json"), encoding="utf-8") as f:
+        with open(os.path.join(edge_out["gru"], cpu, "c-runtime.json"), encoding="utf-8") as f:
             d = json.load(f)
         assert d["machine"] == "aarch64" and not d["failures"], d["failures"]
         texts = [c for c in d["cases"] if not c.get("refusal")]
