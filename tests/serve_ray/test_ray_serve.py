@@ -183,10 +183,8 @@ def test_a_client_that_leaves_is_cancelled_on_its_replica(two):
 
 def test_a_killed_replica_ends_its_requests_with_an_error_the_others_finish_and_ray_brings_it_back(
         two, client, reference):
-    chars, n = 200_000, 8  # long enough to be running when the replica is killed: checked below
-    expected = reference.generate_many(["Pip"] * n, chars, 0.8, seed=100, echo=False)
-    streams = [{"replica": None, "text": [], "finish": None, "error": None, "first": threading.Event()}
-               for _ in range(n)]
+    chars, wave, waves = 200_000, 8, 4  # long enough to be running when the replica is killed: checked below
+    streams, threads = [], []
 
     def run(i):
         s = streams[i]
@@ -203,10 +201,17 @@ def test_a_killed_replica_ends_its_requests_with_an_error_the_others_finish_and_
         finally:
             s["first"].set()
 
-    threads = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(n)]
-    for t in threads:
-        t.start()
-    wait_for(lambda: all(s["first"].is_set() for s in streams), "every stream has its first characters")
+    # Ray's router picks the less busy of two replicas it samples, from its own view of their queues: a
+    # wave of concurrent requests can all land on one. Waves are added (at most `waves`) until both serve.
+    for _ in range(waves):
+        for _ in range(wave):
+            streams.append({"replica": None, "text": [], "finish": None, "error": None, "first": threading.Event()})
+            threads.append(threading.Thread(target=run, args=(len(streams) - 1,), daemon=True))
+            threads[-1].start()
+        wait_for(lambda: all(s["first"].is_set() for s in streams), "every stream has its first characters")
+        if len({s["replica"] for s in streams}) == 2:
+            break
+    n = len(streams)
     by_replica = {}
     for i, s in enumerate(streams):
         assert s["error"] is None, s["error"]
@@ -221,6 +226,7 @@ def test_a_killed_replica_ends_its_requests_with_an_error_the_others_finish_and_
         t.join(HANG_GUARD)
         assert not t.is_alive(), "a stream neither ended nor failed"
 
+    expected = reference.generate_many(["Pip"] * n, chars, 0.8, seed=100, echo=False)
     for i, s in enumerate(streams):
         if i in running:  # cut by the kill: a clear error, raised by the openai client
             assert s["error"] is not None and s["error"].body["code"] == "replica_lost", (i, s["error"])
