@@ -10,10 +10,9 @@ cuDNN out; the step model has no dropout at all.
 # keras is imported inside the functions that make layers, so that the flag checks (build/config.py)
 # read CELLS and MAX_LAYERS without loading TensorFlow.
 
+from estella.runtime.weights_format import MAX_LAYERS, STATE_PARTS  # noqa: F401 (MAX_LAYERS: for the flags)
+
 CELLS = ("gru", "lstm")
-MAX_LAYERS = 4
-# Each cell's state parts, in the order they sit in the state row (export/FORMAT.md).
-STATE_PARTS = {"gru": ("h",), "lstm": ("h", "c")}
 
 
 def rnn_layer_names(cell: str, layers: int) -> list:

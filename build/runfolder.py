@@ -13,10 +13,11 @@ fact (by hand, or a kill between the best weights' copy and state.json) is refus
 instead of shipping weights or a vocabulary that the manifest does not describe.
 """
 
-import hashlib
 import json
 import math
 import os
+
+from estella.runtime.untrusted_files import file_sha256 as sha256_file  # the one file hash
 
 from .errors import RunError
 from .fileio import write_atomic
@@ -27,14 +28,6 @@ PROGRESS = "state.json"
 CHECKPOINTS = "checkpoints"
 BEST = "best.weights.h5"
 START_FILES = ("config.json", "vocab.json")  # written once when the run starts, hashed in state.json
-
-
-def sha256_file(path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def check_ownership(run_dir):

@@ -27,6 +27,8 @@ import time
 import keras
 import numpy as np
 
+from estella.runtime.weights_format import GATES
+
 from . import config as config_mod
 from . import distribute as distribute_mod
 from . import precision
@@ -460,7 +462,7 @@ def check_enough_text(text: TrainingText, hp):
 def parameter_count(hp, vocab_size) -> int:
     """The model's weights, counted from its shape (build/model.py's layers) without building it."""
     cell = hp.cell
-    gates = {"gru": 3, "lstm": 4}[cell]
+    gates = GATES[cell]
     units = hp.units
     count, inputs = vocab_size * hp.embedding_dim, hp.embedding_dim
     for u in units:
