@@ -43,9 +43,8 @@ KNOWN_FAILURES = {
 }
 
 
-def load_row(out_dir, cpu, venv, row):
-    """The device's JSON for one row, or a failure that quotes the last line of its stderr."""
-    path = os.path.join(out_dir, cpu, venv, row.replace(":", "-"))
+def load_result(path, missing):
+    """PATH.json as the device wrote it, or `missing` with a failure quoting the last line of PATH.log."""
     try:
         with open(path + ".json", encoding="utf-8") as f:
             return json.load(f)
@@ -55,7 +54,12 @@ def load_row(out_dir, cpu, venv, row):
                 tail = [line.strip() for line in f if line.strip()][-1:]
         except OSError:
             tail = []
-        return {"interpreter": None, "measures": None, "failures": [f"did not run: {' '.join(tail) or 'no output'}"]}
+        return {**missing, "failures": [f"did not run: {' '.join(tail) or 'no output'}"]}
+
+
+def load_row(out_dir, cpu, venv, row):
+    """The device's JSON for one row, or a failure that quotes the last line of its stderr."""
+    return load_result(os.path.join(out_dir, cpu, venv, row.replace(":", "-")), {"interpreter": None, "measures": None})
 
 
 def collect(out_dir):
@@ -99,17 +103,7 @@ def verdict(key, result):
 
 def load_c_runtime(out_dir, cpu):
     """estella-c's JSON on one CPU (edge/device_c_runtime.py), or a failure quoting its stderr."""
-    path = os.path.join(out_dir, cpu, "c-runtime")
-    try:
-        with open(path + ".json", encoding="utf-8") as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        try:
-            with open(path + ".log", encoding="utf-8", errors="replace") as f:
-                tail = [line.strip() for line in f if line.strip()][-1:]
-        except OSError:
-            tail = []
-        return {"cases": [], "failures": [f"did not run: {' '.join(tail) or 'no output'}"]}
+    return load_result(os.path.join(out_dir, cpu, "c-runtime"), {"cases": []})
 
 
 def c_runtime_section(out_dir, cpus, name=None):
