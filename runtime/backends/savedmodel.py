@@ -62,8 +62,16 @@ class SavedModelBackend(Backend):
                  for name, spec in {**inputs, **outputs}.items()}
         self.vocab_size, self.state_size, self.max_batch, self.max_time = check_signature(artifact, specs)
         self.precision = artifact["precision"]
+        self._ran = False
 
     def _step(self, ids, state):
+        if not self._ran:  # TensorFlow's first run of the graph logs its oneDNN notice from C++
+            self._ran = True
+            with library_logs_filtered():
+                return self._call(ids, state)
+        return self._call(ids, state)
+
+    def _call(self, ids, state):
         out = self.function(ids=self.tf.constant(ids), state=self.tf.constant(state))
         return out["logits"].numpy(), out["new_state"].numpy()
 

@@ -90,6 +90,7 @@ def test_evaluate_all_lists_int8_full_under_tflite_micro(real_export, corpus_sli
     done = subprocess.run([*ESTELLA, "evaluate", real_export, "--all", "--text", corpus_slice, "--chars", "400"],
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+    assert done.stderr == ""  # quiet: no interpreter's or TensorFlow's log line (the SavedModel row included)
     rows = [line.split() for line in done.stdout.splitlines()]
     assert any(r[:2] == ["tflm", "int8-full"] and float(r[3]) > 0 for r in rows if len(r) >= 4), done.stdout
 
