@@ -145,6 +145,13 @@ edge: venv
 		EDGE_CACHE=$(EDGE_CACHE) edge/run.sh "$$fixture" $(EDGE_OUT)/lstm cortex-a72 cortex-a76
 	$(BIN)/python edge/report.py $(EDGE_OUT)/gru $(EDGE_OUT)/lstm EDGE.md
 
+# `make quality` writes QUALITY.md from trained runs (train each first, e.g. `make train PRESET=quality
+# MIXED_PRECISION=auto`); QUALITY_RUNS names them.
+QUALITY_RUNS ?= $(RUNS)/quality $(RUNS)/char-rnn $(RUNS)/micro
+.PHONY: quality
+quality: venv
+	$(BIN)/estella quality $(QUALITY_RUNS) --out QUALITY.md
+
 # `make bench` writes BENCHMARKS.md, bench.json and bench.png (its header gives the last full run's time);
 # QUICK=1 runs a few minutes' worth into .cache/bench/quick/ instead.
 .PHONY: bench

@@ -24,6 +24,7 @@ COMMANDS = {
     "evaluate": ("estella.runtime.evaluate", "loss in bits per character of an export on a text", None),
     "serve": ("estella.serve.cli", "serve an export over HTTP (OpenAI-style completions, streaming)", "serve"),
     "bench": ("estella.bench.cli", "benchmark training and generation (writes BENCHMARKS.md)", "train"),
+    "quality": ("estella.bench.quality", "compare trained runs' validation loss (writes QUALITY.md)", "train"),
 }
 # Libraries whose absence means "install the extra", not a bug.
 EXTRA_LIBRARIES = ("tensorflow", "keras", "tf2onnx", "onnx", "matplotlib", "fastapi", "uvicorn",
