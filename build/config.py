@@ -112,12 +112,11 @@ PRESETS = {
     "tiny-lstm": HParams(embedding_dim=16, units=[32, 32], cell="lstm", layers=2, dropout=0.1, seq_length=32,
                          batch_size=16, learning_rate=1e-2, epochs=2, patience=2),
     # The best validation loss in about 30 minutes on a 2-core CPU: two GRU layers of 512 with dropout
-    # 0.25 against the default's overfitting single layer. A training step costs about 2.3 times the
-    # default's (measured side by side; a GRU is cheaper than an LSTM of the same width on a CPU, and
-    # a narrower embedding pays for part of the second layer), so its 20 epochs take about as long as
-    # 48 of the default's (about 40 s each on a quiet machine): 30 minutes.
+    # 0.25 against the default's overfitting single layer (a GRU is cheaper than an LSTM of the same
+    # width on a CPU, and a narrower embedding pays for part of the second layer). Its 25 epochs took
+    # 30 minutes with --mixed-precision auto (bfloat16) on the 2-core EPYC: QUALITY.md.
     "quality": HParams(embedding_dim=128, units=[512, 512], layers=2, dropout=0.25, seq_length=100, batch_size=64,
-                       learning_rate=2e-3, epochs=20, patience=4),
+                       learning_rate=2e-3, epochs=25, patience=4),
     # char-rnn's recipe for a large text (its README): 2 x 512 LSTM, dropout 0.5, sequences of 50,
     # batch 50, learning rate 2e-3. char-rnn feeds one-hot characters; an embedding at least as wide
     # as the vocabulary can learn any input table that one-hot input can.
@@ -125,8 +124,8 @@ PRESETS = {
                         batch_size=50, learning_rate=2e-3, epochs=50, patience=5),
     # For a microcontroller (an ESP32-S3 or a Cortex-M7): its int8-full file (the input table, recurrent
     # kernel and output layer at one byte a weight: V x 3U + U x 3U + U x V) stays under 512 KB at
-    # U = 320, and its arena under 64 KB (tests/export/test_micro.py checks both). One GRU layer: per
-    # weight byte it learned more than a stack in the quality runs, and it is the cheapest step to run.
+    # U = 320, and its arena under 64 KB (tests/export/test_micro.py checks both). One GRU layer: the
+    # cheapest step to run, for the most units the flash budget allows.
     "micro": HParams(embedding_dim=64, units=[320], seq_length=100, batch_size=64, learning_rate=2e-3, epochs=25,
                      patience=4),
 }
