@@ -5,6 +5,12 @@ which costs less per call than a signature runner. The graph is exported for bat
 batch resizes the inputs of the one interpreter, which measured 3-6x faster than one interpreter per
 stream (U=1024, B=4: 0.26 ms against 1.3 ms per step float32, 0.05 against 0.2 ms int8), since
 the weights are read once per step for all streams.
+
+Resizing costs a re-allocation (about half an int8 step at U=512, B=32), and a server's batch
+changes whenever a stream joins or leaves. So the interpreter is allocated for a bucket, the next
+power of two, and a batch of at least half of it is padded with zero rows up to it: each row of a
+step depends on that row alone, so the padding changes no result, and a batch that moves between
+16 and 32 rows never re-allocates.
 """
 
 import os
@@ -59,13 +65,18 @@ class TFLiteBackend(Backend):
         self.batch = self.max_batch  # the batch the interpreter is allocated for now
 
     def _step(self, ids, state):
-        if ids.shape[0] != self.batch:
-            self._resize(ids.shape[0])
+        rows = ids.shape[0]
+        if not rows <= self.batch <= 2 * rows:  # at most half the allocated rows are padding
+            self._resize(bucket(rows))
+        if rows < self.batch:
+            ids = np.concatenate([ids, np.zeros((self.batch - rows, ids.shape[1]), ids.dtype)])
+            state = np.concatenate([state, np.zeros((self.batch - rows, state.shape[1]), state.dtype)])
         interpreter = self.interpreter
         interpreter.set_tensor(self.ids_index, ids)
         interpreter.set_tensor(self.state_index, state)
         interpreter.invoke()
-        return interpreter.get_tensor(self.logits_index), interpreter.get_tensor(self.new_state_index)
+        logits, new_state = interpreter.get_tensor(self.logits_index), interpreter.get_tensor(self.new_state_index)
+        return (logits[:rows], new_state[:rows]) if rows < self.batch else (logits, new_state)
 
     def _resize(self, batch):
         self.interpreter.resize_tensor_input(self.ids_index, [batch, 1])
@@ -73,6 +84,11 @@ class TFLiteBackend(Backend):
         with library_logs_filtered():
             self.interpreter.allocate_tensors()
         self.batch = batch
+
+
+def bucket(rows):
+    """The batch an interpreter is allocated for to run `rows` rows: the next power of two."""
+    return 1 << (rows - 1).bit_length()
 
 
 QUANTIZED_MIN_ELEMENTS = 1024

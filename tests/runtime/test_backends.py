@@ -98,3 +98,24 @@ def test_backend_reports_its_shapes(real_export, reference):
     assert (onnx.max_batch, onnx.max_time) == (None, 1)
     assert (reference.max_batch, reference.max_time) == (None, None)
     assert tflite.state_size == onnx.state_size == reference.state_size and tflite.vocab_size == reference.vocab_size
+
+
+@pytest.mark.parametrize("precision", ["float32", "int8"])
+def test_tflite_pads_a_batch_inside_its_bucket_and_reallocates_only_outside_it(real_export, precision):
+    """A server's batch changes as streams come and go: the interpreter is allocated for a power of
+    two and a batch of at least half of it is padded, with the same rows as an exact allocation."""
+    backend = open_backend(real_export, "tflite", precision)
+    rng = np.random.default_rng(1)
+    ids = rng.integers(0, backend.vocab_size, (32, 1)).astype(np.int32)
+    state = (0.5 * rng.standard_normal((32, backend.state_size))).astype(np.float32)
+    steps = {}
+    for rows, allocated in [(32, 32), (17, 32), (16, 32), (15, 16), (9, 16), (5, 8), (20, 32)]:
+        steps[rows] = backend.step(ids[:rows], state[:rows])
+        assert backend.batch == allocated, (rows, backend.batch)
+        assert steps[rows][0].shape == (rows, 1, backend.vocab_size) and steps[rows][1].shape == (rows, backend.state_size)
+    for rows in (17, 9, 5):  # the same rows when the interpreter is allocated for exactly that batch
+        backend._resize(rows)
+        logits, new_state = backend.step(ids[:rows], state[:rows])
+        assert backend.batch == rows
+        np.testing.assert_allclose(steps[rows][0], logits, rtol=0, atol=1e-5)
+        np.testing.assert_allclose(steps[rows][1], new_state, rtol=0, atol=1e-5)
