@@ -14,6 +14,7 @@ LSTM); the default is one GRU layer of 256. Runs in the main virtualenv (TensorF
 """
 
 import argparse
+import fcntl
 import hashlib
 import os
 import shutil
@@ -88,19 +89,27 @@ def main():
     if not os.path.exists(args.corpus):
         sys.exit(f"edge fixture: the corpus {os.path.abspath(args.corpus)} is missing (pass --corpus PATH)")
     folder = os.path.join(args.cache_dir, fixture_key(args))
-    if not os.path.exists(os.path.join(folder, "reference.npz")):
-        os.makedirs(args.cache_dir, exist_ok=True)
-        tmp = tempfile.mkdtemp(prefix=".fixture-", dir=args.cache_dir)
-        stdout = os.dup(1)
-        os.dup2(2, 1)  # TensorFlow's and the converters' chatter goes to stderr: stdout is the folder alone
-        try:
-            make(tmp, args)
-            os.replace(tmp, folder)
-        finally:
-            sys.stdout.flush()
-            os.dup2(stdout, 1)
-            shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(args.cache_dir, exist_ok=True)
+    # Two suites on one machine may ask for the same fixture at once: the first makes it, the other waits.
+    with open(folder + ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not os.path.exists(os.path.join(folder, "reference.npz")):
+            make_into(folder, args)
     print(folder)
+
+
+def make_into(folder, args):
+    tmp = tempfile.mkdtemp(prefix=".fixture-", dir=os.path.dirname(folder))
+    stdout = os.dup(1)
+    os.dup2(2, 1)  # TensorFlow's and the converters' chatter goes to stderr: stdout is the folder alone
+    try:
+        make(tmp, args)
+        shutil.rmtree(folder, ignore_errors=True)  # a half-made one of a killed run, if any
+        os.replace(tmp, folder)
+    finally:
+        sys.stdout.flush()
+        os.dup2(stdout, 1)
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ family) into a cache outside the checkout, then that tree's make_random_run, exp
 ~/.cache/estella/previous-version/<commit>/ (ESTELLA_CACHE overrides ~/.cache/estella).
 """
 
+import fcntl
 import io
 import json
 import os
@@ -46,6 +47,15 @@ def previous_export():
     cache = os.path.join(os.environ.get("ESTELLA_CACHE", os.path.expanduser("~/.cache/estella")),
                          "previous-version", commit)
     texts_path = os.path.join(cache, "made", "texts.json")
+    os.makedirs(os.path.dirname(cache), exist_ok=True)
+    with open(cache + ".lock", "w") as lock:  # two suites on one machine: the first makes it, the other waits
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        make_previous_export(cache, commit, texts_path)
+    with open(texts_path, encoding="utf-8") as f:
+        return os.path.join(cache, "made", "export"), json.load(f)
+
+
+def make_previous_export(cache, commit, texts_path):
     if not os.path.isfile(texts_path):
         shutil.rmtree(cache, ignore_errors=True)
         tree = os.path.join(cache, "tree")
@@ -60,8 +70,6 @@ def previous_export():
                               env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
         assert done.returncode == 0, f"the previous version's export failed:\n{done.stderr[-4000:]}"
         os.rename(made, os.path.join(cache, "made"))
-    with open(texts_path, encoding="utf-8") as f:
-        return os.path.join(cache, "made", "export"), json.load(f)
 
 
 def generate(export_dir, backend, recorded):

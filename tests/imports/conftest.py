@@ -2,6 +2,7 @@
 subprocesses and cached outside the checkout (ESTELLA_TEST_CACHE, default ~/.cache/estella/tests):
 the key is the writer script, the text and the library versions, so a change to any makes them anew."""
 
+import fcntl
 import hashlib
 import importlib.metadata
 import os
@@ -47,9 +48,15 @@ def make_source(mode, text_file):
                     "(pip install --no-deps 'tf-keras>=2.21,<2.22', see pyproject.toml's keras2 extra)")
     cache = os.environ.get("ESTELLA_TEST_CACHE", os.path.expanduser("~/.cache/estella/tests"))
     out = os.path.join(cache, "import-sources", _key(text_file), mode)
-    if os.path.isfile(os.path.join(out, "greedy.json")):
-        return out
     os.makedirs(os.path.dirname(out), exist_ok=True)
+    with open(out + ".lock", "w") as lock:  # two suites on one machine: the first makes it, the other waits
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not os.path.isfile(os.path.join(out, "greedy.json")):
+            _make_source(mode, text_file, out)
+    return out
+
+
+def _make_source(mode, text_file, out):
     tmp = tempfile.mkdtemp(prefix=f".{mode}-", dir=os.path.dirname(out))
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""}
     if mode in TF_KERAS_MODES:
@@ -60,8 +67,8 @@ def make_source(mode, text_file):
     if result.returncode != 0:
         shutil.rmtree(tmp, ignore_errors=True)
         pytest.fail(f"sources.py {mode} failed:\n{result.stderr[-3000:]}")
-    os.replace(tmp, out) if not os.path.exists(out) else shutil.rmtree(tmp)
-    return out
+    shutil.rmtree(out, ignore_errors=True)  # a half-made one of a killed run, if any
+    os.replace(tmp, out)
 
 
 @pytest.fixture(scope="session")
