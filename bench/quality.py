@@ -111,6 +111,12 @@ def export_bpc(run):
     return {name: float(v) for name, v in found.items() if isinstance(v, (int, float))}
 
 
+def _epochs(row):
+    """Epochs run (the run's most); a run resumed with a larger --epochs keeps its first setting in config.json."""
+    run, most = len(row["history"]), row["epochs_max"]
+    return f"{run} ({most})" if run <= most else f"{run} ({most}, resumed with more)"
+
+
 def _minutes(seconds):
     return f"{seconds / 60:.1f}"
 
@@ -156,7 +162,7 @@ def render(rows, budget_minutes, goal, command) -> str:
         out.append(
             f"| {r['run']} | {r['preset']} | {r['cell'].upper()} | {len(r['units'])} x {','.join(map(str, r['units']))} "
             f"| {r['dropout']:g} | {r['embedding_dim']} | {r['seq_length']} x {r['batch_size']} | {r['learning_rate']:g} "
-            f"| {r['precision']} | {r['params']:,} | {len(r['history'])} ({r['epochs_max']}) | {loss:.4f} ({epoch}) "
+            f"| {r['precision']} | {r['params']:,} | {_epochs(r)} | {loss:.4f} ({epoch}) "
             f"| {_bpc(loss):.3f} | {within} | {reached} | {_minutes(r['seconds'])} | {_costs(r['export'])} |")
     out += ["", "## Validation loss by epoch", "",
             "Each run's curve: validation loss in nats after each epoch, and the training minutes by then.", ""]
