@@ -16,10 +16,8 @@ import json
 import math
 import os
 
-import numpy as np
-
 from estella.runtime.errors import EstellaError
-from estella.runtime.weights_format import expected_shapes
+from estella.runtime.weights_format import parameter_count
 
 GOAL_NATS = 1.22      # issue 17: a preset below this validation loss ...
 BUDGET_MINUTES = 30   # ... within this much training on the 2-core CPU
@@ -80,23 +78,21 @@ def read_run(run, budget_seconds) -> dict:
         history = [(int(e["epoch"]), float(e["val_loss"]), float(e["seconds"])) for e in state["history"]]
         units = [int(u) for u in (hp["units"] if isinstance(hp["units"], list) else [hp["units"]])]
         cell = hp.get("cell", "gru")
-        params = sum(int(np.prod(s)) for s in expected_shapes(cell, vocab_size, int(hp["embedding_dim"]), units).values())
+        params = parameter_count(cell, vocab_size, int(hp["embedding_dim"]), units)
     except (KeyError, TypeError, ValueError) as e:
         raise QualityError(f"{run}: config.json or state.json lacks what a trained run records ({e!r})") from None
     if not history:
         raise QualityError(f"{run} has not finished an epoch yet")
-    elapsed, best, within = 0.0, None, None
+    elapsed, curve = 0.0, []  # (epoch, val_loss, training seconds by its end)
     for epoch, val_loss, seconds in history:
         elapsed += seconds
-        if best is None or val_loss < best[1]:
-            best = (epoch, val_loss, elapsed)
-        if elapsed <= budget_seconds and (within is None or val_loss < within[1]):
-            within = (epoch, val_loss, elapsed)
+        curve.append((epoch, val_loss, elapsed))
+    within = [c for c in curve if c[2] <= budget_seconds]
     return {"run": run, "preset": cfg.get("preset"), "cell": cell, "units": units, "dropout": hp.get("dropout", 0.0),
             "embedding_dim": hp["embedding_dim"], "seq_length": hp["seq_length"], "batch_size": hp["batch_size"],
             "learning_rate": hp["learning_rate"], "epochs_max": hp["epochs"], "precision": cfg.get("mixed_precision", "off"),
-            "params": params, "history": history, "best": best, "within": within,
-            "seconds": elapsed, "export": export_bpc(run)}
+            "params": params, "curve": curve, "best": min(curve, key=lambda c: c[1]),
+            "within": min(within, key=lambda c: c[1]) if within else None, "export": export_bpc(run)}
 
 
 def export_bpc(run):
@@ -113,7 +109,7 @@ def export_bpc(run):
 
 def _epochs(row):
     """Epochs run (the run's most); a run resumed with a larger --epochs keeps its first setting in config.json."""
-    run, most = len(row["history"]), row["epochs_max"]
+    run, most = len(row["curve"]), row["epochs_max"]
     return f"{run} ({most})" if run <= most else f"{run} ({most}, resumed with more)"
 
 
@@ -157,23 +153,17 @@ def render(rows, budget_minutes, goal, command) -> str:
     for r in rows:
         epoch, loss, _ = r["best"]
         within = f"{r['within'][1]:.4f}" if r["within"] else "-"
-        hit = next(((e, s) for (e, v, _), (_, s) in zip(r["history"], _cumulative(r["history"])) if v < goal), None)
+        hit = next(((e, s) for e, v, s in r["curve"] if v < goal), None)
         reached = f"epoch {hit[0]}, {_minutes(hit[1])} min" if hit else "not reached"
         out.append(
             f"| {r['run']} | {r['preset']} | {r['cell'].upper()} | {len(r['units'])} x {','.join(map(str, r['units']))} "
             f"| {r['dropout']:g} | {r['embedding_dim']} | {r['seq_length']} x {r['batch_size']} | {r['learning_rate']:g} "
             f"| {r['precision']} | {r['params']:,} | {_epochs(r)} | {loss:.4f} ({epoch}) "
-            f"| {_bpc(loss):.3f} | {within} | {reached} | {_minutes(r['seconds'])} | {_costs(r['export'])} |")
+            f"| {_bpc(loss):.3f} | {within} | {reached} | {_minutes(r['curve'][-1][2])} | {_costs(r['export'])} |")
     out += ["", "## Validation loss by epoch", "",
             "Each run's curve: validation loss in nats after each epoch, and the training minutes by then.", ""]
     for r in rows:
-        curve = ", ".join(f"{e}: {v:.4f} ({_minutes(s)})" for (e, v, _), (_, s) in zip(r["history"], _cumulative(r["history"])))
+        curve = ", ".join(f"{e}: {v:.4f} ({_minutes(s)})" for e, v, s in r["curve"])
         out.append(f"- **{r['run']}**: {curve}")
     return "\n".join(out) + "\n"
 
-
-def _cumulative(history):
-    total = 0.0
-    for epoch, _, seconds in history:
-        total += seconds
-        yield epoch, total

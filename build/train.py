@@ -27,7 +27,7 @@ import time
 import keras
 import numpy as np
 
-from estella.runtime.weights_format import GATES
+from estella.runtime import weights_format
 
 from . import config as config_mod
 from . import distribute as distribute_mod
@@ -460,15 +460,8 @@ def check_enough_text(text: TrainingText, hp):
 
 
 def parameter_count(hp, vocab_size) -> int:
-    """The model's weights, counted from its shape (build/model.py's layers) without building it."""
-    cell = hp.cell
-    gates = GATES[cell]
-    units = hp.units
-    count, inputs = vocab_size * hp.embedding_dim, hp.embedding_dim
-    for u in units:
-        count += gates * u * (inputs + u) + gates * u * (2 if cell == "gru" else 1)  # GRU: two bias rows
-        inputs = u
-    return count + inputs * vocab_size + vocab_size
+    """The model's weights, counted from its shape without building it."""
+    return weights_format.parameter_count(hp.cell, vocab_size, hp.embedding_dim, hp.units)
 
 
 def check_model_fits(hp, vocab_size):

@@ -58,6 +58,11 @@ def expected_shapes(cell, vocab_size, embedding_dim, units) -> dict:
     return shapes
 
 
+def parameter_count(cell, vocab_size, embedding_dim, units) -> int:
+    """The model's weights: every array of this file (the Keras model holds no others)."""
+    return sum(int(np.prod(shape)) for shape in expected_shapes(cell, vocab_size, embedding_dim, units).values())
+
+
 def architecture(arrays) -> dict:
     """{"cell", "vocab_size", "embedding_dim", "units"} of schema-2 arrays (from_schema1 first), checked:
     every array present, float32, with the shapes expected_shapes gives. Raises WeightsFormatError."""
