@@ -16,12 +16,6 @@ import time
 import urllib.request
 
 
-def _sigint_default():
-    """The server takes SIGINT as a terminal's foreground job takes Ctrl-C, even when this process runs
-    as a background job (`make test &`, nohup), whose children inherit SIGINT ignored."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -40,7 +34,7 @@ class ServerProcess:
 
     def start(self):
         self.process = subprocess.Popen(self.args, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                        text=True, preexec_fn=_sigint_default)
+                                        text=True)
         deadline = time.monotonic() + self.startup_timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

@@ -2,6 +2,7 @@
 
 import importlib.util
 import os
+import signal
 import sys
 
 import pytest
@@ -10,6 +11,13 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The corpus lives outside the repo and is never committed (see README).
 CORPUS = os.path.abspath(os.path.join(REPO, "..", "shared", "data", "great-expectations.txt"))
 EXPORT_ENV = "ESTELLA_RUNTIME_EXPORT"
+
+# A suite started as a background job (`make test &`, nohup) inherits SIGINT ignored, and so would
+# every process it starts (POSIX keeps an ignored signal ignored across exec). The tests that press
+# Ctrl-C on a child want it taken as a terminal's foreground job takes it: with SIGINT handled here,
+# each child starts with the default action.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(scope="session")

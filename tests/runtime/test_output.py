@@ -63,13 +63,11 @@ def test_ctrl_c_exits_130_without_a_traceback(numpy_export):
     ends it, and it does not block again on its way out. The pipe is watched until it is full, so the
     signal lands in the blocked write on any machine.
 
-    The child takes Ctrl-C as a terminal's foreground job does. Started from a job that ignores SIGINT
-    (`make test &`: a shell without job control sets SIGINT to SIG_IGN for background jobs, and every
-    process below inherits it), Python keeps it ignored, as POSIX asks; that, not the full pipe, is
-    what made this test hang for 60 s when the suite ran in the background."""
+    The child takes Ctrl-C as a terminal's foreground job does, even when the suite runs in the
+    background (tests/conftest.py): an inherited ignored SIGINT, not the full pipe, is what made this
+    test hang for 60 s when the suite ran in the background."""
     proc = subprocess.Popen([*ESTELLA, "generate", numpy_export, "--stream", "--chars", "100000000"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO)
     try:
         assert len(proc.stdout.read(100)) == 100  # it is generating
         wait_until_full(proc.stdout.fileno())

@@ -6,7 +6,6 @@ Kills happen at named points (ESTELLA_TEST_KILL_AT, build/fileio.py): no test de
 import dataclasses
 import json
 import os
-import signal
 import shutil
 import subprocess
 import sys
@@ -120,12 +119,9 @@ def test_train_refuses_a_folder_of_the_users_files_and_leaves_it_untouched(tmp_p
 
 
 def test_ctrl_c_in_the_first_epoch_leaves_the_folder_as_it_was(tmp_path, corpus_slice):
-    """The child takes Ctrl-C as a terminal's foreground job does, even when the suite runs as a
-    background job (`make test &`, nohup), whose children inherit SIGINT ignored."""
     run_dir = tmp_path / "run"
     result = _estella("train", str(run_dir), "--preset", "tiny", "--corpus", corpus_slice,
-                      env={"ESTELLA_TEST_KILL_AT": "epoch-1-begin:SIGINT"},
-                      preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+                      env={"ESTELLA_TEST_KILL_AT": "epoch-1-begin:SIGINT"})
     assert result.returncode == 130, result.stderr[-2000:]
     assert "interrupted" in result.stderr and "Traceback" not in result.stderr
     assert "absl" not in result.stderr and "oneDNN" not in result.stderr  # TensorFlow's start-up lines
