@@ -85,16 +85,7 @@ class Generator:
         return self.backend.initial_state(batch)
 
     def encode(self, prime, skip_unknown=False):
-        unknown = sorted(set(prime) - self.char_to_id.keys())
-        if unknown and not skip_unknown:
-            raise PrimeError("has characters that are not in the vocabulary", prime, unknown)
-        kept = "".join(c for c in prime if c in self.char_to_id)
-        if not kept:
-            if EMPTY_PRIME not in self.char_to_id:
-                raise PrimeError("is empty (after skipping unknown characters) and the vocabulary has no newline "
-                                 "to start from; give a prime", prime)
-            return kept, np.array([self.char_to_id[EMPTY_PRIME]], np.int32)
-        return kept, np.array([self.char_to_id[c] for c in kept], np.int32)
+        return encode_prime(self.char_to_id, prime, skip_unknown)
 
     def generate(self, prime, n_chars, *settings, **named) -> str:
         """The text: the prime (if echoed) and n_chars sampled characters. settings: the fields of
@@ -175,3 +166,17 @@ class Generator:
             ids[:, 0] = next_ids
             step_logits, state = step(ids, state)
             logits = step_logits[:, -1]
+
+
+def encode_prime(char_to_id, prime, skip_unknown=False):
+    """(the prime's characters that are kept, their ids int32 [T]); an empty prime is a newline's id."""
+    unknown = sorted(set(prime) - char_to_id.keys())
+    if unknown and not skip_unknown:
+        raise PrimeError("has characters that are not in the vocabulary", prime, unknown)
+    kept = "".join(c for c in prime if c in char_to_id)
+    if not kept:
+        if EMPTY_PRIME not in char_to_id:
+            raise PrimeError("is empty (after skipping unknown characters) and the vocabulary has no newline "
+                             "to start from; give a prime", prime)
+        return kept, np.array([char_to_id[EMPTY_PRIME]], np.int32)
+    return kept, np.array([char_to_id[c] for c in kept], np.int32)

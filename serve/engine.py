@@ -46,7 +46,7 @@ import traceback
 import numpy as np
 
 from estella.runtime.errors import EstellaError
-from estella.runtime.generator import Generator
+from estella.runtime.generator import Generator, encode_prime
 from estella.runtime.sampling import BatchSampler, SamplingParams, check_integer, check_seed
 from estella.runtime.stops import check_stops
 
@@ -78,41 +78,9 @@ class Life(enum.Enum):
     FAILED = "failed"      # the scheduler stopped on an error it cannot serve past
 
 
-class Engine:
-    def __init__(self, generator, max_batch=32, max_queue=256, max_chars=4096, on_step=None, on_fatal=None,
-                 prefill_chunk=PREFILL_CHUNK, prefill_budget=PREFILL_BUDGET):
-        if max_batch < 1 or max_queue < 0 or max_chars < 0 or prefill_chunk < 1 or prefill_budget < 1:
-            raise EstellaError(f"--max-batch must be >= 1, --max-queue and --max-chars >= 0, the prefill chunk and "
-                               f"budget >= 1; got {max_batch}, {max_queue}, {max_chars}, {prefill_chunk}, "
-                               f"{prefill_budget}")
-        self.generator = generator
-        self.backend = generator.backend
-        self.vocab = generator.vocab
-        self.max_batch, self.max_queue, self.max_chars = max_batch, max_queue, max_chars
-        self.on_step = on_step    # called with the batch size of every step (metrics)
-        self.on_fatal = on_fatal  # called with the error once the scheduler cannot go on
-        # A graph made for T = 1 is fed primes inside the batched step; one that takes more, in chunks.
-        self.chunked_prime = self.backend.max_time is None or self.backend.max_time > 1
-        self.prefill_chunk = min(prefill_chunk, self.backend.max_time or prefill_chunk)
-        self.prefill_budget = max(prefill_budget, self.prefill_chunk)
-        self.life = Life.SERVING
-        self.failure = None  # the error that stopped the scheduler, once FAILED
-        self.running = self.waiting = 0  # counts, for metrics (written by the scheduler and add)
-        self._cond = threading.Condition()
-        self._waiting = collections.deque()
-        self._cancelled = set()
-        self._rows = []  # the running streams, one per row of the batch (scheduler thread only)
-        self._state = self.backend.initial_state(0)
-        self._logits = np.zeros((0, len(self.vocab)), np.float32)
-        self._thread = threading.Thread(target=self._run, name="estella-scheduler", daemon=True)
-        self._thread.start()
-
-    @classmethod
-    def load(cls, export_dir, backend="auto", precision="float32", threads=None, **options):
-        generator = Generator.load(export_dir, backend, precision, **({"num_threads": threads} if threads else {}))
-        return cls(generator, **options)
-
-    # --- the caller's side (any thread) ---
+class Intake:
+    """The caller's side shared by Engine and EngineProcess: requests checked against the model (its
+    vocab, char_to_id) and the server's max_chars, made into Streams, and queued (the subclass's add)."""
 
     @property
     def accepting(self):
@@ -140,8 +108,50 @@ class Engine:
 
     def make_streams(self, prime, params, skip_unknown=False):
         """One stream per RequestParams, all on the same prime (encoded once)."""
-        kept, ids = self.generator.encode(prime, skip_unknown)
+        kept, ids = encode_prime(self.char_to_id, prime, skip_unknown)
         return [Stream(kept, ids, p) for p in params]
+
+    def submit(self, prime, max_chars=16, skip_unknown=False, **settings):
+        """make_stream and add in one: settings are request_params' (temperature, top_k, ...)."""
+        return self.add([self.make_stream(prime, self.request_params(max_chars, **settings), skip_unknown)])[0]
+
+
+class Engine(Intake):
+    def __init__(self, generator, max_batch=32, max_queue=256, max_chars=4096, on_step=None, on_fatal=None,
+                 on_news=None, prefill_chunk=PREFILL_CHUNK, prefill_budget=PREFILL_BUDGET):
+        if max_batch < 1 or max_queue < 0 or max_chars < 0 or prefill_chunk < 1 or prefill_budget < 1:
+            raise EstellaError(f"--max-batch must be >= 1, --max-queue and --max-chars >= 0, the prefill chunk and "
+                               f"budget >= 1; got {max_batch}, {max_queue}, {max_chars}, {prefill_chunk}, "
+                               f"{prefill_budget}")
+        self.generator = generator
+        self.backend = generator.backend
+        self.vocab, self.char_to_id = generator.vocab, generator.char_to_id
+        self.max_batch, self.max_queue, self.max_chars = max_batch, max_queue, max_chars
+        self.on_step = on_step    # called with the batch size of every step (metrics)
+        self.on_fatal = on_fatal  # called with the error once the scheduler cannot go on
+        self.on_news = on_news    # on_news(idle) after each pass of the scheduler's loop (streams may have news)
+        # A graph made for T = 1 is fed primes inside the batched step; one that takes more, in chunks.
+        self.chunked_prime = self.backend.max_time is None or self.backend.max_time > 1
+        self.prefill_chunk = min(prefill_chunk, self.backend.max_time or prefill_chunk)
+        self.prefill_budget = max(prefill_budget, self.prefill_chunk)
+        self.life = Life.SERVING
+        self.failure = None  # the error that stopped the scheduler, once FAILED
+        self.running = self.waiting = 0  # counts, for metrics (written by the scheduler and add)
+        self._cond = threading.Condition()
+        self._waiting = collections.deque()
+        self._cancelled = set()
+        self._rows = []  # the running streams, one per row of the batch (scheduler thread only)
+        self._state = self.backend.initial_state(0)
+        self._logits = np.zeros((0, len(self.vocab)), np.float32)
+        self._thread = threading.Thread(target=self._run, name="estella-scheduler", daemon=True)
+        self._thread.start()
+
+    @classmethod
+    def load(cls, export_dir, backend="auto", precision="float32", threads=None, **options):
+        generator = Generator.load(export_dir, backend, precision, **({"num_threads": threads} if threads else {}))
+        return cls(generator, **options)
+
+    # --- the caller's side (any thread) ---
 
     def add(self, streams):
         """Queue streams as one request: all of them or none (QueueFull, Draining, EngineFailed)."""
@@ -157,10 +167,6 @@ class Engine:
             self.waiting = len(self._waiting)
             self._cond.notify_all()
         return streams
-
-    def submit(self, prime, max_chars=16, skip_unknown=False, **settings):
-        """make_stream and add in one: settings are request_params' (temperature, top_k, ...)."""
-        return self.add([self.make_stream(prime, self.request_params(max_chars, **settings), skip_unknown)])[0]
 
     def cancel(self, stream):
         """A waiting stream leaves now; a running one at the next tick."""
@@ -209,6 +215,12 @@ class Engine:
         except BaseException as e:  # noqa: BLE001 - the scheduler cannot go on: fail everything, loudly
             traceback.print_exc()
             self._fail(e)
+        finally:
+            self._news()
+
+    def _news(self):
+        if self.on_news is not None:
+            self.on_news(self.life is not Life.SERVING or not (self._rows or self._waiting))
 
     def _fail(self, error):
         with self._cond:
@@ -223,6 +235,7 @@ class Engine:
 
     def _schedule(self):
         while True:
+            self._news()  # what the last pass handed the streams
             with self._cond:
                 self._cond.wait_for(lambda: self._rows or self._waiting or self.life is Life.CLOSED)
                 if self.life is Life.CLOSED and self._idle():
@@ -256,6 +269,7 @@ class Engine:
     def _join(self, streams):
         joining = []
         for s in streams:
+            s.start()
             if s.params.max_chars == 0:  # nothing to generate: done before it runs
                 s._finish("length")
                 continue

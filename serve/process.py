@@ -5,9 +5,10 @@
     # leaving the block sends SIGTERM (a drain) and waits for the exit
 
 A separate process, not a thread: the server then has its own interpreter lock, as in production,
-and its memory (RSS) can be read alone.
+and its memory (RSS) can be read alone (with its engine process's: rss_bytes, pids).
 """
 
+import os
 import signal
 import socket
 import subprocess
@@ -59,13 +60,21 @@ class ServerProcess:
             output, _ = self.process.communicate()
         return self.process.returncode, output
 
+    def pids(self):
+        """The server's process and its children (the engine process), from Linux /proc."""
+        pid, children = self.process.pid, []
+        for task in os.listdir(f"/proc/{pid}/task"):  # each thread's children: the engine's was started by one
+            with open(f"/proc/{pid}/task/{task}/children") as f:
+                children += [int(c) for c in f.read().split()]
+        return [pid, *children]
+
     def rss_bytes(self):
-        """The server's resident memory (Linux /proc)."""
-        with open(f"/proc/{self.process.pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024
-        raise RuntimeError("no VmRSS in /proc status")
+        """The server's resident memory, its engine process's included (Linux /proc)."""
+        total = 0
+        for pid in self.pids():
+            with open(f"/proc/{pid}/status") as f:
+                total += next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmRSS:"))
+        return total
 
     def __enter__(self):
         return self.start()

@@ -25,6 +25,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from .api import create_app
 from .engine import Engine, EngineFailed
+from .engine_process import EngineProcess
 
 SWITCH_INTERVAL = 0.0005  # s
 H11_MAX_HEAD = 16 * 1024  # bytes of a request's line and headers
@@ -32,15 +33,16 @@ STOP_GRACE = 2            # s: on a second signal, how long the open responses m
 
 
 def run_server(export_dir, host="127.0.0.1", port=8000, backend="auto", precision="float32", threads=None,
-               max_batch=32, max_queue=256, max_chars=4096, api_keys=(), cors_origins=(), shutdown_timeout=30.0,
-               model_name="estella", log_level="warning", limits=None, chat_template=None, metrics_need_key=False,
+               engine="process", max_batch=32, max_queue=256, max_chars=4096, api_keys=(), cors_origins=(),
+               shutdown_timeout=30.0, model_name="estella", log_level="warning", limits=None, chat_template=None, metrics_need_key=False,
                timeout_keep_alive=5.0, timeout_header=10.0, max_connections=1000):
     """Serve the export until SIGTERM (drained) or Ctrl-C; blocks. The port opens at once and /health
     answers 503 "loading" until the model is loaded; a model that cannot load stops the server and
-    its error is raised here (an EstellaError: `estella serve` prints it and exits 2)."""
-    # The scheduler thread gives up the GIL during each step (the interpreter runs without it) and must
-    # win it back from the event loop's thread; at Python's default switch interval (5 ms) it could
-    # wait that long per character. 0.5 ms keeps a tick from waiting on the HTTP side for long.
+    its error is raised here (an EstellaError: `estella serve` prints it and exits 2). engine: "process"
+    runs the scheduler in a child process (EngineProcess), "thread" in this one (Engine)."""
+    # The scheduler thread (or the thread receiving the engine process's news) must win the GIL back
+    # from the event loop's thread; at Python's default switch interval (5 ms) it could wait that long
+    # per character. 0.5 ms keeps a tick from waiting on the HTTP side for long.
     sys.setswitchinterval(SWITCH_INTERVAL)
     fatal = []
 
@@ -49,15 +51,16 @@ def run_server(export_dir, host="127.0.0.1", port=8000, backend="auto", precisio
         server.should_exit = True
 
     def load():
+        start = EngineProcess if engine == "process" else Engine.load
         try:
-            engine = Engine.load(export_dir, backend, precision, threads, max_batch=max_batch,
-                                 max_queue=max_queue, max_chars=max_chars, on_fatal=on_fatal)
+            loaded = start(export_dir, backend, precision, threads, max_batch=max_batch, max_queue=max_queue,
+                           max_chars=max_chars, on_fatal=on_fatal)
         except BaseException:
             server.should_exit = True
             raise
-        print(f"estella serve: {model_name} loaded ({engine.backend.name} {engine.backend.precision})",
-              file=sys.stderr, flush=True)
-        return engine
+        print(f"estella serve: {model_name} loaded ({loaded.backend.name} {loaded.backend.precision}, "
+              f"the engine in a {engine})", file=sys.stderr, flush=True)
+        return loaded
 
     app = create_app(load, model_name, api_keys, cors_origins, limits=limits, chat_template=chat_template,
                      metrics_need_key=metrics_need_key)

@@ -49,19 +49,24 @@ class Stream:
     def __init__(self, prime, ids, params):
         self.prime, self.ids, self.params = prime, ids, params
         self.done = threading.Event()  # set with the last delta
+        self.key = None  # its name in an engine process (EngineProcess)
         # Appended by the scheduler, taken by the reader: a str (new text, the common case: no
         # object made per character) or a Delta (text with logprobs, or the end).
         self._queue = collections.deque()
         self._waiter = None
         self._read = []  # the reader's own: what result() has taken
-        # the scheduler's own
-        self.rng = np.random.default_rng(params.seed)
+        # the scheduler's own (start() makes the rest when the stream joins the batch)
         self.fed = 0        # prime characters fed so far
         self.generated = 0  # characters generated so far
+        self._unsent = ""   # generated characters not yet final (they might begin a stop string)
+        self._unsent_logprobs = []
+
+    def start(self):
+        """What only a running stream needs (the scheduler calls it as the stream joins the batch)."""
+        params = self.params
+        self.rng = np.random.default_rng(params.seed)
         self.matcher = StopMatcher(params.stops, keep=False)
         self._plain = not params.stops and params.logprobs is None  # every character is final text at once
-        self._unsent = ""  # generated characters not yet final (they might begin a stop string)
-        self._unsent_logprobs = []
 
     # --- the reader's side (any one thread) ---
 
@@ -112,11 +117,7 @@ class Stream:
         """One generated character (and its logprob entry, when asked); True once the stream has finished."""
         self.generated += 1
         if self._plain:  # no stop string, no logprobs: the character is final text
-            self._queue.append(ch)
-            waiter = self._waiter
-            if waiter is not None and not waiter[1]:
-                self._waiter = None
-                waiter[0]()
+            self._deliver(ch)
             if self.generated >= self.params.max_chars:
                 self._finish("length")
                 return True
@@ -143,11 +144,7 @@ class Stream:
         return False
 
     def _send(self, text, logprobs):
-        self._queue.append(Delta(text, logprobs, None) if logprobs is not None else text)
-        waiter = self._waiter
-        if waiter is not None and not waiter[1]:
-            self._waiter = None
-            waiter[0]()
+        self._deliver(Delta(text, logprobs, None) if logprobs is not None else text)
 
     def _finish(self, reason, error=None):
         """The last delta. On "length", a held-back tail that never became a stop string is text
@@ -156,8 +153,16 @@ class Stream:
             return
         tail, entries = (self._unsent, tuple(self._unsent_logprobs)) if reason == "length" else ("", ())
         self._unsent, self._unsent_logprobs = "", []
-        self._queue.append(Delta(tail, entries if self.params.logprobs is not None else None, reason, error))
-        self.done.set()
-        waiter, self._waiter = self._waiter, None
-        if waiter is not None:
+        self._deliver(Delta(tail, entries if self.params.logprobs is not None else None, reason, error))
+
+    def _deliver(self, item):
+        """Hand the reader one item: new text (a str), or a Delta (with logprobs, or the last one).
+        The one way items reach the reader, whether made here or received from an engine process."""
+        self._queue.append(item)
+        last = not isinstance(item, str) and item.finish_reason is not None
+        if last:
+            self.done.set()
+        waiter = self._waiter
+        if waiter is not None and (last or not waiter[1]):
+            self._waiter = None
             waiter[0]()

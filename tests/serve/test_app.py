@@ -86,9 +86,10 @@ def test_a_broken_engine_answers_500_and_health_503(serve_export):
 
 
 def test_a_broken_scheduler_stops_the_server_with_exit_1(serve_export):
-    """A real `estella serve` whose interpreter breaks (fault injected in the real step) answers the
-    request it was serving with an error, then exits 1 so that a supervisor restarts it: never a
-    live process that answers only errors."""
+    """A real `estella serve` whose interpreter breaks (fault injected in the real step, so the engine
+    runs in the server's own process: --engine thread) answers the request it was serving with an
+    error, then exits 1 so that a supervisor restarts it: never a live process that answers only errors.
+    (The engine process's own failures: tests/serve/test_engine_process.py.)"""
     port = free_port()
     code = f"""
 import sys
@@ -101,8 +102,8 @@ def failing_step(self, ids, state):
         raise RuntimeError("the interpreter broke")
     return step(self, ids, state)
 NumpyBackend.step_trusted = failing_step
-sys.exit(main(["serve", {serve_export!r}, "--backend", "numpy", "--port", "{port}", "--max-chars", "1000000",
-               "--max-request-chars", "1000000"]))
+sys.exit(main(["serve", {serve_export!r}, "--backend", "numpy", "--engine", "thread", "--port", "{port}",
+               "--max-chars", "1000000", "--max-request-chars", "1000000"]))
 """
     process = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:

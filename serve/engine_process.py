@@ -1,0 +1,368 @@
+"""The engine in a process of its own, so that the model's scheduler and the HTTP side do not take
+turns on one interpreter lock:
+
+    engine = EngineProcess("runs/default/export", backend="tflite", precision="int8", max_batch=32)
+    stream = engine.submit("Pip", 200, temperature=0.5, seed=1)   # the caller's side of Engine
+    print(stream.result(timeout=30).text)
+    engine.shutdown()
+
+The child runs an Engine. This side keeps each request's Stream (the reader's end) and is sent what the
+child's streams were handed, many streams' items in one message (when: Child). Two one-way pipes
+(multiprocessing Connections: pickled tuples):
+
+  to the child:  ("add", [(key, prime, params), ...])   ("cancel", key)
+                 ("call", seq, name, args): drain, end_now, shutdown; answered ("done", seq)
+  from it:       ("ready", vocab, backend_info) or ("load_error", message), once, first
+                 ("news", [(key, [item, ...]), ...], running, waiting, batch_sizes)
+                 ("failed", message): its scheduler cannot go on    ("done", seq)
+
+Admission (QueueFull, Draining, EngineFailed) is decided here at add, with no round trip: this side
+counts a stream until its last item has come back, never fewer than the child holds, so the child
+never refuses what was taken here. If the child dies, every open stream ends with "error" and
+on_fatal is called, as when a scheduler fails. The child ignores SIGINT and SIGTERM (a Ctrl-C or a
+supervisor signals the whole group): the server drains it, and it exits when told or when this side's
+pipe closes.
+"""
+
+import collections
+import dataclasses
+import itertools
+import json
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import threading
+import time
+from multiprocessing.connection import Connection
+
+from estella.runtime.errors import EstellaError
+from estella.runtime.generator import encode_prime
+
+from .engine import Draining, Engine, EngineFailed, Intake, Life, QueueFull
+from .stream import Stream
+
+NEWS_INTERVAL = 0.005  # s: the child sends a running stream's text at least this often
+
+
+@dataclasses.dataclass(frozen=True)
+class BackendInfo:
+    """What the HTTP side tells of the child's backend (GET /v1/models, the startup line)."""
+    name: str
+    precision: str
+    state_size: int
+
+
+class EngineProcess(Intake):
+    def __init__(self, export_dir, backend="auto", precision="float32", threads=None, max_batch=32, max_queue=256,
+                 max_chars=4096, on_step=None, on_fatal=None):
+        """Starts the child and returns once its model is loaded; a model that cannot load raises its
+        error here (an EstellaError) and the child is gone."""
+        self.max_batch, self.max_queue, self.max_chars = max_batch, max_queue, max_chars
+        self.on_step, self.on_fatal = on_step, on_fatal
+        self.life, self.failure = Life.SERVING, None
+        self.running = self.waiting = 0  # the child's counts, as of its last news
+        self._lock = threading.Lock()   # life, admission, and sending to the child
+        self._open = {}                 # key -> Stream, until its last item has come back
+        self._keys = itertools.count()
+        self._calls = {}                # seq -> Event set when the child answers
+        self._gone = False              # the child has exited (asked to, or not)
+        # A fresh interpreter (this process has threads: never fork it), started as a module so that
+        # the caller's own main module is not imported again there (as multiprocessing's spawn would).
+        commands, commands_w = os.pipe()
+        news_r, news = os.pipe()
+        how = {"export_dir": str(export_dir), "backend": backend, "precision": precision, "threads": threads,
+               "max_batch": max_batch, "max_queue": max_queue, "max_chars": max_chars}
+        self._process = subprocess.Popen([sys.executable, "-m", __name__, str(commands), str(news), json.dumps(how)],
+                                         pass_fds=(commands, news))
+        os.close(commands)
+        os.close(news)
+        self._commands, self._news = Connection(commands_w, readable=False), Connection(news_r, writable=False)
+        try:
+            first = self._news.recv()
+        except EOFError:
+            raise EngineFailed(f"the engine process exited with code {self._process.wait()} while loading") from None
+        if first[0] == "load_error":
+            self._process.wait()
+            raise EstellaError(first[1])
+        _, vocab, backend_info = first
+        self.vocab, self.char_to_id = vocab, {c: i for i, c in enumerate(vocab)}
+        self.backend = BackendInfo(**backend_info)
+        self._receiver = threading.Thread(target=self._receive, name="estella-engine-news", daemon=True)
+        self._receiver.start()
+
+    @property
+    def pid(self):
+        """The engine process's id."""
+        return self._process.pid
+
+    # --- the caller's side (any thread) ---
+
+    def add(self, streams):
+        """Queue streams as one request: all of them or none (QueueFull, Draining, EngineFailed)."""
+        with self._lock:
+            if self.life is Life.FAILED:
+                raise EngineFailed(f"the model failed: {self.failure!r}")
+            if self.life is not Life.SERVING:
+                raise Draining("the server is shutting down and takes no new requests")
+            if len(self._open) + len(streams) > self.max_batch + self.max_queue:
+                raise QueueFull(f"the server is full ({self.max_batch} running, {self.max_queue} waiting at most); "
+                                "try again later")
+            sent = []
+            for s in streams:
+                s.key = next(self._keys)
+                self._open[s.key] = s
+                sent.append((s.key, s.prime, s.params))  # the child encodes the prime itself: no array to send
+            self._send(("add", sent))
+        return streams
+
+    def cancel(self, stream):
+        """A waiting stream leaves at once; a running one at the child's next tick."""
+        with self._lock:
+            if stream.key in self._open and self.life is not Life.FAILED:
+                self._send(("cancel", stream.key))
+
+    def drain(self, timeout):
+        """Take no new requests; let the queued and running ones finish for up to `timeout` seconds,
+        then end them with finish_reason "length". Returns once nothing runs."""
+        with self._lock:
+            if self.life is Life.SERVING:
+                self.life = Life.DRAINING
+        self._call("drain", timeout)
+        self._ending()
+
+    def end_now(self):
+        """End every stream now (finish_reason "length"), take nothing new; returns once nothing runs."""
+        self._ending()
+        self._call("end_now")
+
+    def shutdown(self, timeout=0.0):
+        self.drain(timeout)
+        with self._lock:
+            if self.life is not Life.FAILED:
+                self.life = Life.CLOSED  # from here the child's exit is expected
+        self._call("shutdown")
+        self._process.wait()
+        self._receiver.join()
+        self._commands.close()
+
+    def _ending(self):
+        with self._lock:
+            if self.life in (Life.SERVING, Life.DRAINING):
+                self.life = Life.ENDING
+
+    def _call(self, name, *args):
+        """Run engine.name(*args) in the child and wait for it to return (at once if the child is gone)."""
+        done = threading.Event()
+        with self._lock:
+            if self._gone:
+                return
+            seq = next(self._keys)
+            self._calls[seq] = done
+            self._send(("call", seq, name, args))
+        done.wait()
+
+    def _send(self, message):  # (holding self._lock)
+        self._commands.send_bytes(pickle.dumps(message, pickle.HIGHEST_PROTOCOL))
+
+    # --- the receiver thread: the child's news, handed to each stream's reader ---
+
+    def _receive(self):
+        news, open_streams = self._news, self._open
+        while True:
+            try:
+                message = pickle.loads(news.recv_bytes())
+            except (EOFError, OSError):
+                self._child_gone()
+                return
+            kind = message[0]
+            if kind == "news":
+                _, items, self.running, self.waiting, batch_sizes = message
+                for key, stream_items in items:
+                    stream = open_streams.get(key)
+                    if stream is None:  # ended here already (the child failed)
+                        continue
+                    for item in stream_items:
+                        stream._deliver(item)
+                    if stream.done.is_set():
+                        del open_streams[key]
+                on_step = self.on_step  # (set by the HTTP side once the engine is up)
+                if on_step is not None:
+                    for n in batch_sizes:
+                        on_step(n)
+            elif kind == "done":
+                self._calls.pop(message[1]).set()
+            elif kind == "failed":  # the child's streams have had their error already
+                self._failed(message[1])
+
+    def _child_gone(self):
+        code = self._process.wait()
+        self._news.close()
+        if self.life is not Life.CLOSED:  # not asked to stop: it died
+            message = f"the engine process exited with code {code}"
+            print(f"estella serve: {message}", file=sys.stderr, flush=True)
+            self._failed(message)
+        with self._lock:
+            self._gone = True
+            calls, self._calls = list(self._calls.values()), {}
+        for done in calls:  # nobody will answer them
+            done.set()
+
+    def _failed(self, message):
+        with self._lock:
+            if self.life is Life.FAILED:
+                return
+            self.life, self.failure = Life.FAILED, EngineFailed(message)
+            streams = list(self._open.values())
+            self._open.clear()
+        for s in streams:
+            s._finish("error", f"the model failed: {message}")
+        if self.on_fatal is not None:
+            self.on_fatal(self.failure)
+
+
+# --- the child process ---
+
+class SentStream(Stream):
+    """A stream in the child: what it is handed is kept in `unsent` until the child sends its news."""
+
+    def __init__(self, key, prime, ids, params, child):
+        super().__init__(prime, ids, params)
+        self.key, self._child = key, child
+        self.unsent = []      # items not yet sent (the child's lock)
+        self.started = False  # it has been handed something
+
+    def _deliver(self, item):
+        self._child.deliver(self, item)
+
+
+class Child:
+    """The child's side: an Engine, the commands read from the parent, and the news sent back.
+
+    News goes at once when a stream gets its first text (time to first character) or ends (its client
+    may then send the next request), when the scheduler is about to wait, and otherwise at most every
+    NEWS_INTERVAL: a stream's text in between is sent as one string, so the parent handles a few
+    messages per stream, not one per character. The HTTP side sends text every CHUNK_INTERVAL anyway.
+    """
+
+    def __init__(self, engine, news):
+        self.engine, self._news = engine, news
+        self.streams = {}                       # key -> SentStream until it ends, for cancel
+        self.batch_sizes = collections.deque()  # one per tick, for the metrics
+        self._lock = threading.Lock()           # the streams' unsent items, and sending (scheduler and commands)
+        self._dirty = []                        # the streams with unsent items, in the order they got them
+        self._urgent = False
+        self._sent_at = time.monotonic()
+        engine.on_step, engine.on_news, engine.on_fatal = self.batch_sizes.append, self.send_news, self.on_fatal
+
+    def deliver(self, stream, item):
+        with self._lock:
+            if not stream.unsent:
+                self._dirty.append(stream)
+            stream.unsent.append(item)
+            if not isinstance(item, str) and item.finish_reason is not None:
+                stream.done.set()
+                self.streams.pop(stream.key, None)
+                self._urgent = True
+            elif not stream.started:
+                stream.started = self._urgent = True
+
+    def send_news(self, now=True):
+        """What the streams were handed since the last news, in one message: at once if `now` or
+        urgent, else if NEWS_INTERVAL has passed (the scheduler's thread, after each pass of its loop)."""
+        with self._lock:
+            if not self._dirty and not self.batch_sizes:
+                return
+            if not (now or self._urgent or time.monotonic() - self._sent_at >= NEWS_INTERVAL):
+                return
+            items = [(s.key, joined(s.unsent)) for s in self._dirty]
+            for s in self._dirty:
+                s.unsent = []
+            self._dirty, self._urgent, self._sent_at = [], False, time.monotonic()
+            sizes = [self.batch_sizes.popleft() for _ in range(len(self.batch_sizes))]
+            self._send(("news", items, self.engine.running, self.engine.waiting, sizes))
+
+    def _send(self, message):
+        self._news.send_bytes(pickle.dumps(message, pickle.HIGHEST_PROTOCOL))
+
+    def on_fatal(self, error):
+        self.send_news()  # every stream's "error" first
+        with self._lock:
+            self._send(("failed", repr(error)))
+
+    def add(self, sent):
+        char_to_id = self.engine.char_to_id
+        streams = [SentStream(key, prime, encode_prime(char_to_id, prime)[1], params, self) for key, prime, params in sent]
+        self.streams.update((s.key, s) for s in streams)
+        try:
+            self.engine.add(streams)
+        except (Draining, QueueFull, EngineFailed) as e:  # the parent decides admission; only a failure gets here
+            for s in streams:
+                s._finish("error", str(e))
+            self.send_news()
+
+    def cancel(self, key):
+        stream = self.streams.get(key)
+        if stream is not None:
+            self.engine.cancel(stream)
+            self.send_news()
+
+    def call(self, seq, name, args):
+        getattr(self.engine, name)(*args)
+        self.send_news()
+        with self._lock:
+            self._send(("done", seq))
+
+
+def joined(items):
+    """A stream's unsent items with each run of plain text joined into one string."""
+    if len(items) == 1:
+        return items
+    out, text = [], []
+    for item in items:
+        if isinstance(item, str):
+            text.append(item)
+            continue
+        if text:
+            out.append("".join(text))
+            text = []
+        out.append(item)
+    if text:
+        out.append("".join(text))
+    return out
+
+
+def child_main(commands, news, how):
+    # The parent drains and stops this process; a signal to the whole group must not end it first.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        engine = Engine.load(how.pop("export_dir"), how.pop("backend"), how.pop("precision"), how.pop("threads"), **how)
+    except EstellaError as e:
+        news.send(("load_error", str(e)))
+        return
+    news.send(("ready", engine.vocab, {"name": engine.backend.name, "precision": engine.backend.precision,
+                                       "state_size": engine.backend.state_size}))
+    child = Child(engine, news)
+    while True:
+        try:
+            message = pickle.loads(commands.recv_bytes())
+        except EOFError:  # the parent is gone: nobody reads what this process would write
+            engine.end_now()
+            return
+        kind = message[0]
+        if kind == "add":
+            child.add(message[1])
+        elif kind == "cancel":
+            child.cancel(message[1])
+        elif message[2] == "shutdown":  # the last command: answered once the scheduler has stopped
+            child.call(*message[1:])
+            return
+        else:  # drain and end_now wait; the commands after them (cancel, end_now) must still be read
+            threading.Thread(target=child.call, args=message[1:], daemon=True).start()
+
+
+if __name__ == "__main__":
+    child_main(Connection(int(sys.argv[1]), writable=False), Connection(int(sys.argv[2]), readable=False),
+               json.loads(sys.argv[3]))
