@@ -23,7 +23,7 @@ import uuid
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.routing import APIRoute
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -36,7 +36,7 @@ from .chat import ChatTemplate, UnknownRole
 from .engine import Draining, EngineFailed, Life, QueueFull
 from .errors import RETRY_AFTER, APIError, error_response
 from .limits import Limits, LimitExceeded, check_request, json_depth
-from .replies import CHAT, COMPLETION, Answer, sse, whole
+from .replies import CHAT, COMPLETION, Answer, EventStream, sse, whole
 from .schema import ChatCompletionRequest, CompletionRequest
 
 API_NAMES = {"max_chars": "max_tokens", "prime": "prompt"}  # the engine's field -> the API's
@@ -180,7 +180,8 @@ class CheckedRoute(APIRoute):
 
         async def checked(request):
             state = request.app.state
-            if request.url.path.startswith("/v1/") or (request.url.path == "/metrics" and state.metrics_need_key):
+            path = request.scope["path"]
+            if path.startswith("/v1/") or (path == "/metrics" and state.metrics_need_key):
                 check_key(state, request)
             if request.method == "POST":
                 body = await read_body(request, state.limits)
@@ -219,7 +220,8 @@ async def read_body(request, limits):
 
 
 def parse_json(body, limits):
-    depth = json_depth(body)
+    # The count of brackets bounds the depth: measure it only where it could be too deep.
+    depth = 0 if body.count(b"[") + body.count(b"{") <= limits.max_json_depth else json_depth(body)
     if depth > limits.max_json_depth:
         raise APIError(400, f"the request body nests {depth} deep; at most {limits.max_json_depth} (the server's "
                             "--max-json-depth)", code="invalid_json")
@@ -320,8 +322,8 @@ async def complete(request, body, prompts, form, logprobs, echo):
     answer = Answer(streams, len(prompts), echo, form, head, time.perf_counter())
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        return StreamingResponse(sse(request, engine, answer, include_usage, metrics), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        return EventStream(sse(request, engine, answer, include_usage, metrics),
+                           headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
     return await whole(request, engine, answer, metrics)
 
 

@@ -9,7 +9,7 @@ import asyncio
 import json
 import time
 
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 
 from .errors import error_response
 
@@ -160,6 +160,21 @@ async def sse(request, engine, answer, include_usage, metrics):
     finally:
         watch.close()
         finish(engine, answer, metrics, status)
+
+
+class EventStream(StreamingResponse):
+    """A StreamingResponse of sse() without the task Starlette starts per response to listen for the
+    client leaving: sse() listens itself (Watch)."""
+
+    media_type = "text/event-stream"
+
+    async def __call__(self, scope, receive, send):
+        try:
+            await self.stream_response(send)
+        except OSError:  # the client has gone while a chunk was sent (sse() has counted it)
+            pass
+        finally:
+            await self.body_iterator.aclose()
 
 
 class CompletionForm:
