@@ -81,8 +81,7 @@ class TFLiteBackend(Backend):
     def _resize(self, batch):
         self.interpreter.resize_tensor_input(self.ids_index, [batch, 1])
         self.interpreter.resize_tensor_input(self.state_index, [batch, self.state_size])
-        with library_logs_filtered():
-            self.interpreter.allocate_tensors()
+        self.interpreter.allocate_tensors()  # silent (unlike the first allocation): no log filter
         self.batch = batch
 
 
