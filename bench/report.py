@@ -229,7 +229,7 @@ def serving_tables(serving):
     g = SERVING_GOALS
     out = ["## Serving\n",
            "`estella serve` (tflite, its own process on 127.0.0.1, `--max-batch` = the most clients) under C "
-           "concurrent streaming clients (httpx, in the benchmark's process), each sending its requests one after "
+           "concurrent streaming clients (aiohttp, in the benchmark's process), each sending its requests one after "
            "another and reading the server-sent events as they come. **served** is the aggregate characters per "
            "second over the whole run; **generate_many** is `Generator.generate_many` at B = C in the benchmark's "
            "process, in the same rounds (the batching limit); **× one at a time** compares with C = 1, the same "

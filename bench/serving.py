@@ -3,7 +3,8 @@
 
 Run as a child of the suite (`python -m estella.bench.serving EXPORT OUT.json`). For each precision
 one real server runs in its own process on 127.0.0.1 (tflite, --max-batch as large as the most
-clients, so C clients are one batch of C); the clients are httpx async streams in this process,
+clients, so C clients are one batch of C); the clients are aiohttp streams in this process (as
+vLLM's serving benchmark uses: httpx spent more CPU per request than the server and measured itself),
 each sending its requests one after another and reading the server-sent events as they come.
 Rounds are interleaved as everywhere else: each round runs every C served, then generate_many at B = C.
 Ray Serve's overhead: the bare server and `estella serve --replicas 1` (a local Ray cluster, one
@@ -29,20 +30,20 @@ RAY_PRECISIONS = ("int8",)
 RAY_START_TIMEOUT = 300.0  # s: a local Ray cluster and its replica, on a busy machine
 
 
-async def client_requests(client, url, requests, chars, seed, ttft):
+async def client_requests(session, url, requests, chars, seed, ttft):
     """One client: `requests` streaming completions one after another; appends each one's time to
     first character (s) to ttft. Every stream must bring exactly `chars` characters."""
     for i in range(requests):
         body = {"prompt": PRIME, "max_tokens": chars, "temperature": TEMPERATURE, "seed": seed + i, "stream": True}
         t0 = time.perf_counter()
         first, got = None, 0
-        async with client.stream("POST", url + "/v1/completions", json=body) as response:
-            if response.status_code != 200:
-                raise RuntimeError(f"the server answered {response.status_code}: {(await response.aread())[:500]}")
-            async for line in response.aiter_lines():
-                if not line.startswith("data: "):
+        async with session.post(url + "/v1/completions", json=body) as response:
+            if response.status != 200:
+                raise RuntimeError(f"the server answered {response.status}: {(await response.read())[:500]}")
+            async for line in response.content:  # one server-sent event line at a time
+                if not line.startswith(b"data: "):
                     continue
-                if line == "data: [DONE]":
+                if line.rstrip() == b"data: [DONE]":
                     break
                 text = json.loads(line[6:])["choices"][0]["text"]
                 if text and first is None:
@@ -53,29 +54,32 @@ async def client_requests(client, url, requests, chars, seed, ttft):
         ttft.append(first)
 
 
-def cpu_seconds(pid):
-    """User + system CPU time of a process so far (Linux /proc), to see which side is busy."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+def cpu_seconds(pids):
+    """User + system CPU time of these processes so far (Linux /proc), to see which side is busy."""
+    ticks = 0
+    for pid in pids:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
-async def served(url, clients, requests, chars, server_pid=None):
+async def served(url, clients, requests, chars, server_pids=None):
     """C clients at once; returns (aggregate chars/s over the whole run, [time to first character],
     {"server": CPU share, "clients": CPU share}: CPU seconds per second of the run, 1.0 = one core)."""
-    import httpx
+    import aiohttp
 
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(timeout=300, limits=limits) as client:
+    connector = aiohttp.TCPConnector(limit=clients)
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=300)) as session:
         # Open every connection first: a real client keeps its connection; TCP setup is not what is measured.
-        await asyncio.gather(*(client_requests(client, url, 1, 1, 0, []) for _ in range(clients)))
+        await asyncio.gather(*(client_requests(session, url, 1, 1, 0, []) for _ in range(clients)))
         ttft = []
-        cpu0 = time.process_time(), cpu_seconds(server_pid) if server_pid else 0.0
+        cpu0 = time.process_time(), cpu_seconds(server_pids) if server_pids else 0.0
         t0 = time.perf_counter()
-        await asyncio.gather(*(client_requests(client, url, requests, chars, 1000 * c, ttft) for c in range(clients)))
+        await asyncio.gather(*(client_requests(session, url, requests, chars, 1000 * c, ttft) for c in range(clients)))
         seconds = time.perf_counter() - t0
         cpu = {"clients": (time.process_time() - cpu0[0]) / seconds,
-               "server": (cpu_seconds(server_pid) - cpu0[1]) / seconds if server_pid else float("nan")}
+               "server": (cpu_seconds(server_pids) - cpu0[1]) / seconds if server_pids else float("nan")}
     return clients * requests * chars / seconds, ttft, cpu
 
 
@@ -102,7 +106,7 @@ def measure_precision(export_dir, precision, clients, requests, chars, repeats, 
             asyncio.run(served(server.url, c, 1, min(chars, 16)))  # warm-up: the server's batch sizes
         for r in range(repeats):
             for c in clients:
-                rate, ttft, shares = asyncio.run(served(server.url, c, requests, chars, server.process.pid))
+                rate, ttft, shares = asyncio.run(served(server.url, c, requests, chars, server.pids()))
                 rates[c].append(rate)
                 ttfts[c] += ttft
                 for side, share in shares.items():
