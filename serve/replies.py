@@ -7,6 +7,7 @@ Stream.done; each request's own count of what it sent is kept here (Answer).
 
 import asyncio
 import json
+import threading
 import time
 
 from starlette.responses import Response, StreamingResponse
@@ -15,6 +16,7 @@ from .errors import error_response
 
 DEFAULT_MAX_TOKENS = 16      # OpenAI's default for the legacy completions endpoint
 CHUNK_INTERVAL = 0.05        # s between two SSE chunks of a stream: at most 20 events/s per stream
+DONE = "data: [DONE]\n\n"    # the last event of a stream of server-sent events
 
 
 class Answer:
@@ -42,7 +44,7 @@ class Watch:
     listens for it). One future per wait, resolved from either side: no task per wait."""
 
     def __init__(self, request):
-        self.loop = asyncio.get_running_loop()
+        self.loop, self.thread = asyncio.get_running_loop(), threading.get_ident()
         self.future = None
         self.gone = False
         self.listener = asyncio.ensure_future(self._disconnect(request.receive))
@@ -61,8 +63,11 @@ class Watch:
         if self.future is not None and not self.future.done():
             self.future.set_result(None)
 
-    def _wake(self):  # called on the scheduler thread
-        self.loop.call_soon_threadsafe(self._resolve)
+    def _wake(self):  # called by whoever hands the stream its news: the scheduler's thread, or this loop
+        if threading.get_ident() == self.thread:
+            self._resolve()
+        else:
+            self.loop.call_soon_threadsafe(self._resolve)
 
     async def news(self, streams, final_only=False, timeout=None):
         """Return once a stream has a delta (or, if final_only, has ended), or after `timeout` s."""
@@ -100,8 +105,8 @@ def finish(engine, answer, metrics, status):
 async def whole(request, engine, answer, metrics):
     watch = Watch(request)
     try:
-        while not all(s.done.is_set() for s in answer.streams):
-            await watch.news(answer.streams, final_only=True)
+        while running := [s for s in answer.streams if not s.done.is_set()]:
+            await watch.news(running, final_only=True)  # (a stream that has ended would answer at once)
     except ClientGone:
         finish(engine, answer, metrics, "499")
         return Response(b"", status_code=499)
@@ -120,15 +125,17 @@ async def whole(request, engine, answer, metrics):
 
 
 async def sse(request, engine, answer, include_usage, metrics):
-    """Server-sent events: each chunk carries what is ready; the first character goes out at once."""
+    """Server-sent events: each chunk carries what is ready; the first character goes out at once.
+    What is ready at one wake-up goes out as one piece (one write), the last chunk with [DONE]."""
     streams, form = answer.streams, answer.form
     ended = [False] * len(streams)
     head = {**answer.head, "object": form.chunk_object}
     watch = Watch(request)
     status = "499"
     try:
-        while not all(ended):
+        while True:
             await watch.news([s for s, e in zip(streams, ended) if not e])
+            events = []
             for i, s in enumerate(streams):
                 delta = None if ended[i] else s.take()
                 if delta is None:
@@ -136,8 +143,7 @@ async def sse(request, engine, answer, include_usage, metrics):
                 if delta.finish_reason == "error":
                     status = "500"
                     error = {"message": delta.error, "type": "server_error", "param": None, "code": "request_failed"}
-                    yield f"data: {json.dumps({'error': error})}\n\n"
-                    yield "data: [DONE]\n\n"
+                    yield f"data: {json.dumps({'error': error})}\n\n{DONE}"
                     return
                 if delta.text and answer.first[i]:
                     metrics.ttft.observe(time.perf_counter() - answer.started)
@@ -145,16 +151,18 @@ async def sse(request, engine, answer, include_usage, metrics):
                 answer.sent[i] += len(delta.text)
                 answer.first[i] = False
                 ended[i] = delta.finish_reason is not None
-                yield f"data: {json.dumps({**head, 'choices': [choice]})}\n\n"
-            if not all(ended):
-                # Coalesce: the next chunk carries all that is ready CHUNK_INTERVAL from now, or goes at
-                # once when a stream ends, so that a short request is not held back for the interval.
-                await watch.news([s for s, e in zip(streams, ended) if not e], final_only=True,
-                                 timeout=CHUNK_INTERVAL)
-        if include_usage:
-            yield f"data: {json.dumps({**head, 'choices': [], 'usage': answer.usage()})}\n\n"
-        yield "data: [DONE]\n\n"
-        status = "200"
+                events.append(f"data: {json.dumps({**head, 'choices': [choice]})}\n\n")
+            if all(ended):
+                if include_usage:
+                    events.append(f"data: {json.dumps({**head, 'choices': [], 'usage': answer.usage()})}\n\n")
+                yield "".join(events) + DONE
+                status = "200"
+                return
+            if events:
+                yield "".join(events)
+            # Coalesce: the next chunk carries all that is ready CHUNK_INTERVAL from now, or goes at
+            # once when a stream ends, so that a short request is not held back for the interval.
+            await watch.news([s for s, e in zip(streams, ended) if not e], final_only=True, timeout=CHUNK_INTERVAL)
     except ClientGone:
         pass
     finally:
@@ -164,14 +172,20 @@ async def sse(request, engine, answer, include_usage, metrics):
 
 class EventStream(StreamingResponse):
     """A StreamingResponse of sse() without the task Starlette starts per response to listen for the
-    client leaving: sse() listens itself (Watch)."""
+    client leaving (sse() listens itself, Watch), and whose last piece ends the body in the same write."""
 
     media_type = "text/event-stream"
 
     async def __call__(self, scope, receive, send):
         try:
-            await self.stream_response(send)
-        except OSError:  # the client has gone while a chunk was sent (sse() has counted it)
+            await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+            ended = False
+            async for piece in self.body_iterator:
+                ended = piece.endswith(DONE)
+                await send({"type": "http.response.body", "body": piece.encode(), "more_body": not ended})
+            if not ended:
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+        except OSError:  # the client has gone while a piece was sent (sse() has counted it)
             pass
         finally:
             await self.body_iterator.aclose()
