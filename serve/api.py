@@ -11,6 +11,7 @@ Retry-After. The engine's errors carry the field they are about, and are worded 
 names for them (max_chars is max_tokens, the prime is the prompt).
 """
 
+import asyncio
 import contextlib
 import dataclasses
 import hmac
@@ -105,6 +106,7 @@ def engine_ready(app, engine):
 
 @contextlib.asynccontextmanager
 async def lifespan(app):
+    app.state.loop = asyncio.get_running_loop()  # the HTTP side's loop (an engine process's news is read on it)
     if app.state.loader is not None:
         threading.Thread(target=load_engine, args=(app,), name="estella-load", daemon=True).start()
     yield

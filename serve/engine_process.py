@@ -57,9 +57,11 @@ class BackendInfo:
 
 class EngineProcess(Intake):
     def __init__(self, export_dir, backend="auto", precision="float32", threads=None, max_batch=32, max_queue=256,
-                 max_chars=4096, on_step=None, on_fatal=None):
+                 max_chars=4096, on_step=None, on_fatal=None, loop=None):
         """Starts the child and returns once its model is loaded; a model that cannot load raises its
-        error here (an EstellaError) and the child is gone."""
+        error here (an EstellaError) and the child is gone. The child's news is read by a thread of
+        its own, or, given an asyncio loop (the HTTP side's), by that loop: the streams' readers are
+        then woken on their own thread, with no interpreter lock handed between threads."""
         self.max_batch, self.max_queue, self.max_chars = max_batch, max_queue, max_chars
         self.on_step, self.on_fatal = on_step, on_fatal
         self.life, self.failure = Life.SERVING, None
@@ -90,8 +92,11 @@ class EngineProcess(Intake):
         _, vocab, backend_info = first
         self.vocab, self.char_to_id = vocab, {c: i for i, c in enumerate(vocab)}
         self.backend = BackendInfo(**backend_info)
-        self._receiver = threading.Thread(target=self._receive, name="estella-engine-news", daemon=True)
-        self._receiver.start()
+        self._loop, self._receiver = loop, None
+        if loop is None:
+            self._read_on_a_thread()
+        else:
+            loop.call_soon_threadsafe(self._read_on, loop)
 
     @property
     def pid(self):
@@ -139,13 +144,15 @@ class EngineProcess(Intake):
         self._call("end_now")
 
     def shutdown(self, timeout=0.0):
+        self._read_on_a_thread()  # the loop that read the news may be gone: the answers are read here
         self.drain(timeout)
         with self._lock:
             if self.life is not Life.FAILED:
                 self.life = Life.CLOSED  # from here the child's exit is expected
         self._call("shutdown")
         self._process.wait()
-        self._receiver.join()
+        if self._receiver is not None:
+            self._receiver.join()
         self._commands.close()
 
     def _ending(self):
@@ -167,46 +174,90 @@ class EngineProcess(Intake):
     def _send(self, message):  # (holding self._lock)
         self._commands.send_bytes(pickle.dumps(message, pickle.HIGHEST_PROTOCOL))
 
-    # --- the receiver thread: the child's news, handed to each stream's reader ---
+    # --- the child's news, handed to each stream's reader (a thread's, or the loop's) ---
+
+    def _read_on(self, loop):
+        """Read the child's news on this loop (called on it)."""
+        fd = self._news.fileno()
+        loop.add_reader(fd, self._read_ready, loop)
+        # The loop made the pipe non-blocking; a message is read whole once its first byte has come
+        # (the child writes it at once), and a read that found half a message must wait, not fail.
+        os.set_blocking(fd, True)
+
+    def _read_on_a_thread(self):
+        """Read the child's news on a thread of this object's own (from now on, if a loop read it)."""
+        loop, self._loop = self._loop, None
+        if loop is not None and not loop.is_closed():
+            removed = threading.Event()
+
+            def remove():
+                loop.remove_reader(self._news.fileno())
+                removed.set()
+
+            try:
+                loop.call_soon_threadsafe(remove)
+            except RuntimeError:  # closed meanwhile
+                pass
+            while not removed.wait(0.05) and loop.is_running():
+                pass
+        if self._receiver is None and not self._gone:
+            self._receiver = threading.Thread(target=self._receive, name="estella-engine-news", daemon=True)
+            self._receiver.start()
 
     def _receive(self):
-        news, open_streams = self._news, self._open
         while True:
             try:
-                message = pickle.loads(news.recv_bytes())
+                message = pickle.loads(self._news.recv_bytes())
             except (EOFError, OSError):
                 self._child_gone()
                 return
-            kind = message[0]
-            if kind == "news":
-                _, items, self.running, self.waiting, batch_sizes = message
-                for key, stream_items in items:
-                    stream = open_streams.get(key)
-                    if stream is None:  # ended here already (the child failed)
-                        continue
-                    for item in stream_items:
-                        stream._deliver(item)
-                    if stream.done.is_set():
-                        del open_streams[key]
-                on_step = self.on_step  # (set by the HTTP side once the engine is up)
-                if on_step is not None:
-                    for n in batch_sizes:
-                        on_step(n)
-            elif kind == "done":
-                self._calls.pop(message[1]).set()
-            elif kind == "failed":  # the child's streams have had their error already
-                self._failed(message[1])
+            self._handle(message)
+
+    def _read_ready(self, loop):
+        """The loop's reader: every message that has come."""
+        try:
+            while True:
+                self._handle(pickle.loads(self._news.recv_bytes()))
+                if not self._news.poll():
+                    return
+        except (EOFError, OSError):
+            loop.remove_reader(self._news.fileno())
+            self._child_gone()
+
+    def _handle(self, message):
+        kind = message[0]
+        if kind == "news":
+            _, items, self.running, self.waiting, batch_sizes = message
+            open_streams = self._open
+            for key, stream_items in items:
+                stream = open_streams.get(key)
+                if stream is None:  # ended here already (the child failed)
+                    continue
+                for item in stream_items:
+                    stream._deliver(item)
+                if stream.done.is_set():
+                    del open_streams[key]
+            on_step = self.on_step  # (set by the HTTP side once the engine is up)
+            if on_step is not None:
+                for n in batch_sizes:
+                    on_step(n)
+        elif kind == "done":
+            self._calls.pop(message[1]).set()
+        elif kind == "failed":  # the child's streams have had their error already
+            self._failed(message[1])
 
     def _child_gone(self):
+        with self._lock:
+            if self._gone:
+                return
+            self._gone = True
+            calls, self._calls = list(self._calls.values()), {}
         code = self._process.wait()
         self._news.close()
         if self.life is not Life.CLOSED:  # not asked to stop: it died
             message = f"the engine process exited with code {code}"
             print(f"estella serve: {message}", file=sys.stderr, flush=True)
             self._failed(message)
-        with self._lock:
-            self._gone = True
-            calls, self._calls = list(self._calls.values()), {}
         for done in calls:  # nobody will answer them
             done.set()
 

@@ -40,21 +40,24 @@ def run_server(export_dir, host="127.0.0.1", port=8000, backend="auto", precisio
     answers 503 "loading" until the model is loaded; a model that cannot load stops the server and
     its error is raised here (an EstellaError: `estella serve` prints it and exits 2). engine: "process"
     runs the scheduler in a child process (EngineProcess), "thread" in this one (Engine)."""
-    # The scheduler thread (or the thread receiving the engine process's news) must win the GIL back
-    # from the event loop's thread; at Python's default switch interval (5 ms) it could wait that long
-    # per character. 0.5 ms keeps a tick from waiting on the HTTP side for long.
-    sys.setswitchinterval(SWITCH_INTERVAL)
+    if engine == "thread":
+        # The scheduler thread must win the GIL back from the event loop's thread; at Python's default
+        # switch interval (5 ms) it could wait that long per character. 0.5 ms keeps a tick from
+        # waiting on the HTTP side for long. (An engine process's news is read on the loop itself.)
+        sys.setswitchinterval(SWITCH_INTERVAL)
     fatal = []
 
     def on_fatal(error):  # the scheduler's thread: stop the server, so that the process exits non-zero
         fatal.append(error)
         server.should_exit = True
 
-    def load():
-        start = EngineProcess if engine == "process" else Engine.load
+    def load():  # (on a thread, once the loop runs)
+        options = {"max_batch": max_batch, "max_queue": max_queue, "max_chars": max_chars, "on_fatal": on_fatal}
         try:
-            loaded = start(export_dir, backend, precision, threads, max_batch=max_batch, max_queue=max_queue,
-                           max_chars=max_chars, on_fatal=on_fatal)
+            if engine == "process":
+                loaded = EngineProcess(export_dir, backend, precision, threads, loop=app.state.loop, **options)
+            else:
+                loaded = Engine.load(export_dir, backend, precision, threads, **options)
         except BaseException:
             server.should_exit = True
             raise
