@@ -54,6 +54,10 @@ from .stream import Completion, Delta, RequestParams, Stream  # noqa: F401 - the
 
 PREFILL_CHUNK = 256    # prime characters per stream per tick, where the graph takes T > 1
 PREFILL_BUDGET = 1024  # prime characters per tick in all
+# Python's switch interval wherever the scheduler thread shares the interpreter lock (the server's
+# event loop, an engine process's command reader): at the default 5 ms, the other thread could keep
+# a tick, or a request, waiting that long.
+SWITCH_INTERVAL = 0.0005  # s
 
 
 class QueueFull(EstellaError):

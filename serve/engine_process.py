@@ -40,11 +40,10 @@ from multiprocessing.connection import Connection
 from estella.runtime.errors import EstellaError
 from estella.runtime.generator import encode_prime
 
-from .engine import Draining, Engine, EngineFailed, Intake, Life, QueueFull
+from .engine import SWITCH_INTERVAL, Draining, Engine, EngineFailed, Intake, Life, QueueFull
 from .stream import Stream
 
-NEWS_INTERVAL = 0.005     # s: the child sends a running stream's text at least this often
-SWITCH_INTERVAL = 0.0005  # s: the child's, as the server's (server.py)
+NEWS_INTERVAL = 0.005  # s: the child sends a running stream's text at least this often
 
 
 @dataclasses.dataclass(frozen=True)
@@ -389,9 +388,7 @@ def child_main(commands, news, how):
     # The parent drains and stops this process; a signal to the whole group must not end it first.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    # The thread reading commands must win the interpreter lock from the scheduler soon after a
-    # request comes (Python's default switch interval, 5 ms, would delay every join that long).
-    sys.setswitchinterval(SWITCH_INTERVAL)
+    sys.setswitchinterval(SWITCH_INTERVAL)  # the thread reading requests shares the lock with the scheduler
     try:
         engine = Engine.load(how.pop("export_dir"), how.pop("backend"), how.pop("precision"), how.pop("threads"), **how)
     except EstellaError as e:

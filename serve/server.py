@@ -24,10 +24,9 @@ import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from .api import create_app
-from .engine import Engine, EngineFailed
+from .engine import SWITCH_INTERVAL, Engine, EngineFailed
 from .engine_process import EngineProcess
 
-SWITCH_INTERVAL = 0.0005  # s
 H11_MAX_HEAD = 16 * 1024  # bytes of a request's line and headers
 STOP_GRACE = 2            # s: on a second signal, how long the open responses may take to send their end
 
@@ -40,10 +39,7 @@ def run_server(export_dir, host="127.0.0.1", port=8000, backend="auto", precisio
     answers 503 "loading" until the model is loaded; a model that cannot load stops the server and
     its error is raised here (an EstellaError: `estella serve` prints it and exits 2). engine: "process"
     runs the scheduler in a child process (EngineProcess), "thread" in this one (Engine)."""
-    if engine == "thread":
-        # The scheduler thread must win the GIL back from the event loop's thread; at Python's default
-        # switch interval (5 ms) it could wait that long per character. 0.5 ms keeps a tick from
-        # waiting on the HTTP side for long. (An engine process's news is read on the loop itself.)
+    if engine == "thread":  # the scheduler thread shares the lock with the event loop
         sys.setswitchinterval(SWITCH_INTERVAL)
     fatal = []
 
