@@ -235,7 +235,9 @@ def serving_tables(serving):
            "process, in the same rounds (the batching limit); **× one at a time** compares with C = 1, the same "
            "requests served one after another. Time to first character runs from sending the request to the "
            "first chunk with text, pooled over all rounds. CPU is cores busy during the served run (1 = one "
-           "core): the server's process and the clients'.\n"]
+           "core): the server's processes (its engine process's too) and the clients'. The row *engine in a "
+           "thread* is a second server run with `--engine thread` (the scheduler in the HTTP process), measured "
+           "in the same rounds.\n"]
     for shape_name, sv in serving.items():
         if "error" in sv:
             out.append(f"### {shape_name}\n\nNot measured: {sv['error']}\n")
@@ -253,6 +255,13 @@ def serving_tables(serving):
                 out.append(f"| {clients} | {fmt(served['median'])} | {span(served)} | {fmt(limit['median'])} | "
                            f"{fmt(ratio(served, limit))} | {fmt(ratio(served, one)) if one else '–'} | "
                            f"{fmt(ttft['p50'])} | {fmt(ttft['p99'])} | {fmt(c['cpu_share']['server'], 2)} | "
+                           f"{fmt(c['cpu_share']['clients'], 2)} |")
+            in_thread = sv.get("engine_thread", {}).get(precision, {})
+            for clients, c in in_thread.items():
+                served, limit, ttft = c["served_chars_per_s"], c["generate_many_chars_per_s"], c["ttft_ms"]
+                out.append(f"| {clients}, engine in a thread | {fmt(served['median'])} | {span(served)} | "
+                           f"{fmt(limit['median'])} | {fmt(ratio(served, limit))} | – | {fmt(ttft['p50'])} | "
+                           f"{fmt(ttft['p99'])} | {fmt(c['cpu_share']['server'], 2)} | "
                            f"{fmt(c['cpu_share']['clients'], 2)} |")
             at = cases.get(str(g["clients"]))
             if at and one:

@@ -7,7 +7,8 @@ clients, so C clients are one batch of C); the clients are aiohttp streams in th
 vLLM's serving benchmark uses: httpx spent more CPU per request than the server and measured itself),
 each sending its requests one after another and reading the server-sent events as they come.
 Rounds are interleaved as everywhere else: each round runs every C served, then generate_many at B = C.
-Ray Serve's overhead: the bare server and `estella serve --replicas 1` (a local Ray cluster, one
+The engine process's worth: a second server with --engine thread runs beside the first, and each
+round measures it too at THREAD_ENGINE_CLIENTS clients. Ray Serve's overhead: the bare server and `estella serve --replicas 1` (a local Ray cluster, one
 replica with the same flags) both run, and each round measures one then the other at each C.
 """
 
@@ -26,6 +27,9 @@ CLIENTS = (1, 8, 32, 64)
 PRECISIONS = ("int8", "float32")
 # Ray Serve's overhead: one replica behind Ray's proxy against the bare server, same flags, same clients.
 RAY_CLIENTS = (1, 32)
+# The engine in the server's own process (--engine thread) is measured beside the default at this
+# many clients (the goals'), or at the most clients below it that are measured.
+THREAD_ENGINE_CLIENTS = 32
 RAY_PRECISIONS = ("int8",)
 RAY_START_TIMEOUT = 300.0  # s: a local Ray cluster and its replica, on a busy machine
 
@@ -88,6 +92,9 @@ def percentile_ms(values, q):
 
 
 def measure_precision(export_dir, precision, clients, requests, chars, repeats, threads, log=print):
+    """Served against generate_many at each C; in the same rounds, a second server with its engine in
+    a thread (--engine thread) at one C (THREAD_ENGINE_CLIENTS), to show what the engine process buys.
+    Returns ({C: case}, {C: thread-engine case})."""
     from estella.runtime.generator import Generator
     from estella.serve.process import ServerProcess
 
@@ -95,31 +102,38 @@ def measure_precision(export_dir, precision, clients, requests, chars, repeats, 
     batched = {c: runtime_generate(generator, c) for c in clients}
     for c in clients:
         batched[c](2)  # warm-up: allocation at this batch size
-    rates = {c: [] for c in clients}
-    limit = {c: [] for c in clients}
-    ttfts = {c: [] for c in clients}
-    cpu = {c: {"server": [], "clients": []} for c in clients}
+    thread_clients = [max([c for c in clients if c <= THREAD_ENGINE_CLIENTS], default=min(clients))]
+    cases = [(c, "process") for c in clients] + [(c, "thread") for c in thread_clients]
+    rates, limit, ttfts = ({case: [] for case in cases} for _ in range(3))
+    cpu = {case: {"server": [], "clients": []} for case in cases}
     flags = ["--backend", "tflite", "--precision", precision, "--threads", threads, "--max-batch", max(clients),
              "--max-queue", max(clients), "--max-chars", chars]
-    with ServerProcess(export_dir, *flags) as server:
-        for c in clients:
-            asyncio.run(served(server.url, c, 1, min(chars, 16)))  # warm-up: the server's batch sizes
+    with ServerProcess(export_dir, *flags) as in_process, \
+            ServerProcess(export_dir, *flags, "--engine", "thread") as in_thread:
+        servers = {"process": in_process, "thread": in_thread}
+        for c, engine in cases:
+            asyncio.run(served(servers[engine].url, c, 1, min(chars, 16)))  # warm-up: the server's batch sizes
         for r in range(repeats):
-            for c in clients:
+            for c, engine in cases:
+                server = servers[engine]
                 rate, ttft, shares = asyncio.run(served(server.url, c, requests, chars, server.pids()))
-                rates[c].append(rate)
-                ttfts[c] += ttft
+                rates[c, engine].append(rate)
+                ttfts[c, engine] += ttft
                 for side, share in shares.items():
-                    cpu[c][side].append(share)
+                    cpu[c, engine][side].append(share)
                 # The same characters per stream, as one generate_many call of B = C streams.
                 seconds, units = batched[c](requests * chars)
-                limit[c].append(units / seconds)
+                limit[c, engine].append(units / seconds)
             log(f"  serving {precision}: round {r + 1}/{repeats}")
-    return {str(c): {"served_chars_per_s": summary(rates[c]), "generate_many_chars_per_s": summary(limit[c]),
-                     "ttft_ms": {"p50": percentile_ms(ttfts[c], 50), "p99": percentile_ms(ttfts[c], 99),
-                                 "max": max(ttfts[c]) * 1e3, "n": len(ttfts[c])},
-                     "cpu_share": {side: summary(v)["median"] for side, v in cpu[c].items()}}
-            for c in clients}
+
+    def result(case):
+        return {"served_chars_per_s": summary(rates[case]), "generate_many_chars_per_s": summary(limit[case]),
+                "ttft_ms": {"p50": percentile_ms(ttfts[case], 50), "p99": percentile_ms(ttfts[case], 99),
+                            "max": max(ttfts[case]) * 1e3, "n": len(ttfts[case])},
+                "cpu_share": {side: summary(v)["median"] for side, v in cpu[case].items()}}
+
+    return ({str(c): result((c, "process")) for c in clients},
+            {str(c): result((c, "thread")) for c in thread_clients})
 
 
 def measure_ray(export_dir, precision, clients, requests, chars, repeats, threads, log=print):
@@ -159,10 +173,12 @@ def measure(export_dir, clients=CLIENTS, requests=4, chars=256, repeats=5, threa
 
     arch = architecture(load_weights(export_dir))
     shape = {"vocab_size": arch["vocab_size"], "cell": arch["cell"], "units": arch["units"]}
+    measured = {p: measure_precision(export_dir, p, clients, requests, chars, repeats, threads, log)
+                for p in PRECISIONS}
     result = {"shape": shape, "backend": "tflite", "threads": threads,
               "requests_per_client": requests, "chars_per_request": chars, "repeats": repeats,
-              "precisions": {p: measure_precision(export_dir, p, clients, requests, chars, repeats, threads, log)
-                             for p in PRECISIONS}}
+              "precisions": {p: cases for p, (cases, _) in measured.items()},
+              "engine_thread": {p: cases for p, (_, cases) in measured.items()}}
     try:
         result["ray"] = {p: measure_ray(export_dir, p, ray_clients, requests, chars, repeats, threads, log)
                          for p in RAY_PRECISIONS}

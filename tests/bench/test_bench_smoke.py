@@ -94,6 +94,10 @@ def test_serving_part_writes_report(corpus_path, tmp_path, cache):
                     assert rate["n"] == 2 and 0 < rate["min"] <= rate["median"] <= rate["max"]
                 assert 0 < c["ttft_ms"]["p50"] <= c["ttft_ms"]["p99"] <= c["ttft_ms"]["max"]
             assert cases["2"]["ttft_ms"]["n"] == 2 * 2 * 1  # 2 rounds x 2 clients x 1 request, each one timed
+        # The engine in a thread (--engine thread) beside the default, in the same rounds, at 2 clients.
+        assert set(sv["engine_thread"]) == {"int8", "float32"}
+        assert all(set(cases) == {"2"} and cases["2"]["served_chars_per_s"]["n"] == 2
+                   for cases in sv["engine_thread"].values())
         # Ray Serve's overhead: one replica on a local Ray cluster against the bare server, same clients.
         assert set(sv["ray"]) == {"int8"} and set(sv["ray"]["int8"]) == {"1", "2"}
         for c in sv["ray"]["int8"].values():
@@ -102,6 +106,7 @@ def test_serving_part_writes_report(corpus_path, tmp_path, cache):
                 assert 0 < side["ttft_ms"]["p50"] <= side["ttft_ms"]["p99"]
     text = (out / "BENCHMARKS.md").read_text()
     assert "## Serving" in text and "**tflite int8**" in text and "served ÷ generate_many" in text
+    assert "| 2, engine in a thread |" in text
     assert f"### {STACK}: 1 requests" in text
     assert "Ray Serve's overhead" in text and "Ray ÷ bare" in text
 
