@@ -22,7 +22,7 @@ def add_parser(subparsers):
                    help="the interpreter (default: auto)")
     p.add_argument("--precision", default="float32", choices=["float32", "int8"], help="(default: float32)")
     p.add_argument("--threads", type=int, default=None, help="interpreter threads (tflite, onnx; default: one per core)")
-    p.add_argument("--engine", default="process", choices=["process", "thread"],
+    p.add_argument("--engine", default=None, choices=["process", "thread"],
                    help="where the model's scheduler runs: its own process (default; the model and the HTTP side "
                    "then do not share one interpreter lock) or a thread of the server's (one process, less memory)")
     p.add_argument("--max-batch", type=int, default=32, help="streams stepped together at most (default: 32)")
@@ -92,7 +92,8 @@ def serve(args):
         return 0
     try:
         run_server(args.export_dir, host=args.host, port=args.port, backend=args.backend, precision=args.precision,
-                   threads=args.threads, engine=args.engine, max_batch=args.max_batch, max_queue=args.max_queue, max_chars=args.max_chars,
+                   threads=args.threads, engine=args.engine or "process", max_batch=args.max_batch,
+                   max_queue=args.max_queue, max_chars=args.max_chars,
                    shutdown_timeout=args.shutdown_timeout, timeout_keep_alive=args.timeout_keep_alive,
                    timeout_header=args.timeout_header, max_connections=args.max_connections, **app_options)
     except EngineFailed as e:  # not bad input: exit 1, for a supervisor to restart the server
@@ -135,6 +136,9 @@ def check_args(args):
 
 
 def check_ray_args(args):
+    if getattr(args, "engine", None) is not None:
+        raise EstellaError("--engine applies to the single server: a Ray replica runs its engine as a thread of "
+                           "the replica's own process")
     for flag, value, low in (("--replicas", args.replicas, 1), ("--min-replicas", args.min_replicas, 0),
                              ("--max-replicas", args.max_replicas, 1)):
         if value is not None and value < low:
