@@ -119,6 +119,16 @@ class Intake:
         """make_stream and add in one: settings are request_params' (temperature, top_k, ...)."""
         return self.add([self.make_stream(prime, self.request_params(max_chars, **settings), skip_unknown)])[0]
 
+    def _admit(self, held, coming):
+        """Raise why `coming` more streams cannot be taken beside the `held` ones (the caller holds its lock)."""
+        if self.life is Life.FAILED:
+            raise EngineFailed(f"the model failed: {self.failure!r}")
+        if self.life is not Life.SERVING:
+            raise Draining("the server is shutting down and takes no new requests")
+        if held + coming > self.max_batch + self.max_queue:
+            raise QueueFull(f"the server is full ({self.max_batch} running, {self.max_queue} waiting at most); "
+                            "try again later")
+
 
 class Engine(Intake):
     def __init__(self, generator, max_batch=32, max_queue=256, max_chars=4096, on_step=None, on_fatal=None,
@@ -160,13 +170,7 @@ class Engine(Intake):
     def add(self, streams):
         """Queue streams as one request: all of them or none (QueueFull, Draining, EngineFailed)."""
         with self._cond:
-            if self.life is Life.FAILED:
-                raise EngineFailed(f"the model failed: {self.failure!r}")
-            if self.life is not Life.SERVING:
-                raise Draining("the server is shutting down and takes no new requests")
-            if self.running + len(self._waiting) + len(streams) > self.max_batch + self.max_queue:
-                raise QueueFull(f"the server is full ({self.max_batch} running, {self.max_queue} waiting at most); "
-                                "try again later")
+            self._admit(self.running + len(self._waiting), len(streams))
             self._waiting.extend(streams)
             self.waiting = len(self._waiting)
             self._cond.notify_all()

@@ -107,13 +107,7 @@ class EngineProcess(Intake):
     def add(self, streams):
         """Queue streams as one request: all of them or none (QueueFull, Draining, EngineFailed)."""
         with self._lock:
-            if self.life is Life.FAILED:
-                raise EngineFailed(f"the model failed: {self.failure!r}")
-            if self.life is not Life.SERVING:
-                raise Draining("the server is shutting down and takes no new requests")
-            if len(self._open) + len(streams) > self.max_batch + self.max_queue:
-                raise QueueFull(f"the server is full ({self.max_batch} running, {self.max_queue} waiting at most); "
-                                "try again later")
+            self._admit(len(self._open), len(streams))
             sent = []
             for s in streams:
                 s.key = next(self._keys)
