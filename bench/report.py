@@ -250,19 +250,9 @@ def serving_tables(serving):
                     "| clients | served chars/s | min–max | generate_many chars/s | served ÷ generate_many | "
                     "× one at a time | first char p50 ms | p99 ms | CPU server | CPU clients |",
                     "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-            for clients, c in cases.items():
-                served, limit, ttft = c["served_chars_per_s"], c["generate_many_chars_per_s"], c["ttft_ms"]
-                out.append(f"| {clients} | {fmt(served['median'])} | {span(served)} | {fmt(limit['median'])} | "
-                           f"{fmt(ratio(served, limit))} | {fmt(ratio(served, one)) if one else '–'} | "
-                           f"{fmt(ttft['p50'])} | {fmt(ttft['p99'])} | {fmt(c['cpu_share']['server'], 2)} | "
-                           f"{fmt(c['cpu_share']['clients'], 2)} |")
-            in_thread = sv.get("engine_thread", {}).get(precision, {})
-            for clients, c in in_thread.items():
-                served, limit, ttft = c["served_chars_per_s"], c["generate_many_chars_per_s"], c["ttft_ms"]
-                out.append(f"| {clients}, engine in a thread | {fmt(served['median'])} | {span(served)} | "
-                           f"{fmt(limit['median'])} | {fmt(ratio(served, limit))} | – | {fmt(ttft['p50'])} | "
-                           f"{fmt(ttft['p99'])} | {fmt(c['cpu_share']['server'], 2)} | "
-                           f"{fmt(c['cpu_share']['clients'], 2)} |")
+            out += [serving_row(clients, c, one) for clients, c in cases.items()]
+            out += [serving_row(f"{clients}, engine in a thread", c, None)
+                    for clients, c in sv.get("engine_thread", {}).get(precision, {}).items()]
             at = cases.get(str(g["clients"]))
             if at and one:
                 checks = [(ratio(at["served_chars_per_s"], at["generate_many_chars_per_s"]), g["vs_generate_many"],
@@ -277,6 +267,15 @@ def serving_tables(serving):
         if "ray" in sv:
             out += ray_table(sv["ray"])
     return out
+
+
+def serving_row(label, c, one):
+    """One row of a serving table; `one` (C = 1's served rate) gives the × one at a time column."""
+    served, limit, ttft = c["served_chars_per_s"], c["generate_many_chars_per_s"], c["ttft_ms"]
+    return (f"| {label} | {fmt(served['median'])} | {span(served)} | {fmt(limit['median'])} | "
+            f"{fmt(ratio(served, limit))} | {fmt(ratio(served, one)) if one else '–'} | "
+            f"{fmt(ttft['p50'])} | {fmt(ttft['p99'])} | {fmt(c['cpu_share']['server'], 2)} | "
+            f"{fmt(c['cpu_share']['clients'], 2)} |")
 
 
 def ray_table(ray):
