@@ -30,6 +30,25 @@ def start_server(serve_export):
 
 
 @pytest.fixture(scope="session")
+def break_after():
+    """break_after(engine, steps): the engine's real step, until after `steps` calls the interpreter
+    "breaks": every later call raises RuntimeError("the interpreter broke") (fault injection)."""
+
+    def breaking(engine, steps):
+        step, calls = engine.backend.step_trusted, [0]
+
+        def failing_step(ids, state):
+            calls[0] += 1
+            if calls[0] > steps:
+                raise RuntimeError("the interpreter broke")
+            return step(ids, state)
+
+        engine.backend.step_trusted = failing_step
+
+    return breaking
+
+
+@pytest.fixture(scope="session")
 def corpus_text(corpus_path, serve_export):
     """corpus_text(n) -> n characters of the book (repeated as needed), those outside the export's vocabulary left out."""
     from estella.runtime.manifest import load_manifest

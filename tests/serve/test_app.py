@@ -62,19 +62,11 @@ def test_health_says_loading_until_the_model_is_loaded(serve_export):
     engines[0].shutdown()
 
 
-def test_a_broken_engine_answers_500_and_health_503(serve_export):
+def test_a_broken_engine_answers_500_and_health_503(serve_export, break_after):
     """In this process (no supervisor): once the scheduler cannot go on, requests get 500 JSON and
     /health 503 "error" (estella serve itself exits: see the next test)."""
     engine = Engine.load(serve_export, "numpy", max_chars=10**6)
-    step, calls = engine.backend.step_trusted, [0]
-
-    def failing_step(ids, state):  # the interpreter fails after a while (fault injection)
-        calls[0] += 1
-        if calls[0] > 50:
-            raise RuntimeError("the interpreter broke")
-        return step(ids, state)
-
-    engine.backend.step_trusted = failing_step
+    break_after(engine, 50)  # the interpreter breaks after 50 steps
     with serving(create_app(engine, "tiny", limits=Limits(max_request_chars=10**6))) as url:
         r = httpx.post(url + "/v1/completions", json={"prompt": "Pip", "max_tokens": 10**6}, timeout=20)
         assert r.status_code == 500 and "the interpreter broke" in r.json()["error"]["message"]

@@ -280,20 +280,12 @@ def test_a_failing_stream_ends_alone(make_engine, serve_export):
     assert later.text == reference.generate("Pip", 30, seed=4, echo=False)
 
 
-def test_a_broken_backend_fails_the_engine_and_says_so(make_engine):
+def test_a_broken_backend_fails_the_engine_and_says_so(make_engine, break_after):
     """When every row's step fails (the interpreter broke), the engine is FAILED: streams end with
     "error", nothing new is taken, and on_fatal is called (the server then exits non-zero)."""
     fatal = []
     engine = make_engine("numpy", max_chars=10**6, on_fatal=fatal.append)
-    backend_step, calls = engine.backend.step_trusted, [0]
-
-    def failing_step(ids, state):  # the real step, until the interpreter "breaks" (fault injection)
-        calls[0] += 1
-        if calls[0] > 50:
-            raise RuntimeError("the interpreter broke")
-        return backend_step(ids, state)
-
-    engine.backend.step_trusted = failing_step
+    break_after(engine, 50)  # the interpreter breaks after 50 steps
     streams = [engine.submit("Pip", 10**6, seed=i) for i in range(3)]
     done = wait_all(streams)
     assert all(d.finish_reason == "error" and "the interpreter broke" in d.error for d in done)

@@ -112,19 +112,11 @@ def test_a_dead_engine_process_ends_its_streams_and_calls_on_fatal(serve_export)
     engine.shutdown()  # nothing left to stop: returns at once
 
 
-def test_a_failing_scheduler_in_the_child_is_reported(serve_export):
+def test_a_failing_scheduler_in_the_child_is_reported(serve_export, break_after):
     """The child's side (Child, the code the engine process runs) over a real pipe: once its
     scheduler cannot go on, each stream's error goes first, then ("failed", the error)."""
     engine = Engine.load(serve_export, "numpy", max_chars=10**6)
-    step, calls = engine.backend.step_trusted, [0]
-
-    def failing_step(ids, state):  # the interpreter fails after a while (fault injection)
-        calls[0] += 1
-        if calls[0] > 20:
-            raise RuntimeError("the interpreter broke")
-        return step(ids, state)
-
-    engine.backend.step_trusted = failing_step
+    break_after(engine, 20)  # the interpreter breaks after 20 steps
     received, sent = Pipe(duplex=False)
     child = Child(engine, sent)
     child.add([(7, "Pip", engine.request_params(10**6))])
