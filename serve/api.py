@@ -93,7 +93,7 @@ def create_app(engine, model_name="estella", api_keys=(), cors_origins=(), limit
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(StarletteHTTPException, on_http_error)
     app.add_exception_handler(Exception, on_unexpected_error)
-    app.include_router(router)
+    app.router.routes.extend(router.routes)
     if not callable(engine):
         engine_ready(app, engine)
     return app
