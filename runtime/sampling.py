@@ -165,17 +165,38 @@ class BatchSampler:
         """settings: one SamplingParams, or (temperature, top_k, top_p), per stream; each is checked."""
         settings = [s if isinstance(s, SamplingParams) else SamplingParams(*s) for s in settings]
         settings = [(s.temperature, s.top_k, s.top_p) for s in settings]
-        self.inv_temperature = np.array([inverse_temperature(t) for t, _, _ in settings], np.float32)
-        self.top_k = np.array([top_k_kept(k) for _, k, _ in settings], np.int64)
-        self.top_p = np.array([1.0 if p is None else p for _, _, p in settings], np.float64)
-        self.greedy = [bool(s == 0) for s in self.inv_temperature]
-        self._sampled = [b for b, greedy in enumerate(self.greedy) if not greedy]
+        self._arrays(np.array([inverse_temperature(t) for t, _, _ in settings], np.float32),
+                     np.array([top_k_kept(k) for _, k, _ in settings], np.int64),
+                     np.array([1.0 if p is None else p for _, _, p in settings], np.float64))
+
+    @classmethod
+    def concat(cls, samplers):
+        """One sampler for the rows of these samplers, in order (a batch that streams join)."""
+        return cls._of(*(np.concatenate([getattr(b, name) for b in samplers])
+                         for name in ("inv_temperature", "top_k", "top_p")))
+
+    def take(self, rows):
+        """A sampler for these rows (indices) of this one (a batch that streams leave)."""
+        return self._of(self.inv_temperature[rows], self.top_k[rows], self.top_p[rows])
+
+    @classmethod
+    def _of(cls, inv_temperature, top_k, top_p):
+        sampler = cls.__new__(cls)
+        sampler._arrays(inv_temperature, top_k, top_p)
+        return sampler
+
+    def _arrays(self, inv_temperature, top_k, top_p):
+        """Settings already checked, as arrays: inv_temperature float32 (0: greedy), top_k int64 (0:
+        all), top_p float64 (1: all), one entry per stream."""
+        self.inv_temperature, self.top_k, self.top_p = inv_temperature, top_k, top_p
+        self.greedy = (inv_temperature == 0).tolist()
+        self._sampled = np.flatnonzero(inv_temperature).tolist()
         # float32: sample_batch rounds the uniforms to float32 anyway, so the ids are the same.
-        self._uniforms = np.zeros(len(settings), np.float32)
+        self._uniforms = np.zeros(len(inv_temperature), np.float32)
         # One stream with no top-k/top-p cut (generate, stream): 1/T (float32, as the batch code
         # multiplies) and the largest |logit| that 1/T cannot scale past SAFE_MAGNITUDE (float64).
-        plain = len(settings) == 1 and self.inv_temperature[0] > 0 and self.top_k[0] == 0 and self.top_p[0] >= 1
-        self._one = (self.inv_temperature[0], SAFE_MAGNITUDE / float(self.inv_temperature[0])) if plain else None
+        plain = len(inv_temperature) == 1 and inv_temperature[0] > 0 and top_k[0] == 0 and top_p[0] >= 1
+        self._one = (inv_temperature[0], SAFE_MAGNITUDE / float(inv_temperature[0])) if plain else None
 
     def __call__(self, logits, rngs, rows=None):
         """ids [B]; with rows (indices), only those streams draw and are sampled: ids [len(rows)]

@@ -13,6 +13,8 @@ row is added to or cut from the [B, S] state. Each tick:
      np.random.default_rng(seed), exactly as Generator does: a seeded stream writes the text
      `estella generate` writes with the same seed, whatever runs beside it;
   2. hands each stream its character; a finished stream leaves at once and frees its slot;
+     a plain stream (no stop strings, no logprobs) has its characters kept as the tick's id array
+     and is handed them as one string at the next flush (every tick, or when on_news flushes);
   3. steps all remaining streams in one backend call, and feeds the next chunk of the primes
      still being read.
 
@@ -52,6 +54,8 @@ from estella.runtime.stops import check_stops
 
 from .stream import Completion, Delta, RequestParams, Stream  # noqa: F401 - the engine's public types
 
+LENGTH = "length"  # why a row is gone: it drew its last character (plain rows, counted here)
+NOT_COUNTED = np.iinfo(np.int64).max  # chars left of a row that counts its own (stops, logprobs)
 PREFILL_CHUNK = 256    # prime characters per stream per tick, where the graph takes T > 1
 PREFILL_BUDGET = 1024  # prime characters per tick in all
 # Python's switch interval wherever the scheduler thread shares the interpreter lock (the server's
@@ -143,7 +147,9 @@ class Engine(Intake):
         self.max_batch, self.max_queue, self.max_chars = max_batch, max_queue, max_chars
         self.on_step = on_step    # called with the batch size of every step (metrics)
         self.on_fatal = on_fatal  # called with the error once the scheduler cannot go on
-        self.on_news = on_news    # on_news(idle) after each pass of the scheduler's loop (streams may have news)
+        # on_news(idle) after each pass of the scheduler's loop, on its thread; it may call flush(). Without
+        # one, the engine flushes after every tick.
+        self.on_news = on_news
         # A graph made for T = 1 is fed primes inside the batched step; one that takes more, in chunks.
         self.chunked_prime = self.backend.max_time is None or self.backend.max_time > 1
         self.prefill_chunk = min(prefill_chunk, self.backend.max_time or prefill_chunk)
@@ -155,8 +161,11 @@ class Engine(Intake):
         self._waiting = collections.deque()
         self._cancelled = set()
         self._rows = []  # the running streams, one per row of the batch (scheduler thread only)
+        self._drawn = []  # per tick since the last flush: the ids drawn [B], -1 where a row drew none
+        self._gappy = False  # some row drew nothing in a tick since the last flush
         self._state = self.backend.initial_state(0)
         self._logits = np.zeros((0, len(self.vocab)), np.float32)
+        self._sampler = BatchSampler([])
         self._thread = threading.Thread(target=self._run, name="estella-scheduler", daemon=True)
         self._thread.start()
 
@@ -169,6 +178,8 @@ class Engine(Intake):
 
     def add(self, streams):
         """Queue streams as one request: all of them or none (QueueFull, Draining, EngineFailed)."""
+        for s in streams:
+            s.start()  # on the caller's thread: the scheduler's time is the batch's
         with self._cond:
             self._admit(self.running + len(self._waiting), len(streams))
             self._waiting.extend(streams)
@@ -227,15 +238,38 @@ class Engine(Intake):
             self._news()
 
     def _news(self):
-        if self.on_news is not None:
+        if self.on_news is None:
+            self.flush()
+        else:
             self.on_news(self.life is not Life.SERVING or not (self._rows or self._waiting))
+
+    def flush(self):
+        """Hand each plain stream the characters it drew since the last flush, as one string
+        (scheduler thread only: on_news may call it)."""
+        if not self._drawn:
+            return
+        drawn, self._drawn = self._drawn, []
+        gappy, self._gappy = self._gappy, False
+        vocab, rows, plain = self.vocab, self._rows, self._plain_rows
+        if len(drawn) == 1:  # one tick (as when the engine flushes every tick): one character, or none
+            ids = drawn[0].tolist()
+            texts = [vocab[ids[i]] if ids[i] >= 0 else "" for i in plain]
+        else:
+            ids = np.stack(drawn, axis=1).tolist()  # [B][ticks]
+            texts = ["".join([vocab[c] for c in ids[i] if c >= 0] if gappy else map(vocab.__getitem__, ids[i]))
+                     for i in plain]
+        for i, text in zip(plain, texts):
+            if text:
+                s = rows[i]
+                s.generated += len(text)
+                s._deliver(text)
 
     def _fail(self, error):
         with self._cond:
             self.life, self.failure = Life.FAILED, error
             for s in self._rows + list(self._waiting):
                 s._finish("error", f"the model failed: {error!r}")
-            self._rows, self._waiting = [], collections.deque()
+            self._rows, self._waiting, self._drawn = [], collections.deque(), []  # what was drawn goes with them
             self.running = self.waiting = 0
             self._cond.notify_all()
         if self.on_fatal is not None:
@@ -267,6 +301,7 @@ class Engine(Intake):
                     self._cond.notify_all()  # drain() waits for an empty engine
 
     def _end_all(self):
+        self.flush()
         for s in list(self._waiting):
             s._finish("length")
         self._waiting.clear()
@@ -275,19 +310,22 @@ class Engine(Intake):
         self._cond.notify_all()
 
     def _join(self, streams):
-        joining = []
+        joining, samplers = [], [self._sampler]
         for s in streams:
-            s.start()
+            if s.rng is None:
+                s.start()
             if s.params.max_chars == 0:  # nothing to generate: done before it runs
                 s._finish("length")
                 continue
             try:
-                BatchSampler([s.params.sampling])  # its own settings, alone: a bad one ends this stream only
+                samplers.append(BatchSampler([s.params.sampling]))  # alone: a bad one ends this stream only
                 joining.append(s)
             except Exception as e:  # noqa: BLE001
                 self._stream_failed(s, e)
         if not joining:
             return
+        self.flush()  # the rows change: what was drawn is handed out first
+        self._sampler = BatchSampler.concat(samplers)
         self._rows = self._rows + joining
         self._state = np.concatenate([self._state, self.backend.initial_state(len(joining))])
         self._logits = np.concatenate([self._logits, np.zeros((len(joining), len(self.vocab)), np.float32)])
@@ -295,6 +333,7 @@ class Engine(Intake):
 
     def _drop(self, rows, reason):
         """End these rows' streams with `reason` and cut them from the batch."""
+        self.flush()
         for i in rows:
             self._rows[i]._finish(reason)
         self._cut(rows)
@@ -305,7 +344,7 @@ class Engine(Intake):
             return
         keep = [i for i in range(len(self._rows)) if i not in rows]
         self._rows = [self._rows[i] for i in keep]
-        self._state, self._logits = self._state[keep], self._logits[keep]
+        self._state, self._logits, self._sampler = self._state[keep], self._logits[keep], self._sampler.take(keep)
         self._rows_changed()
 
     def _stream_failed(self, stream, error):
@@ -314,13 +353,18 @@ class Engine(Intake):
         stream._finish("error", f"this request failed: {error!r}")
 
     def _rows_changed(self):
-        """The batch's sampler (the runtime's, as generate_many uses it), rebuilt when a stream joins or leaves."""
+        """What the tick reads of the rows, once a stream has joined or left (the rows' sampler, the
+        runtime's as generate_many uses it, is joined and cut with them)."""
         rows = self._rows
         self.running = len(rows)
-        self._sampler = BatchSampler([s.params.sampling for s in rows])
         self._row_rngs = [s.rng for s in rows]
         self._logprob_rows = any(s.params.logprobs is not None for s in rows)
         self._prefilling = sum(s.fed < len(s.ids) for s in rows)
+        # Plain rows count their characters here (flush hands them out); the others one by one (Stream._emit).
+        self._plain_rows = [i for i, s in enumerate(rows) if s.plain]
+        self._one_by_one = [i for i, s in enumerate(rows) if not s.plain]
+        self._left = np.array([s.params.max_chars - s.generated if s.plain else NOT_COUNTED for s in rows], np.int64)
+        self._unstarted = any(s.generated == 0 for s in rows)  # a first character is due: flush it at once
 
     def _tick(self):
         rows = self._rows
@@ -328,7 +372,7 @@ class Engine(Intake):
         all_ready = not self._prefilling
         ready = range(len(rows)) if all_ready else [i for i, s in enumerate(rows) if s.fed == len(s.ids)]
         ids = np.zeros((len(rows), 1), np.int32)
-        self._gone = {}  # row -> None (finished) or the error that ends it alone
+        self._gone = {}  # row -> None (finished), LENGTH (to finish) or the error that ends it alone
         if ready:
             self._sample_and_emit(rows, ready, all_ready, ids)
         if self._gone:
@@ -358,10 +402,14 @@ class Engine(Intake):
             self.on_step(len(rows))
 
     def _end_gone(self):
-        """Cut the rows that finished or failed this tick (a failed one ends with its error)."""
-        for i, error in self._gone.items():
-            if error is not None:
-                self._stream_failed(self._rows[i], error)
+        """Cut the rows that finished or failed this tick: a plain one that has drawn its last character
+        ends with "length" (after its text), a failed one with its error."""
+        self.flush()
+        for i, why in self._gone.items():
+            if why is LENGTH:
+                self._rows[i]._finish("length")
+            elif why is not None:
+                self._stream_failed(self._rows[i], why)
         gone, self._gone = self._gone, {}
         self._cut(gone)
 
@@ -371,17 +419,39 @@ class Engine(Intake):
         except Exception:  # noqa: BLE001 - find the rows that fail alone
             sampled = np.array([self._redraw(i) for i in ready], np.int64)
         if all_ready:
+            drawn = sampled
             ids[:, 0] = sampled
         else:
-            ids[ready, 0] = sampled
-        logprobs = self._log_softmax(ready) if self._logprob_rows else None
-        vocab, gone = self.vocab, self._gone
-        for j, (i, c) in enumerate(zip(ready, sampled.tolist())):
-            if gone and i in gone:
-                continue
-            s = rows[i]
+            drawn = np.full(len(rows), -1, np.int64)
+            drawn[ready] = ids[ready, 0] = sampled
+        gone = self._gone
+        if self._plain_rows:  # kept for flush; the rows that drew their last character end
+            self._drawn.append(drawn)
+            self._gappy = self._gappy or not all_ready or bool(gone)
+            left = self._left
+            if all_ready:
+                left -= 1
+            else:
+                left[ready] -= 1
+            if not left.all():
+                for i in np.flatnonzero(left == 0).tolist():
+                    gone.setdefault(i, LENGTH)
+        if self._one_by_one:
+            self._emit_one_by_one(rows, drawn.tolist())
+        if self._unstarted:  # a stream's first character goes out at once
+            self.flush()
+            self._unstarted = any(s.generated == 0 for s in rows)
+
+    def _emit_one_by_one(self, rows, drawn):
+        """The rows with stop strings or logprobs: each character through its stream's own matcher."""
+        gone, vocab = self._gone, self.vocab
+        rows_drawn = [i for i in self._one_by_one if drawn[i] >= 0 and i not in gone]
+        asked = [i for i in rows_drawn if rows[i].params.logprobs is not None] if self._logprob_rows else []
+        logprobs = dict(zip(asked, self._log_softmax(asked))) if asked else {}
+        for i in rows_drawn:
+            s, c = rows[i], drawn[i]
             try:
-                entry = None if logprobs is None or s.params.logprobs is None else self._entry(logprobs[j], c, s)
+                entry = self._entry(logprobs[i], c, s) if i in logprobs else None
                 if s._emit(vocab[c], entry):
                     gone[i] = None
             except Exception as e:  # noqa: BLE001 - this stream's own work: it ends alone
@@ -393,10 +463,10 @@ class Engine(Intake):
             return self._sampler.redraw(self._logits, i)
         except Exception as e:  # noqa: BLE001
             self._gone[i] = e
-            return 0
+            return -1
 
-    def _log_softmax(self, ready):
-        x = self._logits[list(ready)].astype(np.float64)
+    def _log_softmax(self, rows):
+        x = self._logits[rows].astype(np.float64)
         x -= x.max(axis=1, keepdims=True)
         x -= np.log(np.exp(x).sum(axis=1, keepdims=True))
         return x

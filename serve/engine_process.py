@@ -299,7 +299,7 @@ class Child:
         self._dirty = []                        # the streams with unsent items, in the order they got them
         self._urgent = False
         self._sent_at = time.monotonic()
-        engine.on_step, engine.on_news, engine.on_fatal = self.batch_sizes.append, self.send_news, self.on_fatal
+        engine.on_step, engine.on_news, engine.on_fatal = self.batch_sizes.append, self.on_news, self.on_fatal
 
     def deliver(self, stream, item):
         with self._lock:
@@ -313,13 +313,17 @@ class Child:
             elif not stream.started:
                 stream.started = self._urgent = True
 
-    def send_news(self, now=True):
-        """What the streams were handed since the last news, in one message: at once if `now` or
-        urgent, else if NEWS_INTERVAL has passed (the scheduler's thread, after each pass of its loop)."""
+    def on_news(self, idle):
+        """After each pass of the scheduler's loop (its thread): the streams' text is handed out and sent
+        when the scheduler is about to wait, a stream has started or ended, or NEWS_INTERVAL has passed."""
+        if idle or self._urgent or time.monotonic() - self._sent_at >= NEWS_INTERVAL:
+            self.engine.flush()
+            self.send_news()
+
+    def send_news(self):
+        """What the streams were handed since the last news, in one message."""
         with self._lock:
             if not self._dirty and not self.batch_sizes:
-                return
-            if not (now or self._urgent or time.monotonic() - self._sent_at >= NEWS_INTERVAL):
                 return
             items = [(s.key, joined(s.unsent)) for s in self._dirty]
             for s in self._dirty:

@@ -55,18 +55,22 @@ class Stream:
         self._queue = collections.deque()
         self._waiter = None
         self._read = []  # the reader's own: what result() has taken
-        # the scheduler's own (start() makes the rest when the stream joins the batch)
+        # the scheduler's own (start() makes the rest when the stream is queued)
         self.fed = 0        # prime characters fed so far
         self.generated = 0  # characters generated so far
         self._unsent = ""   # generated characters not yet final (they might begin a stop string)
         self._unsent_logprobs = []
+        self.rng = None     # made by start()
 
     def start(self):
-        """What only a running stream needs (the scheduler calls it as the stream joins the batch)."""
+        """What only a running stream needs, made when it is queued (Engine.add, on the caller's thread),
+        so that the HTTP side of an engine process never makes them and the scheduler's time is the batch's."""
         params = self.params
         self.rng = np.random.default_rng(params.seed)
         self.matcher = StopMatcher(params.stops, keep=False)
-        self._plain = not params.stops and params.logprobs is None  # every character is final text at once
+        # No stop strings, no logprobs: every character is final text at once, and the engine hands
+        # them out in bulk (Engine.flush) rather than through _emit.
+        self.plain = not params.stops and params.logprobs is None
 
     # --- the reader's side (any one thread) ---
 
@@ -114,14 +118,9 @@ class Stream:
     # --- the scheduler's side ---
 
     def _emit(self, ch, logprob=None):
-        """One generated character (and its logprob entry, when asked); True once the stream has finished."""
+        """One generated character of a stream that is not plain (it has stop strings or logprobs), and
+        its logprob entry when asked; True once the stream has finished."""
         self.generated += 1
-        if self._plain:  # no stop string, no logprobs: the character is final text
-            self._deliver(ch)
-            if self.generated >= self.params.max_chars:
-                self._finish("length")
-                return True
-            return False
         matcher = self.matcher
         stopped = matcher.push(ch)
         with_logprobs = self.params.logprobs is not None

@@ -249,7 +249,12 @@ def test_a_1mb_prime_never_holds_up_another_stream(make_engine, corpus_text, bac
     while other.take() is None:
         time.sleep(0.001)
     ticks = []  # per tick, on the scheduler thread: (characters stepped so far, the other stream's length)
-    engine.on_step = lambda batch: ticks.append((stepped[0], other.generated))
+
+    def on_step(batch):
+        engine.flush()  # (the other stream's characters so far are handed out in bulk)
+        ticks.append((stepped[0], other.generated))
+
+    engine.on_step = on_step
     big = engine.submit(corpus_text(10**6), 5, seed=2)
     while len(ticks) < 300:
         time.sleep(0.01)
