@@ -285,10 +285,11 @@ class SentStream(Stream):
 class Child:
     """The child's side: an Engine, the commands read from the parent, and the news sent back.
 
-    News goes at once when a stream gets its first text (time to first character) or ends (its client
-    may then send the next request), when the scheduler is about to wait, and otherwise at most every
-    NEWS_INTERVAL: a stream's text in between is sent as one string, so the parent handles a few
-    messages per stream, not one per character. The HTTP side sends text every CHUNK_INTERVAL anyway.
+    A stream's news goes at once when it gets its first text (time to first character) or ends (its
+    client may then send the next request); every stream's, when the scheduler is about to wait, and
+    otherwise every NEWS_INTERVAL: a stream's text in between is sent as one string, so the parent
+    handles a few messages per stream, not one per character. (The HTTP side sends text every
+    CHUNK_INTERVAL anyway.)
     """
 
     def __init__(self, engine, news):
@@ -296,39 +297,48 @@ class Child:
         self.streams = {}                       # key -> SentStream until it ends, for cancel
         self.batch_sizes = collections.deque()  # one per tick, for the metrics
         self._lock = threading.Lock()           # the streams' unsent items, and sending (scheduler and commands)
-        self._dirty = []                        # the streams with unsent items, in the order they got them
-        self._urgent = False
-        self._sent_at = time.monotonic()
+        self._dirty = {}                        # the streams with unsent items (a dict: ordered, and removable)
+        self._urgent = {}                       # those of them whose news goes at once (started or ended)
+        self._sent_at = time.monotonic()        # when every stream's news last went
         engine.on_step, engine.on_news, engine.on_fatal = self.batch_sizes.append, self.on_news, self.on_fatal
 
     def deliver(self, stream, item):
         with self._lock:
-            if not stream.unsent:
-                self._dirty.append(stream)
+            self._dirty[stream] = None
             stream.unsent.append(item)
             if not isinstance(item, str) and item.finish_reason is not None:
                 stream.done.set()
                 self.streams.pop(stream.key, None)
-                self._urgent = True
+                self._urgent[stream] = None
             elif not stream.started:
-                stream.started = self._urgent = True
+                stream.started = True
+                self._urgent[stream] = None
 
     def on_news(self, idle):
-        """After each pass of the scheduler's loop (its thread): the streams' text is handed out and sent
-        when the scheduler is about to wait, a stream has started or ended, or NEWS_INTERVAL has passed."""
-        if idle or self._urgent or time.monotonic() - self._sent_at >= NEWS_INTERVAL:
+        """After each pass of the scheduler's loop (its thread): every stream's text is handed out and
+        sent when the scheduler is about to wait or NEWS_INTERVAL has passed; that of a stream that has
+        started or ended, at once."""
+        if idle or time.monotonic() - self._sent_at >= NEWS_INTERVAL:
             self.engine.flush()
             self.send_news()
+        elif self._urgent:
+            self.send_news(urgent_only=True)
 
-    def send_news(self):
-        """What the streams were handed since the last news, in one message."""
+    def send_news(self, urgent_only=False):
+        """What the streams (or only the urgent ones) were handed since their last news, in one message."""
         with self._lock:
             if not self._dirty and not self.batch_sizes:
                 return
-            items = [(s.key, joined(s.unsent)) for s in self._dirty]
-            for s in self._dirty:
+            if urgent_only:
+                streams = [s for s in self._urgent if s in self._dirty]
+                for s in streams:
+                    del self._dirty[s]
+            else:
+                streams, self._dirty, self._sent_at = list(self._dirty), {}, time.monotonic()
+            self._urgent = {}
+            items = [(s.key, joined(s.unsent)) for s in streams]
+            for s in streams:
                 s.unsent = []
-            self._dirty, self._urgent, self._sent_at = [], False, time.monotonic()
             sizes = [self.batch_sizes.popleft() for _ in range(len(self.batch_sizes))]
             self._send(("news", items, self.engine.running, self.engine.waiting, sizes))
 
