@@ -6,6 +6,7 @@ import sys
 from estella.runtime.errors import EstellaError
 
 from .chat import ChatTemplate
+from .cpus import parse_cpus
 from .engine import EngineFailed
 from .limits import Limits
 from .server import run_server
@@ -25,6 +26,9 @@ def add_parser(subparsers):
     p.add_argument("--engine", default=None, choices=["process", "thread"],
                    help="where the model's scheduler runs: its own process (default; the model and the HTTP side "
                    "then do not share one interpreter lock) or a thread of the server's (one process, less memory)")
+    p.add_argument("--engine-cpus", default=None, metavar="CPUS", help="run the engine process on these CPUs "
+                   "(as 0, 0-1 or 0,2-3; Linux) and the HTTP side on the others, so that they never take turns "
+                   "on a core (default: the OS decides)")
     p.add_argument("--max-batch", type=int, default=32, help="streams stepped together at most (default: 32)")
     p.add_argument("--max-queue", type=int, default=256, help="streams waiting for a slot at most; more get 503 "
                    "(default: 256)")
@@ -92,7 +96,8 @@ def serve(args):
         return 0
     try:
         run_server(args.export_dir, host=args.host, port=args.port, backend=args.backend, precision=args.precision,
-                   threads=args.threads, engine=args.engine or "process", max_batch=args.max_batch,
+                   threads=args.threads, engine=args.engine or "process", engine_cpus=args.engine_cpus,
+                   max_batch=args.max_batch,
                    max_queue=args.max_queue, max_chars=args.max_chars,
                    shutdown_timeout=args.shutdown_timeout, timeout_keep_alive=args.timeout_keep_alive,
                    timeout_header=args.timeout_header, max_connections=args.max_connections, **app_options)
@@ -123,6 +128,10 @@ def check_args(args):
     except ValueError as e:
         raise EstellaError(str(e)) from None
     chat_template = ChatTemplate.load(args.chat_template)
+    if args.engine_cpus is not None:
+        if args.engine == "thread":
+            raise EstellaError("--engine-cpus places the engine process; with --engine thread there is none")
+        args.engine_cpus = parse_cpus(args.engine_cpus)
     if args.host not in ("127.0.0.1", "localhost", "::1") and not args.api_key:
         print(f"estella serve: warning: binding {args.host} without --api-key: anyone who can reach this "
               "machine can use the server", file=sys.stderr)
@@ -136,9 +145,10 @@ def check_args(args):
 
 
 def check_ray_args(args):
-    if getattr(args, "engine", None) is not None:
-        raise EstellaError("--engine applies to the single server: a Ray replica runs its engine as a thread of "
-                           "the replica's own process")
+    for flag in ("engine", "engine_cpus"):
+        if getattr(args, flag, None) is not None:
+            raise EstellaError(f"--{flag.replace('_', '-')} applies to the single server: a Ray replica runs its "
+                               "engine as a thread of the replica's own process")
     for flag, value, low in (("--replicas", args.replicas, 1), ("--min-replicas", args.min_replicas, 0),
                              ("--max-replicas", args.max_replicas, 1)):
         if value is not None and value < low:

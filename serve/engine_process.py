@@ -56,11 +56,12 @@ class BackendInfo:
 
 class EngineProcess(Intake):
     def __init__(self, export_dir, backend="auto", precision="float32", threads=None, max_batch=32, max_queue=256,
-                 max_chars=4096, on_step=None, on_fatal=None, loop=None):
+                 max_chars=4096, on_step=None, on_fatal=None, loop=None, cpus=None):
         """Starts the child and returns once its model is loaded; a model that cannot load raises its
         error here (an EstellaError) and the child is gone. The child's news is read by a thread of
         its own, or, given an asyncio loop (the HTTP side's), by that loop: the streams' readers are
-        then woken on their own thread, with no interpreter lock handed between threads."""
+        then woken on their own thread, with no interpreter lock handed between threads. cpus: a set of
+        CPU ids the child runs on (Linux), or None for wherever the OS puts it."""
         self.max_batch, self.max_queue, self.max_chars = max_batch, max_queue, max_chars
         self.on_step, self.on_fatal = on_step, on_fatal
         self.life, self.failure = Life.SERVING, None
@@ -75,7 +76,8 @@ class EngineProcess(Intake):
         commands, commands_w = os.pipe()
         news_r, news = os.pipe()
         how = {"export_dir": str(export_dir), "backend": backend, "precision": precision, "threads": threads,
-               "max_batch": max_batch, "max_queue": max_queue, "max_chars": max_chars}
+               "max_batch": max_batch, "max_queue": max_queue, "max_chars": max_chars,
+               "cpus": sorted(cpus) if cpus else None}
         self._process = subprocess.Popen([sys.executable, "-m", __name__, str(commands), str(news), json.dumps(how)],
                                          pass_fds=(commands, news))
         os.close(commands)
@@ -397,6 +399,9 @@ def child_main(commands, news, how):
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     sys.setswitchinterval(SWITCH_INTERVAL)  # the thread reading requests shares the lock with the scheduler
+    cpus = how.pop("cpus")
+    if cpus:  # before any thread starts: the scheduler's and the interpreter's inherit it
+        os.sched_setaffinity(0, cpus)
     try:
         engine = Engine.load(how.pop("export_dir"), how.pop("backend"), how.pop("precision"), how.pop("threads"), **how)
     except EstellaError as e:

@@ -15,6 +15,7 @@ open at once (a connection past that is closed as soon as it is accepted). Reque
 H11_MAX_HEAD bytes.
 """
 
+import os
 import signal
 import sys
 import threading
@@ -24,6 +25,7 @@ import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from .api import create_app
+from .cpus import keep_process_to
 from .engine import SWITCH_INTERVAL, Engine, EngineFailed
 from .engine_process import EngineProcess
 
@@ -32,15 +34,18 @@ STOP_GRACE = 2            # s: on a second signal, how long the open responses m
 
 
 def run_server(export_dir, host="127.0.0.1", port=8000, backend="auto", precision="float32", threads=None,
-               engine="process", max_batch=32, max_queue=256, max_chars=4096, api_keys=(), cors_origins=(),
+               engine="process", engine_cpus=None, max_batch=32, max_queue=256, max_chars=4096, api_keys=(), cors_origins=(),
                shutdown_timeout=30.0, model_name="estella", log_level="warning", limits=None, chat_template=None,
                metrics_need_key=False, timeout_keep_alive=5.0, timeout_header=10.0, max_connections=1000):
     """Serve the export until SIGTERM (drained) or Ctrl-C; blocks. The port opens at once and /health
     answers 503 "loading" until the model is loaded; a model that cannot load stops the server and
     its error is raised here (an EstellaError: `estella serve` prints it and exits 2). engine: "process"
-    runs the scheduler in a child process (EngineProcess), "thread" in this one (Engine)."""
+    runs the scheduler in a child process (EngineProcess), "thread" in this one (Engine). engine_cpus:
+    a set of CPU ids for the engine process (checked: parse_cpus); this process keeps to the others."""
     if engine == "thread":  # the scheduler thread shares the lock with the event loop
         sys.setswitchinterval(SWITCH_INTERVAL)
+    if engine_cpus and os.sched_getaffinity(0) - engine_cpus:
+        keep_process_to(os.sched_getaffinity(0) - engine_cpus)
     fatal = []
 
     def on_fatal(error):  # the scheduler's thread: stop the server, so that the process exits non-zero
@@ -51,7 +56,8 @@ def run_server(export_dir, host="127.0.0.1", port=8000, backend="auto", precisio
         options = {"max_batch": max_batch, "max_queue": max_queue, "max_chars": max_chars, "on_fatal": on_fatal}
         try:
             if engine == "process":
-                loaded = EngineProcess(export_dir, backend, precision, threads, loop=app.state.loop, **options)
+                loaded = EngineProcess(export_dir, backend, precision, threads, loop=app.state.loop, cpus=engine_cpus,
+                                       **options)
             else:
                 loaded = Engine.load(export_dir, backend, precision, threads, **options)
         except BaseException:

@@ -181,6 +181,13 @@ def test_cli_flag_errors_exit_2(tmp_path, capsys):
     assert main(["serve", str(tmp_path), "--host", "0.0.0.0"]) == 2  # warned, then the export is missing
     err = capsys.readouterr().err
     assert "warning: binding 0.0.0.0 without --api-key" in err and "is not an export directory" in err
+    allowed = sorted(os.sched_getaffinity(0))
+    for cpus in (str(max(allowed) + 1), "a", "1-0", "0,"):
+        assert main(["serve", str(tmp_path), "--engine-cpus", cpus]) == 2
+        err = capsys.readouterr().err
+        assert "--engine-cpus must be CPU ids this process may use" in err and repr(cpus) in err, err
+    assert main(["serve", str(tmp_path), "--engine-cpus", str(allowed[0]), "--engine", "thread"]) == 2
+    assert "--engine-cpus places the engine process; with --engine thread there is none" in capsys.readouterr().err
 
 
 def test_a_model_that_cannot_load_stops_the_server_with_exit_2(serve_export, tmp_path, capsys):

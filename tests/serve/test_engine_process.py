@@ -152,3 +152,26 @@ def test_a_killed_engine_process_stops_the_server_with_exit_1(serve_export):
     error = json.loads(events[-2][6:])["error"]
     assert "the engine process exited with code -9" in error["message"] and events[-1] == "data: [DONE]"
     assert code == 1 and "stopped so that a supervisor can restart it" in output, output
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="an engine on a CPU of its own needs two CPUs")
+def test_engine_cpus_puts_the_engine_process_on_its_cpus_and_the_http_side_on_the_others(serve_export):
+    """`estella serve --engine-cpus N`: every thread of the engine process may run on N only, every
+    thread of the HTTP side on the other CPUs, and the texts are those of `estella generate`."""
+    allowed = sorted(os.sched_getaffinity(0))
+    engine_cpu, others = allowed[-1], set(allowed[:-1])
+    server = ServerProcess(serve_export, "--backend", "numpy", "--engine-cpus", engine_cpu)
+    server.start()
+    try:
+        r = httpx.post(server.url + "/v1/completions", timeout=60,
+                       json={"prompt": "Pip", "max_tokens": 40, "seed": 1, "temperature": 0.5})
+        http_pid, engine_pid = server.pids()
+        placed = {pid: [os.sched_getaffinity(int(tid)) for tid in os.listdir(f"/proc/{pid}/task")]
+                  for pid in (http_pid, engine_pid)}
+    finally:
+        server.stop()
+    assert r.status_code == 200
+    expected = Generator.load(serve_export, "numpy").generate("Pip", 40, 0.5, seed=1, echo=False)
+    assert r.json()["choices"][0]["text"] == expected
+    assert len(placed[engine_pid]) >= 2 and all(cpus == {engine_cpu} for cpus in placed[engine_pid])
+    assert all(cpus == others for cpus in placed[http_pid])

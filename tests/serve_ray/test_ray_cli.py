@@ -26,6 +26,7 @@ START_GUARD = 240.0  # s: a local Ray cluster and its replicas start within this
     (["--min-replicas", "3", "--max-replicas", "2"], "--min-replicas (3) must be <= --max-replicas (2)"),
     (["--max-replicas", "2", "--target-ongoing-requests", "0"], "--target-ongoing-requests must be > 0, got 0.0"),
     (["--replicas", "2", "--engine", "thread"], "--engine applies to the single server"),
+    (["--replicas", "2", "--engine-cpus", "0"], "--engine-cpus applies to the single server"),
 ])
 def test_ray_flag_errors_exit_2_before_ray_starts(serve_export, flags, message, capsys):
     assert main(["serve", serve_export, *flags]) == 2
