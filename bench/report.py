@@ -236,8 +236,10 @@ def serving_tables(serving):
            "requests served one after another. Time to first character runs from sending the request to the "
            "first chunk with text, pooled over all rounds. CPU is cores busy during the served run (1 = one "
            "core): the server's processes (its engine process's too) and the clients'. The row *engine in a "
-           "thread* is a second server run with `--engine thread` (the scheduler in the HTTP process), measured "
-           "in the same rounds.\n"]
+           "thread* is a second server run with `--engine thread` (the scheduler in the HTTP process); the row "
+           "*engine on a CPU of its own* a third, run with `--engine-cpus` naming the first CPU (the HTTP side "
+           "on the others), whose clients then keep to the other CPUs as well, as clients on other machines "
+           "would. Both are measured in the same rounds.\n"]
     for shape_name, sv in serving.items():
         if "error" in sv:
             out.append(f"### {shape_name}\n\nNot measured: {sv['error']}\n")
@@ -251,22 +253,28 @@ def serving_tables(serving):
                     "× one at a time | first char p50 ms | p99 ms | CPU server | CPU clients |",
                     "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
             out += [serving_row(clients, c, one) for clients, c in cases.items()]
+            pinned = sv.get("engine_pinned", {}).get(precision, {})
             out += [serving_row(f"{clients}, engine in a thread", c, None)
                     for clients, c in sv.get("engine_thread", {}).get(precision, {}).items()]
-            at = cases.get(str(g["clients"]))
-            if at and one:
-                checks = [(ratio(at["served_chars_per_s"], at["generate_many_chars_per_s"]), g["vs_generate_many"],
-                           "of generate_many", True),
-                          (ratio(at["served_chars_per_s"], one), g["vs_one_at_a_time"], "× one at a time", True),
-                          (at["ttft_ms"]["p99"], g["ttft_p99_ms"], "ms p99 first character", False)]
-                parts = [f"{fmt(v)} {what} (goal {'≥' if high else '<'} {fmt(goal)}: "
-                         f"{'met' if (v >= goal if high else v < goal) else 'missed'})"
-                         for v, goal, what, high in checks]
-                out.append(f"\nGoals at {g['clients']} clients: " + "; ".join(parts) + ".")
+            out += [serving_row(f"{clients}, engine on a CPU of its own", c, one) for clients, c in pinned.items()]
+            for label, at in ((f"{g['clients']} clients", cases.get(str(g["clients"]))),
+                              (f"{g['clients']} clients, engine on a CPU of its own", pinned.get(str(g["clients"])))):
+                if at and one:
+                    out.append(f"\nGoals at {label}: {goals_met(at, one, g)}.")
             out.append("")
         if "ray" in sv:
             out += ray_table(sv["ray"])
     return out
+
+
+def goals_met(at, one, g):
+    """What a served case makes of the goals (each value, its goal, met or missed)."""
+    checks = [(ratio(at["served_chars_per_s"], at["generate_many_chars_per_s"]), g["vs_generate_many"],
+               "of generate_many", True),
+              (ratio(at["served_chars_per_s"], one), g["vs_one_at_a_time"], "× one at a time", True),
+              (at["ttft_ms"]["p99"], g["ttft_p99_ms"], "ms p99 first character", False)]
+    return "; ".join(f"{fmt(v)} {what} (goal {'≥' if high else '<'} {fmt(goal)}: "
+                     f"{'met' if (v >= goal if high else v < goal) else 'missed'})" for v, goal, what, high in checks)
 
 
 def serving_row(label, c, one):

@@ -8,12 +8,15 @@ vLLM's serving benchmark uses: httpx spent more CPU per request than the server 
 each sending its requests one after another and reading the server-sent events as they come.
 Rounds are interleaved as everywhere else: each round runs every C served, then generate_many at B = C.
 The engine process's worth: a second server with --engine thread runs beside the first, and each
-round measures it too at THREAD_ENGINE_CLIENTS clients. Ray Serve's overhead: the bare server and `estella serve --replicas 1` (a local Ray cluster, one
+round measures it too at THREAD_ENGINE_CLIENTS clients; so does a third with --engine-cpus (the engine
+process on a CPU of its own, the HTTP side on the others), whose clients then keep to the others too,
+as clients on other machines would (where the machine has two CPUs or more). Ray Serve's overhead: the bare server and `estella serve --replicas 1` (a local Ray cluster, one
 replica with the same flags) both run, and each round measures one then the other at each C.
 """
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import time
@@ -92,9 +95,10 @@ def percentile_ms(values, q):
 
 
 def measure_precision(export_dir, precision, clients, requests, chars, repeats, threads, log=print):
-    """Served against generate_many at each C; in the same rounds, a second server with its engine in
-    a thread (--engine thread) at one C (THREAD_ENGINE_CLIENTS), to show what the engine process buys.
-    Returns ({C: case}, {C: thread-engine case})."""
+    """Served against generate_many at each C; in the same rounds, at one C (THREAD_ENGINE_CLIENTS), a
+    server with its engine in a thread (--engine thread), to show what the engine process buys, and one
+    with the engine process on a CPU of its own (--engine-cpus). Returns {"process": {C: case}, "thread":
+    {C: case}, "pinned": {C: case}} ("pinned" empty on a machine with one CPU)."""
     from estella.runtime.generator import Generator
     from estella.serve.process import ServerProcess
 
@@ -103,20 +107,26 @@ def measure_precision(export_dir, precision, clients, requests, chars, repeats, 
     for c in clients:
         batched[c](2)  # warm-up: allocation at this batch size
     thread_clients = [max([c for c in clients if c <= THREAD_ENGINE_CLIENTS], default=min(clients))]
+    allowed = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    engine_cpu, other_cpus = (allowed[0], set(allowed[1:])) if len(allowed) > 1 else (None, None)
     cases = [(c, "process") for c in clients] + [(c, "thread") for c in thread_clients]
+    cases += [(c, "pinned") for c in thread_clients] if engine_cpu is not None else []
     rates, limit, ttfts = ({case: [] for case in cases} for _ in range(3))
     cpu = {case: {"server": [], "clients": []} for case in cases}
     flags = ["--backend", "tflite", "--precision", precision, "--threads", threads, "--max-batch", max(clients),
              "--max-queue", max(clients), "--max-chars", chars]
     with ServerProcess(export_dir, *flags) as in_process, \
-            ServerProcess(export_dir, *flags, "--engine", "thread") as in_thread:
-        servers = {"process": in_process, "thread": in_thread}
+            ServerProcess(export_dir, *flags, "--engine", "thread") as in_thread, \
+            (ServerProcess(export_dir, *flags, "--engine-cpus", engine_cpu) if engine_cpu is not None
+             else contextlib.nullcontext()) as pinned:
+        servers = {"process": in_process, "thread": in_thread, "pinned": pinned}
         for c, engine in cases:
             asyncio.run(served(servers[engine].url, c, 1, min(chars, 16)))  # warm-up: the server's batch sizes
         for r in range(repeats):
             for c, engine in cases:
                 server = servers[engine]
-                rate, ttft, shares = asyncio.run(served(server.url, c, requests, chars, server.pids()))
+                with clients_on(other_cpus if engine == "pinned" else None):
+                    rate, ttft, shares = asyncio.run(served(server.url, c, requests, chars, server.pids()))
                 rates[c, engine].append(rate)
                 ttfts[c, engine] += ttft
                 for side, share in shares.items():
@@ -132,8 +142,24 @@ def measure_precision(export_dir, precision, clients, requests, chars, repeats, 
                             "max": max(ttfts[case]) * 1e3, "n": len(ttfts[case])},
                 "cpu_share": {side: summary(v)["median"] for side, v in cpu[case].items()}}
 
-    return ({str(c): result((c, "process")) for c in clients},
-            {str(c): result((c, "thread")) for c in thread_clients})
+    return {engine: {str(c): result((c, e)) for c, e in cases if e == engine}
+            for engine in ("process", "thread", "pinned")}
+
+
+@contextlib.contextmanager
+def clients_on(cpus):
+    """This process (the clients) on these CPUs for a while (None: as it is)."""
+    if cpus is None:
+        yield
+        return
+    from estella.serve.cpus import keep_process_to
+
+    before = os.sched_getaffinity(0)
+    keep_process_to(cpus)
+    try:
+        yield
+    finally:
+        keep_process_to(before)
 
 
 def measure_ray(export_dir, precision, clients, requests, chars, repeats, threads, log=print):
@@ -177,8 +203,9 @@ def measure(export_dir, clients=CLIENTS, requests=4, chars=256, repeats=5, threa
                 for p in PRECISIONS}
     result = {"shape": shape, "backend": "tflite", "threads": threads,
               "requests_per_client": requests, "chars_per_request": chars, "repeats": repeats,
-              "precisions": {p: cases for p, (cases, _) in measured.items()},
-              "engine_thread": {p: cases for p, (_, cases) in measured.items()}}
+              "precisions": {p: m["process"] for p, m in measured.items()},
+              "engine_thread": {p: m["thread"] for p, m in measured.items()},
+              "engine_pinned": {p: m["pinned"] for p, m in measured.items()}}
     try:
         result["ray"] = {p: measure_ray(export_dir, p, ray_clients, requests, chars, repeats, threads, log)
                          for p in RAY_PRECISIONS}

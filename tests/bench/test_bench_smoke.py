@@ -3,6 +3,7 @@ and the report has every table. Structure only: speed is what `make bench` repor
 test asserts."""
 
 import json
+import os
 
 import pytest
 
@@ -98,6 +99,10 @@ def test_serving_part_writes_report(corpus_path, tmp_path, cache):
         assert set(sv["engine_thread"]) == {"int8", "float32"}
         assert all(set(cases) == {"2"} and cases["2"]["served_chars_per_s"]["n"] == 2
                    for cases in sv["engine_thread"].values())
+        # ... and the engine process on a CPU of its own (--engine-cpus), where there are two CPUs or more.
+        pinned = {"2"} if len(os.sched_getaffinity(0)) > 1 else set()
+        assert set(sv["engine_pinned"]) == {"int8", "float32"}
+        assert all(set(cases) == pinned for cases in sv["engine_pinned"].values())
         # Ray Serve's overhead: one replica on a local Ray cluster against the bare server, same clients.
         assert set(sv["ray"]) == {"int8"} and set(sv["ray"]["int8"]) == {"1", "2"}
         for c in sv["ray"]["int8"].values():
@@ -107,6 +112,7 @@ def test_serving_part_writes_report(corpus_path, tmp_path, cache):
     text = (out / "BENCHMARKS.md").read_text()
     assert "## Serving" in text and "**tflite int8**" in text and "served ÷ generate_many" in text
     assert "| 2, engine in a thread |" in text
+    assert ("| 2, engine on a CPU of its own |" in text) == (len(os.sched_getaffinity(0)) > 1)
     assert f"### {STACK}: 1 requests" in text
     assert "Ray Serve's overhead" in text and "Ray ÷ bare" in text
 
