@@ -162,7 +162,7 @@ class Engine(Intake):
         self._cancelled = set()
         self._rows = []  # the running streams, one per row of the batch (scheduler thread only)
         self._drawn = []  # per tick since the last flush: the ids drawn [B], -1 where a row drew none
-        self._gappy = False  # some row drew nothing in a tick since the last flush
+        self._lookup = self.vocab + [""]  # id -> its character, and -1 (nothing drawn) -> ""
         self._state = self.backend.initial_state(0)
         self._logits = np.zeros((0, len(self.vocab)), np.float32)
         self._sampler = BatchSampler([])
@@ -249,15 +249,13 @@ class Engine(Intake):
         if not self._drawn:
             return
         drawn, self._drawn = self._drawn, []
-        gappy, self._gappy = self._gappy, False
-        vocab, rows, plain = self.vocab, self._rows, self._plain_rows
+        lookup, rows, plain = self._lookup, self._rows, self._plain_rows
         if len(drawn) == 1:  # one tick (as when the engine flushes every tick): one character, or none
             ids = drawn[0].tolist()
-            texts = [vocab[ids[i]] if ids[i] >= 0 else "" for i in plain]
+            texts = [lookup[ids[i]] for i in plain]
         else:
             ids = np.stack(drawn, axis=1).tolist()  # [B][ticks]
-            texts = ["".join([vocab[c] for c in ids[i] if c >= 0] if gappy else map(vocab.__getitem__, ids[i]))
-                     for i in plain]
+            texts = ["".join(map(lookup.__getitem__, ids[i])) for i in plain]
         for i, text in zip(plain, texts):
             if text:
                 s = rows[i]
@@ -427,7 +425,6 @@ class Engine(Intake):
         gone = self._gone
         if self._plain_rows:  # kept for flush; the rows that drew their last character end
             self._drawn.append(drawn)
-            self._gappy = self._gappy or not all_ready or bool(gone)
             left = self._left
             if all_ready:
                 left -= 1
