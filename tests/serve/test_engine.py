@@ -311,3 +311,29 @@ def test_a_stacked_lstm_is_served_like_generate(lstm_export):
             assert done.text == reference.generate(p, 60 + 7 * i, 0.9, seed=i, echo=False)
     finally:
         engine.shutdown()
+
+
+@pytest.mark.parametrize("backend", ["tflite", "numpy"])
+@pytest.mark.parametrize("where", ["thread", "process"])
+def test_streams_of_one_two_and_three_characters_beside_others(make_engine, serve_export, backend, where):
+    """A plain stream's characters are handed out in bulk and its end is counted by the engine: the
+    shortest streams (their first character is also their last) get exactly their text and
+    "length", beside a long one, one with a stop string and one with logprobs; in this process
+    (handed out every tick) and in an engine process (every few milliseconds)."""
+    from estella.serve.engine_process import EngineProcess
+
+    if where == "thread":
+        engine = make_engine(backend)
+    else:
+        engine = EngineProcess(serve_export, backend)
+    try:
+        reference = Generator.load(serve_export, backend)
+        asked = [("Pip", 1, {}), ("Joe", 2, {}), ("The ", 3, {}), ("It was", 300, {}),
+                 ("a", 3, {"stop": "\x00"}), ("Mr. ", 2, {"logprobs": 2})]
+        streams = [engine.submit(prime, n, seed=i, **extra) for i, (prime, n, extra) in enumerate(asked)]
+        for i, ((prime, n, extra), done) in enumerate(zip(asked, wait_all(streams))):
+            assert (done.text, done.finish_reason) == (reference.generate(prime, n, seed=i, echo=False), "length")
+            assert (done.logprobs is not None) == ("logprobs" in extra)
+    finally:
+        if where == "process":
+            engine.shutdown()
