@@ -58,10 +58,6 @@ LENGTH = "length"  # why a row is gone: it drew its last character (plain rows, 
 NOT_COUNTED = np.iinfo(np.int64).max  # chars left of a row that counts its own (stops, logprobs)
 PREFILL_CHUNK = 256    # prime characters per stream per tick, where the graph takes T > 1
 PREFILL_BUDGET = 1024  # prime characters per tick in all
-# Python's switch interval wherever the scheduler thread shares the interpreter lock (the server's
-# event loop, an engine process's command reader): at the default 5 ms, the other thread could keep
-# a tick, or a request, waiting that long.
-SWITCH_INTERVAL = 0.0005  # s
 
 
 class QueueFull(EstellaError):
@@ -136,7 +132,7 @@ class Intake:
 
 class Engine(Intake):
     def __init__(self, generator, max_batch=32, max_queue=256, max_chars=4096, on_step=None, on_fatal=None,
-                 on_news=None, prefill_chunk=PREFILL_CHUNK, prefill_budget=PREFILL_BUDGET):
+                 on_news=None, intake=None, prefill_chunk=PREFILL_CHUNK, prefill_budget=PREFILL_BUDGET):
         if max_batch < 1 or max_queue < 0 or max_chars < 0 or prefill_chunk < 1 or prefill_budget < 1:
             raise EstellaError(f"--max-batch must be >= 1, --max-queue and --max-chars >= 0, the prefill chunk and "
                                f"budget >= 1; got {max_batch}, {max_queue}, {max_chars}, {prefill_chunk}, "
@@ -150,6 +146,11 @@ class Engine(Intake):
         # on_news(idle) after each pass of the scheduler's loop, on its thread; it may call flush(). Without
         # one, the engine flushes after every tick.
         self.on_news = on_news
+        # intake(idle) at the top of each pass, on the scheduler's thread: it may add and cancel streams
+        # (an engine process's commands), and wait a little for them while idle. With one, the scheduler
+        # never waits on its condition: what changes the engine comes through the intake, or is seen
+        # at its next return.
+        self.intake = intake
         # A graph made for T = 1 is fed primes inside the batched step; one that takes more, in chunks.
         self.chunked_prime = self.backend.max_time is None or self.backend.max_time > 1
         self.prefill_chunk = min(prefill_chunk, self.backend.max_time or prefill_chunk)
@@ -276,8 +277,13 @@ class Engine(Intake):
     def _schedule(self):
         while True:
             self._news()  # what the last pass handed the streams
+            if self.intake is not None:
+                self.intake(self._idle())
             with self._cond:
-                self._cond.wait_for(lambda: self._rows or self._waiting or self.life is Life.CLOSED)
+                if self.intake is None:
+                    self._cond.wait_for(lambda: self._rows or self._waiting or self.life is Life.CLOSED)
+                elif self._idle() and self.life in (Life.SERVING, Life.DRAINING):
+                    continue  # nothing to do: the intake waits for it
                 if self.life is Life.CLOSED and self._idle():
                     return
                 if self.life in (Life.ENDING, Life.CLOSED):

@@ -6,8 +6,10 @@ turns on one interpreter lock:
     print(stream.result(timeout=30).text)
     engine.shutdown()
 
-The child runs an Engine. This side keeps each request's Stream (the reader's end) and is sent what the
-child's streams were handed, many streams' items in one message (when: Child). Two one-way pipes
+The child runs an Engine whose scheduler reads the commands itself, between two ticks (Child.intake):
+the child runs one thread, so no other thread of it takes the interpreter lock, or the scheduler's
+core, while it waits for it. This side keeps each request's Stream (the reader's end) and is sent what
+the child's streams were handed, many streams' items in one message (when: Child). Two one-way pipes
 (multiprocessing Connections: pickled tuples):
 
   to the child:  ("add", [(key, prime, params), ...])   ("cancel", key)
@@ -30,6 +32,7 @@ import itertools
 import json
 import os
 import pickle
+import select
 import signal
 import subprocess
 import sys
@@ -40,10 +43,11 @@ from multiprocessing.connection import Connection
 from estella.runtime.errors import EstellaError
 from estella.runtime.generator import encode_prime
 
-from .engine import SWITCH_INTERVAL, Draining, Engine, EngineFailed, Intake, Life, QueueFull
+from .engine import Draining, Engine, EngineFailed, Intake, Life, QueueFull
 from .stream import Stream
 
 NEWS_INTERVAL = 0.005  # s: the child sends a running stream's text at least this often
+IDLE_WAIT = 0.02       # s: an idle engine process's scheduler waits at most this long for a command
 
 
 @dataclasses.dataclass(frozen=True)
@@ -294,15 +298,48 @@ class Child:
     CHUNK_INTERVAL anyway.)
     """
 
-    def __init__(self, engine, news):
-        self.engine, self._news = engine, news
+    def __init__(self, news, commands):
+        self.engine, self._news, self._commands = None, news, commands
+        self._poller = select.poll()  # the commands, read by the scheduler itself: no second thread
+        self._poller.register(commands.fileno(), select.POLLIN)
+        self.finished = threading.Event()       # the last command is answered, or the parent is gone
         self.streams = {}                       # key -> SentStream until it ends, for cancel
         self.batch_sizes = collections.deque()  # one per tick, for the metrics
-        self._lock = threading.Lock()           # the streams' unsent items, and sending (scheduler and commands)
+        self._lock = threading.Lock()           # the streams' unsent items, and sending (scheduler and calls)
         self._dirty = {}                        # the streams with unsent items (a dict: ordered, and removable)
         self._urgent = {}                       # those of them whose news goes at once (started or ended)
         self._sent_at = time.monotonic()        # when every stream's news last went
+
+    def start(self, engine):
         engine.on_step, engine.on_news, engine.on_fatal = self.batch_sizes.append, self.on_news, self.on_fatal
+        self.engine = engine
+
+    def intake(self, idle):
+        """The scheduler's thread, at the top of each pass: every command that has come; while the
+        engine is idle, it waits up to IDLE_WAIT for one. drain, end_now and shutdown wait for the
+        scheduler, so they run on a thread of their own."""
+        if self.engine is None:  # (still loading: nothing is sent before "ready")
+            return
+        timeout = IDLE_WAIT * 1000 if idle else 0
+        while self._poller.poll(timeout):
+            timeout = 0
+            try:
+                message = pickle.loads(self._commands.recv_bytes())
+            except EOFError:  # the parent is gone: nobody reads what this process would write
+                self._poller.unregister(self._commands.fileno())
+                threading.Thread(target=self._parent_gone, daemon=True).start()
+                return
+            kind = message[0]
+            if kind == "add":
+                self.add(message[1])
+            elif kind == "cancel":
+                self.cancel(message[1])
+            else:
+                threading.Thread(target=self.call, args=message[1:], daemon=True).start()
+
+    def _parent_gone(self):
+        self.engine.end_now()
+        self.finished.set()
 
     def deliver(self, stream, item):
         with self._lock:
@@ -374,6 +411,8 @@ class Child:
         self.send_news()
         with self._lock:
             self._send(("done", seq))
+        if name == "shutdown":  # the last command
+            self.finished.set()
 
 
 def joined(items):
@@ -398,34 +437,20 @@ def child_main(commands, news, how):
     # The parent drains and stops this process; a signal to the whole group must not end it first.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    sys.setswitchinterval(SWITCH_INTERVAL)  # the thread reading requests shares the lock with the scheduler
     cpus = how.pop("cpus")
     if cpus:  # before any thread starts: the scheduler's and the interpreter's inherit it
         os.sched_setaffinity(0, cpus)
+    child = Child(news, commands)
     try:
-        engine = Engine.load(how.pop("export_dir"), how.pop("backend"), how.pop("precision"), how.pop("threads"), **how)
+        engine = Engine.load(how.pop("export_dir"), how.pop("backend"), how.pop("precision"), how.pop("threads"),
+                             intake=child.intake, **how)
     except EstellaError as e:
         news.send(("load_error", str(e)))
         return
+    child.start(engine)
     news.send(("ready", engine.vocab, {"name": engine.backend.name, "precision": engine.backend.precision,
                                        "state_size": engine.backend.state_size}))
-    child = Child(engine, news)
-    while True:
-        try:
-            message = pickle.loads(commands.recv_bytes())
-        except EOFError:  # the parent is gone: nobody reads what this process would write
-            engine.end_now()
-            return
-        kind = message[0]
-        if kind == "add":
-            child.add(message[1])
-        elif kind == "cancel":
-            child.cancel(message[1])
-        elif message[2] == "shutdown":  # the last command: answered once the scheduler has stopped
-            child.call(*message[1:])
-            return
-        else:  # drain and end_now wait; the commands after them (cancel, end_now) must still be read
-            threading.Thread(target=child.call, args=message[1:], daemon=True).start()
+    child.finished.wait()
 
 
 if __name__ == "__main__":

@@ -26,9 +26,12 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from .api import create_app
 from .cpus import keep_process_to
-from .engine import SWITCH_INTERVAL, Engine, EngineFailed
+from .engine import Engine, EngineFailed
 from .engine_process import EngineProcess
 
+# Python's switch interval where the scheduler is a thread of this process (--engine thread) and shares
+# the interpreter lock with the event loop: at the default 5 ms, either could keep the other waiting that long.
+SWITCH_INTERVAL = 0.0005  # s
 H11_MAX_HEAD = 16 * 1024  # bytes of a request's line and headers
 STOP_GRACE = 2            # s: on a second signal, how long the open responses may take to send their end
 

@@ -118,7 +118,9 @@ def test_a_failing_scheduler_in_the_child_is_reported(serve_export, break_after)
     engine = Engine.load(serve_export, "numpy", max_chars=10**6)
     break_after(engine, 20)  # the interpreter breaks after 20 steps
     received, sent = Pipe(duplex=False)
-    child = Child(engine, sent)
+    commands, _ = Pipe(duplex=False)  # (none are sent here: the test adds the stream itself)
+    child = Child(sent, commands)
+    child.start(engine)
     child.add([(7, "Pip", engine.request_params(10**6))])
     items = []
     while (message := pickle.loads(received.recv_bytes()))[0] != "failed":
@@ -175,3 +177,14 @@ def test_engine_cpus_puts_the_engine_process_on_its_cpus_and_the_http_side_on_th
     assert r.json()["choices"][0]["text"] == expected
     assert len(placed[engine_pid]) >= 2 and all(cpus == {engine_cpu} for cpus in placed[engine_pid])
     assert all(cpus == others for cpus in placed[http_pid])
+
+
+def test_the_engine_process_exits_once_the_server_is_gone(serve_export):
+    """The child reads its commands on the scheduler's own thread: when the server's end of the pipe
+    closes (the server died without a word), it ends its streams and exits, running or idle."""
+    for running in (True, False):
+        engine = EngineProcess(serve_export, "numpy", max_chars=10**6)
+        if running:
+            first_news(engine.submit("Pip", 10**6))
+        engine._commands.close()  # what the server's death does to the pipe
+        assert engine._process.wait(30) == 0
