@@ -305,7 +305,6 @@ class Engine(Intake):
                     self._cond.notify_all()  # drain() waits for an empty engine
 
     def _end_all(self):
-        self.flush()
         for s in list(self._waiting):
             s._finish("length")
         self._waiting.clear()
@@ -316,8 +315,6 @@ class Engine(Intake):
     def _join(self, streams):
         joining, samplers = [], [self._sampler]
         for s in streams:
-            if s.rng is None:
-                s.start()
             if s.params.max_chars == 0:  # nothing to generate: done before it runs
                 s._finish("length")
                 continue

@@ -144,6 +144,7 @@ def test_held_back_characters_are_not_published_early(make_engine, serve_export)
     reference = Generator.load(serve_export, "tflite").generate("Pip", 200, 0.0, echo=False)
     stop = reference[50:52] + "\x00"  # met as the text goes on, never completed (\x00 is not in the vocab)
     s = engine.make_stream("Pip", engine.request_params(200, temperature=0.0, stop=stop))
+    s.start()  # (what Engine.add does)
     engine._join([s])
     seen, deltas = [], []
     while engine._rows:
