@@ -10,8 +10,9 @@ Rounds are interleaved as everywhere else: each round runs every C served, then 
 The engine process's worth: a second server with --engine thread runs beside the first, and each
 round measures it too at THREAD_ENGINE_CLIENTS clients; so does a third with --engine-cpus (the engine
 process on a CPU of its own, the HTTP side on the others), whose clients then keep to the others too,
-as clients on other machines would (where the machine has two CPUs or more). Ray Serve's overhead: the bare server and `estella serve --replicas 1` (a local Ray cluster, one
-replica with the same flags) both run, and each round measures one then the other at each C.
+as clients on other machines would (where the machine has two CPUs or more). Ray Serve's overhead:
+the bare server and `estella serve --replicas 1` (a local Ray cluster, one replica with the same
+flags) both run, and each round measures one then the other at each C.
 """
 
 import argparse

@@ -97,8 +97,7 @@ def serve(args):
     try:
         run_server(args.export_dir, host=args.host, port=args.port, backend=args.backend, precision=args.precision,
                    threads=args.threads, engine=args.engine or "process", engine_cpus=args.engine_cpus,
-                   max_batch=args.max_batch,
-                   max_queue=args.max_queue, max_chars=args.max_chars,
+                   max_batch=args.max_batch, max_queue=args.max_queue, max_chars=args.max_chars,
                    shutdown_timeout=args.shutdown_timeout, timeout_keep_alive=args.timeout_keep_alive,
                    timeout_header=args.timeout_header, max_connections=args.max_connections, **app_options)
     except EngineFailed as e:  # not bad input: exit 1, for a supervisor to restart the server

@@ -37,9 +37,10 @@ STOP_GRACE = 2            # s: on a second signal, how long the open responses m
 
 
 def run_server(export_dir, host="127.0.0.1", port=8000, backend="auto", precision="float32", threads=None,
-               engine="process", engine_cpus=None, max_batch=32, max_queue=256, max_chars=4096, api_keys=(), cors_origins=(),
-               shutdown_timeout=30.0, model_name="estella", log_level="warning", limits=None, chat_template=None,
-               metrics_need_key=False, timeout_keep_alive=5.0, timeout_header=10.0, max_connections=1000):
+               engine="process", engine_cpus=None, max_batch=32, max_queue=256, max_chars=4096, api_keys=(),
+               cors_origins=(), shutdown_timeout=30.0, model_name="estella", log_level="warning", limits=None,
+               chat_template=None, metrics_need_key=False, timeout_keep_alive=5.0, timeout_header=10.0,
+               max_connections=1000):
     """Serve the export until SIGTERM (drained) or Ctrl-C; blocks. The port opens at once and /health
     answers 503 "loading" until the model is loaded; a model that cannot load stops the server and
     its error is raised here (an EstellaError: `estella serve` prints it and exits 2). engine: "process"
@@ -47,8 +48,9 @@ def run_server(export_dir, host="127.0.0.1", port=8000, backend="auto", precisio
     a set of CPU ids for the engine process (checked: parse_cpus); this process keeps to the others."""
     if engine == "thread":  # the scheduler thread shares the lock with the event loop
         sys.setswitchinterval(SWITCH_INTERVAL)
-    if engine_cpus and os.sched_getaffinity(0) - engine_cpus:
-        keep_process_to(os.sched_getaffinity(0) - engine_cpus)
+    others = os.sched_getaffinity(0) - engine_cpus if engine_cpus else None
+    if others:
+        keep_process_to(others)
     fatal = []
 
     def on_fatal(error):  # the scheduler's thread: stop the server, so that the process exits non-zero
